@@ -1,0 +1,20 @@
+"""NanoAgent in NumPy: SmolLM2-135M-Instruct inference, training and a tool-calling agent on a CPU.
+
+    import nanoagent
+    model = nanoagent.load()                 # SmolLM2-135M-Instruct, obtained on first use
+    print(model.chat([{"role": "user", "content": "What is the capital of France?"}]))
+"""
+from __future__ import annotations
+
+from .config import ModelConfig
+from .model import Model
+from .tokenizer import Tokenizer
+from .weights import WeightsError
+
+__all__ = ["load", "Model", "ModelConfig", "Tokenizer", "WeightsError"]
+
+
+def load(path=None) -> Model:
+    """An HF model folder -> Model with its tokenizer; `None` means SmolLM2-135M-Instruct, obtained on first use."""
+    from .weights import resolve
+    return Model.from_folder(resolve(path))

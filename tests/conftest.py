@@ -1,0 +1,46 @@
+"""Shared fixtures: the tiny reference model, the real SmolLM2 weights (obtained on first use), shared data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+# real public data lives in a `shared/data` folder beside the checkout (or where $NANOAGENT_DATA says)
+SHARED_DATA = Path(os.environ.get("NANOAGENT_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+def load_tiny(dtype=np.float32):
+    """The tiny random-weight model the reference fixtures were made with (no tokenizer)."""
+    from nanoagent.config import ModelConfig
+    from nanoagent.model import Model
+    from nanoagent.weights import check_params, read_safetensors
+    cfg = ModelConfig.from_json(FIXTURES / "tiny" / "config.json")
+    params = check_params(read_safetensors(FIXTURES / "tiny" / "model.safetensors"), cfg, FIXTURES / "tiny")
+    return Model(cfg, {k: v.astype(dtype) for k, v in params.items()})
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    return load_tiny(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tiny_model64():
+    return load_tiny(np.float64)
+
+
+@pytest.fixture(scope="session")
+def real_model():
+    """SmolLM2-135M-Instruct in float32; the first run fetches and converts it."""
+    import nanoagent
+    return nanoagent.load()
+
+
+@pytest.fixture(scope="session")
+def shared_data():
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"the shared data folder {SHARED_DATA} is missing; set NANOAGENT_DATA to it")
+    return SHARED_DATA

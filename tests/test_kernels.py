@@ -1,0 +1,72 @@
+"""Each Numba kernel equals its plain-NumPy twin, in float32 and float64."""
+import numpy as np
+import pytest
+
+from nanoagent import kernels
+
+DTYPES = [np.float32, np.float64]
+TOL = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+def rand(rng, *shape, dtype=np.float64):
+    return rng.standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rmsnorm(dtype):
+    rng = np.random.default_rng(0)
+    x, w = rand(rng, 7, 33, dtype=dtype) * 3, rand(rng, 33, dtype=dtype)
+    y, rstd = kernels.rmsnorm(x, w, 1e-5)
+    y_ref, rstd_ref = kernels.rmsnorm_ref(x, w, 1e-5)
+    assert y.dtype == dtype and rstd.dtype == dtype
+    np.testing.assert_allclose(y, y_ref, rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(rstd, rstd_ref, rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rope(dtype):
+    rng = np.random.default_rng(1)
+    x = rand(rng, 6, 5, 16, dtype=dtype)
+    ang = rng.uniform(-10, 10, (5, 8))
+    cos, sin = np.cos(ang).astype(dtype), np.sin(ang).astype(dtype)
+    np.testing.assert_allclose(kernels.rope(x, cos, sin), kernels.rope_ref(x, cos, sin),
+                               rtol=TOL[dtype], atol=TOL[dtype])
+
+
+def test_rope_is_a_rotation():
+    """Each (i, i + D/2) pair keeps its length."""
+    rng = np.random.default_rng(2)
+    x, ang = rand(rng, 3, 4, 8), rng.uniform(-5, 5, (4, 4))
+    y = kernels.rope(x, np.cos(ang), np.sin(ang))
+    norm = lambda a: a[..., :4] ** 2 + a[..., 4:] ** 2
+    np.testing.assert_allclose(norm(y), norm(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("T,S", [(5, 5), (3, 9), (1, 4)])
+def test_causal_softmax(dtype, T, S):
+    rng = np.random.default_rng(3)
+    x = rand(rng, 4, T, S, dtype=dtype) * 4
+    p = kernels.causal_softmax(x, 0.25, S - T)
+    np.testing.assert_allclose(p, kernels.causal_softmax_ref(x, 0.25, S - T), rtol=TOL[dtype], atol=TOL[dtype])
+    np.testing.assert_allclose(p.sum(-1), 1.0, rtol=TOL[dtype])
+    assert np.all(np.triu(p[0], k=S - T + 1) == 0), "a query saw a later key"
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_silu_gate(dtype):
+    rng = np.random.default_rng(4)
+    g, u = rand(rng, 3, 4, 10, dtype=dtype) * 5, rand(rng, 3, 4, 10, dtype=dtype)
+    np.testing.assert_allclose(kernels.silu_gate(g, u), kernels.silu_gate_ref(g, u), rtol=TOL[dtype], atol=TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_attend_cache(dtype):
+    rng = np.random.default_rng(5)
+    H, KV, Tmax, D, n = 6, 2, 12, 8, 7
+    q, k, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype)
+    k[:, n:], v[:, n:] = 1e9, 1e9  # positions past the cache length must not be read
+    out, probs = kernels.attend_cache(q, k, v, n)
+    out_ref, probs_ref = kernels.attend_cache_ref(q, k, v, n)
+    np.testing.assert_allclose(out, out_ref, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
+    np.testing.assert_allclose(probs, probs_ref, rtol=TOL[dtype] * 10, atol=TOL[dtype])

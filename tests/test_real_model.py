@@ -1,0 +1,35 @@
+"""SmolLM2-135M-Instruct with the real weights against HF transformers (fixtures made offline from the
+same GGUF weights), plus the answers a user would check first."""
+import numpy as np
+import pytest
+
+from conftest import FIXTURES
+
+
+@pytest.fixture(scope="module")
+def ref():
+    return np.load(FIXTURES / "real_reference.npz")
+
+
+def test_chat_prompt_renders_and_encodes_as_the_reference(real_model, ref):
+    prompt = real_model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+    assert prompt == str(ref["prompt"])
+    assert real_model.tokenizer.encode(prompt) == ref["ids"].tolist()
+    assert len(ref["ids"]) >= 30
+
+
+def test_logits_match_reference(real_model, ref):
+    logits = real_model.logits(ref["ids"])  # (T,V)
+    assert np.abs(logits[:, ref["vocab_subset"]] - ref["logits_subset"]).max() < 2e-3
+    assert np.abs(logits[-1] - ref["last_logits"]).max() < 2e-3
+
+
+def test_greedy_continuation_matches_reference(real_model, ref):
+    from nanoagent.generate import generate_ids
+    out = list(generate_ids(real_model, ref["ids"], max_new_tokens=32, stop_ids=()))
+    assert out == ref["greedy"].tolist()
+
+
+def test_capital_of_france_is_paris(real_model):
+    reply = real_model.chat([{"role": "user", "content": "What is the capital of France?"}], max_new_tokens=20)
+    assert "Paris" in reply
