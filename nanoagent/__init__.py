@@ -6,12 +6,14 @@
 """
 from __future__ import annotations
 
+from .agent import Agent, AgentResult, Tool, parse_tool_calls, tool
 from .config import ModelConfig
 from .model import Model
 from .tokenizer import Tokenizer
 from .weights import WeightsError
 
-__all__ = ["load", "Model", "ModelConfig", "Tokenizer", "WeightsError"]
+__all__ = ["load", "Model", "ModelConfig", "Tokenizer", "WeightsError",
+           "Agent", "AgentResult", "Tool", "parse_tool_calls", "tool"]
 
 
 def load(path=None) -> Model:

@@ -137,24 +137,28 @@ def silu_gate_ref(g, u):
 # ---- one new query against the KV cache (decoding) ------------------------------------
 
 @njit
-def _attend_cache(q, k, v, n, scale, out, probs):
+def _attend_cache(q, kt, v, n, scale, out, probs):
     H, D = q.shape
-    group = H // k.shape[0]
+    group = H // kt.shape[0]
     for h in range(H):
         kv = h // group  # query head h reads key/value head h // (H/KV)
-        m = -np.inf
+        # scores: s_j = scale * q . k_j, summed over d in the outer loop so the inner loop runs
+        # along the keys (stored transposed) with no dependency between iterations
         for j in range(n):
-            s = 0.0
-            for d in range(D):
-                s += q[h, d] * k[kv, j, d]
-            s *= scale
-            probs[h, j] = s
-            m = max(m, s)
+            probs[h, j] = 0.0
+        for d in range(D):
+            qd = q[h, d] * scale
+            for j in range(n):
+                probs[h, j] += qd * kt[kv, d, j]
+        m = probs[h, 0]
+        for j in range(n):
+            m = max(m, probs[h, j])
         total = 0.0
         for j in range(n):
             e = math.exp(probs[h, j] - m)
             probs[h, j] = e
             total += e
+        # out = sum_j p_j v_j
         for d in range(D):
             out[h, d] = 0.0
         for j in range(n):
@@ -164,175 +168,18 @@ def _attend_cache(q, k, v, n, scale, out, probs):
                 out[h, d] += p * v[kv, j, d]
 
 
-def attend_cache(q, k, v, n):
-    """q (H,D) at position n-1; k, v (KV,Tmax,D) caches holding n positions -> out (H,D), probs (H,n)."""
+def attend_cache(q, kt, v, n):
+    """q (H,D) at position n-1; kt (KV,D,Tmax) keys stored transposed and v (KV,Tmax,D), both
+    holding n positions -> out (H,D), probs (H,n)."""
     H, D = q.shape
     out, probs = np.empty_like(q), np.empty((H, n), q.dtype)
-    _attend_cache(np.ascontiguousarray(q), k, v, n, q.dtype.type(1.0 / math.sqrt(D)), out, probs)
+    _attend_cache(np.ascontiguousarray(q), kt, v, n, q.dtype.type(1.0 / math.sqrt(D)), out, probs)
     return out, probs
 
 
-def attend_cache_ref(q, k, v, n):
+def attend_cache_ref(q, kt, v, n):
     H, D = q.shape
-    kk = np.repeat(k[:, :n], H // k.shape[0], axis=0)  # (KV,n,D) -> (H,n,D)
-    vv = np.repeat(v[:, :n], H // v.shape[0], axis=0)
-    probs = softmax_ref(np.einsum("hd,hnd->hn", q, kk) / math.sqrt(D))
+    kk = np.repeat(kt[:, :, :n], H // kt.shape[0], axis=0)  # (KV,D,n) -> (H,D,n)
+    vv = np.repeat(v[:, :n], H // v.shape[0], axis=0)  # (KV,n,D) -> (H,n,D)
+    probs = softmax_ref(np.einsum("hd,hdn->hn", q, kk) / math.sqrt(D))
     return np.einsum("hn,hnd->hd", probs, vv), probs
-
-
-# ==== backward kernels (training) ======================================================
-# Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
-
-# ---- RMSNorm backward: dx = rstd * (dy*w - xhat * mean(dy*w * xhat)), dw = sum_rows dy * xhat ----
-
-@njit
-def _rmsnorm_backward(dy, x, w, rstd, dx, dw):
-    N, C = x.shape
-    for c in range(C):
-        dw[c] = 0.0
-    for n in range(N):  # rows one after another: dw is added into in order, never in parallel
-        r = rstd[n]
-        dot = 0.0
-        for c in range(C):
-            dot += dy[n, c] * w[c] * x[n, c] * r
-        dot /= C
-        for c in range(C):
-            xhat = x[n, c] * r
-            dx[n, c] = r * (dy[n, c] * w[c] - xhat * dot)
-            dw[c] += dy[n, c] * xhat
-
-
-def rmsnorm_backward(dy, x, w, rstd):
-    """dy, x (N,C), w (C,), rstd (N,) -> dx (N,C), dw (C,)."""
-    dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
-    dx, dw = np.empty_like(x), np.empty_like(w)
-    _rmsnorm_backward(dy, x, w, rstd, dx, dw)
-    return dx, dw
-
-
-def rmsnorm_backward_ref(dy, x, w, rstd):
-    xhat = x * rstd[:, None]
-    dxhat = dy * w
-    dx = rstd[:, None] * (dxhat - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
-    return dx, np.sum(dy * xhat, axis=0)
-
-
-# ---- softmax backward: ds = p * (dp - sum(p * dp)) per row ------------------------------
-
-@njit
-def _softmax_backward(p, dp, ds):
-    N, S = p.shape
-    for n in range(N):
-        dot = 0.0
-        for s in range(S):
-            dot += p[n, s] * dp[n, s]
-        for s in range(S):
-            ds[n, s] = p[n, s] * (dp[n, s] - dot)
-
-
-def softmax_backward(p, dp):
-    """p = softmax(s), dp = dL/dp (..., S) -> ds = dL/ds (..., S). Rows with p = 0 (masked) get 0."""
-    p, dp = np.ascontiguousarray(p), np.ascontiguousarray(dp)
-    ds = np.empty_like(p)
-    _softmax_backward(p.reshape(-1, p.shape[-1]), dp.reshape(-1, p.shape[-1]), ds.reshape(-1, p.shape[-1]))
-    return ds
-
-
-def softmax_backward_ref(p, dp):
-    return p * (dp - np.sum(p * dp, axis=-1, keepdims=True))
-
-
-# ---- SwiGLU gate backward: y = g sig(g) u -> du = dy g sig(g), dg = dy u sig(g) (1 + g (1 - sig(g))) --
-
-@njit
-def _silu_gate_backward(dy, g, u, dg, du):
-    for i in range(g.size):
-        sig = 1.0 / (1.0 + math.exp(-g[i]))
-        du[i] = dy[i] * g[i] * sig
-        dg[i] = dy[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig))
-
-
-def silu_gate_backward(dy, g, u):
-    """dy, g, u (..., F) -> dg, du (..., F)."""
-    dy, g, u = np.ascontiguousarray(dy), np.ascontiguousarray(g), np.ascontiguousarray(u)
-    dg, du = np.empty_like(g), np.empty_like(u)
-    _silu_gate_backward(dy.reshape(-1), g.reshape(-1), u.reshape(-1), dg.reshape(-1), du.reshape(-1))
-    return dg, du
-
-
-def silu_gate_backward_ref(dy, g, u):
-    sig = 1.0 / (1.0 + np.exp(-g))
-    return dy * u * sig * (1.0 + g * (1.0 - sig)), dy * g * sig
-
-
-# ---- embedding backward: dwte[ids[n]] += dx[n] (a token seen twice gets both rows) ---------
-
-@njit
-def _embedding_backward(ids, dx, dwte):
-    N, C = dx.shape
-    for n in range(N):  # in order, never in parallel: two rows may share a token
-        i = ids[n]
-        for c in range(C):
-            dwte[i, c] += dx[n, c]
-
-
-def embedding_backward(ids, dx, dwte):
-    """ids (N,) int, dx (N,C) -> adds each row of dx into row ids[n] of dwte (V,C), in place."""
-    _embedding_backward(np.ascontiguousarray(ids).astype(np.int64), np.ascontiguousarray(dx), dwte)
-
-
-def embedding_backward_ref(ids, dx, dwte):
-    np.add.at(dwte, ids, dx)
-
-
-# ==== optimizer kernels =================================================================
-
-# ---- AdamW, one parameter in place (PyTorch's update order, so the fixture matches) -------
-
-@njit
-def _adamw(p, g, m, v, lr, beta1, beta2, eps, wd, bc1, bc2, gscale):
-    one = p.dtype.type(1.0)
-    step = lr / bc1
-    sqrt_bc2 = math.sqrt(bc2)
-    for i in range(p.size):
-        gi = g[i] * gscale
-        p[i] *= one - lr * wd  # decoupled weight decay, applied to the weight itself
-        m[i] = beta1 * m[i] + (one - beta1) * gi
-        v[i] = beta2 * v[i] + (one - beta2) * gi * gi
-        p[i] -= step * m[i] / (math.sqrt(v[i]) / sqrt_bc2 + eps)
-
-
-def adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
-    """p, g, m, v (...) updated in place: m, v the moments; `step` counts from 1; g is used times gscale."""
-    assert p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
-    f = p.dtype.type
-    _adamw(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
-           f(lr), f(beta1), f(beta2), f(eps), f(wd), f(1.0 - beta1 ** step), f(1.0 - beta2 ** step), f(gscale))
-
-
-def adamw_ref(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
-    g = g * gscale
-    p *= 1.0 - lr * wd
-    m[...] = beta1 * m + (1.0 - beta1) * g
-    v[...] = beta2 * v + (1.0 - beta2) * g * g
-    p -= lr / (1.0 - beta1 ** step) * m / (np.sqrt(v) / math.sqrt(1.0 - beta2 ** step) + eps)
-
-
-# ---- sum of squares, accumulated in float64 (for the global gradient norm) -----------------
-
-@njit
-def _sum_squares(x):
-    total = 0.0
-    for i in range(x.size):
-        xi = np.float64(x[i])
-        total += xi * xi
-    return total
-
-
-def sum_squares(x):
-    """x (...) -> sum(x^2) as a Python float, accumulated in float64."""
-    return float(_sum_squares(np.ascontiguousarray(x).reshape(-1)))
-
-
-def sum_squares_ref(x):
-    return float(np.sum(np.square(x, dtype=np.float64)))

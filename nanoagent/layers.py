@@ -133,7 +133,7 @@ def attention_forward(q, k, v):
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     if B == 1 and T == 1:  # one new token: the cache kernel, no mask needed
-        out, probs = kernels.attend_cache(q[0, :, 0], k[0], v[0], S)
+        out, probs = kernels.attend_cache(q[0, :, 0], k[0].swapaxes(-1, -2), v[0], S)  # keys as (KV,D,S)
         return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
     qg = q.reshape(B, KV, H // KV, T, D)  # (B,H,T,D) -> (B,KV,G,T,D), G query heads per KV head
     scores = qg @ k[:, :, None].swapaxes(-1, -2)  # (B,KV,G,T,D) @ (B,KV,1,D,S) -> (B,KV,G,T,S)
@@ -225,9 +225,9 @@ class BlockCache(NamedTuple):
 def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=None):
     """x (B,T,C) -> x + attn(norm(x)), then + mlp(norm(.)) (B,T,C).
 
-    cos/sin (T,D/2) are the tables at these T positions. With `kv = (k_cache, v_cache, P)`,
-    caches (B,KV,Tmax,D) holding P past positions, the new keys/values are written at P..P+T
-    and the queries attend to all P+T of them.
+    cos/sin (T,D/2) are the tables at these T positions. With `kv = (kt_cache, v_cache, P)`,
+    caches holding P past positions, keys transposed (B,KV,D,Tmax) and values (B,KV,Tmax,D),
+    the new keys/values are written at P..P+T and the queries attend to all P+T of them.
     """
     B, T, C = x.shape
     H, KV = n_heads, n_kv_heads
@@ -241,9 +241,9 @@ def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=Non
     k, c_rk = rope_forward(k.reshape(B, T, KV, D).transpose(0, 2, 1, 3), cos, sin)  # (B,T,KV*D) -> (B,KV,T,D)
     v = v.reshape(B, T, KV, D).transpose(0, 2, 1, 3)  # (B,T,KV*D) -> (B,KV,T,D)
     if kv is not None:
-        k_cache, v_cache, P = kv
-        k_cache[:, :, P:P + T], v_cache[:, :, P:P + T] = k, v
-        k, v = k_cache[:, :, :P + T], v_cache[:, :, :P + T]  # (B,KV,P+T,D)
+        kt_cache, v_cache, P = kv
+        kt_cache[..., P:P + T], v_cache[:, :, P:P + T] = k.swapaxes(-1, -2), v
+        k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
     a, c_attn = attention_forward(q, k, v)  # (B,H,T,D)
     o, c_o = linear_forward(a.transpose(0, 2, 1, 3).reshape(B, T, H * D), w.o)  # (B,H,T,D) -> (B,T,H*D)
     x = x + o  # residual

@@ -18,14 +18,17 @@ from .layers import (BLOCK_NAMES, block_backward, block_forward, block_weights, 
 
 @dataclass
 class KVCache:
-    """Keys and values of every layer for the positions seen so far (run state, not parameters)."""
-    k: np.ndarray  # (L,B,KV,Tmax,D)
+    """Keys and values of every layer for the positions seen so far (run state, not parameters).
+
+    Keys are stored transposed, so a new query's scores q.k_j run along contiguous memory.
+    """
+    kt: np.ndarray  # (L,B,KV,D,Tmax)
     v: np.ndarray  # (L,B,KV,Tmax,D)
     length: int = 0  # P: positions filled
 
     @property
     def capacity(self) -> int:
-        return self.k.shape[3]
+        return self.v.shape[3]
 
 
 class ContextLengthError(ValueError):
@@ -78,7 +81,7 @@ class Model:
         x, c_emb = embedding_forward(ids, self.params["model.embed_tokens.weight"])  # (B,T,C)
         block_caches = []
         for i, w in enumerate(self.blocks):
-            layer_kv = (kv.k[i], kv.v[i], P) if kv is not None else None
+            layer_kv = (kv.kt[i], kv.v[i], P) if kv is not None else None
             x, c = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
                                  cos, sin, layer_kv)
             block_caches.append(c if keep_caches else None)
@@ -141,8 +144,9 @@ class Model:
     def new_kv_cache(self, capacity: int | None = None, batch: int = 1) -> KVCache:
         cfg = self.config
         capacity = min(capacity or cfg.max_position_embeddings, cfg.max_position_embeddings)
-        shape = (cfg.num_hidden_layers, batch, cfg.num_key_value_heads, capacity, cfg.head_dim)
-        return KVCache(np.zeros(shape, self.dtype), np.zeros(shape, self.dtype))
+        L, KV, D = cfg.num_hidden_layers, cfg.num_key_value_heads, cfg.head_dim
+        return KVCache(np.zeros((L, batch, KV, D, capacity), self.dtype),
+                       np.zeros((L, batch, KV, capacity, D), self.dtype))
 
     def prefill(self, ids, kv: KVCache) -> np.ndarray:
         """ids (T,) appended to the cache in one batched forward -> logits of the last one (V,)."""

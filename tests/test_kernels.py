@@ -64,9 +64,9 @@ def test_silu_gate(dtype):
 def test_attend_cache(dtype):
     rng = np.random.default_rng(5)
     H, KV, Tmax, D, n = 6, 2, 12, 8, 7
-    q, k, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype)
-    k[:, n:], v[:, n:] = 1e9, 1e9  # positions past the cache length must not be read
-    out, probs = kernels.attend_cache(q, k, v, n)
-    out_ref, probs_ref = kernels.attend_cache_ref(q, k, v, n)
+    q, kt, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, D, Tmax, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype)
+    kt[..., n:], v[:, n:] = 1e9, 1e9  # positions past the cache length must not be read
+    out, probs = kernels.attend_cache(q, kt, v, n)
+    out_ref, probs_ref = kernels.attend_cache_ref(q, kt, v, n)
     np.testing.assert_allclose(out, out_ref, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
     np.testing.assert_allclose(probs, probs_ref, rtol=TOL[dtype] * 10, atol=TOL[dtype])

@@ -1,0 +1,31 @@
+"""The built-in tools by name, and making them for the command line.
+
+`python` (running model-written code) is deliberately not here: `resource.setrlimit`
+can bound its CPU time, memory and file sizes, and a network namespace can take its
+network away where the kernel allows one, but none of that stops the code from reading
+or changing the user's files, and the standard library offers no portable way to. A
+tool that runs model-written code needs a real container, which this project does not
+assume.
+"""
+
+from .calculator import calculator
+from .clock import get_current_time
+from .search import make_web_search, web_search
+from .web import visit_webpage
+
+BUILTIN_TOOLS = {
+    "calculator": calculator,
+    "web_search": web_search,
+    "visit_webpage": visit_webpage,
+    "get_current_time": get_current_time,
+}
+
+
+def builtin_tools(names, docs=None):
+    """Tool names ("calculator", ...) -> [Tool]; `docs` makes web_search search that folder offline."""
+    tools = []
+    for name in names:
+        if name not in BUILTIN_TOOLS:
+            raise ValueError(f"unknown tool '{name}'; built-in tools are: {', '.join(BUILTIN_TOOLS)}")
+        tools.append(make_web_search(docs=docs) if name == "web_search" and docs else BUILTIN_TOOLS[name])
+    return tools

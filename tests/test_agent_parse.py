@@ -1,0 +1,205 @@
+"""Tool-call parsing: the NanoAgent format, what small models really emit, and never raising."""
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nanoagent.agent.parse import decode_payload, parse_reply, parse_tool_calls
+
+CALC = {"name": "calculator", "arguments": {"expression": "2+2"}}
+TIME = {"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}
+
+# (reply as a model wrote it, calls expected)
+CASES = [
+    # the NanoAgent format itself
+    ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>', [CALC]),
+    # two calls in one list
+    ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}, '
+     '{"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}]</tool_call>', [CALC, TIME]),
+    # a single object instead of a list
+    ('<tool_call>{"name": "calculator", "arguments": {"expression": "2+2"}}</tool_call>', [CALC]),
+    # several tags, Hermes style, with newlines
+    ('<tool_call>\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n</tool_call>\n'
+     '<tool_call>\n{"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}\n</tool_call>', [CALC, TIME]),
+    # Python-literal quoting
+    ("<tool_call>[{'name': 'calculator', 'arguments': {'expression': '2+2'}}]</tool_call>", [CALC]),
+    ("<tool_call>{'name': 'f', 'arguments': {'flag': True, 'other': None, 'n': -3}}</tool_call>",
+     [{"name": "f", "arguments": {"flag": True, "other": None, "n": -3}}]),
+    # JSON true/false/null inside otherwise Python quoting
+    ("<tool_call>{'name': 'f', 'arguments': {'flag': true, 'x': null}}</tool_call>",
+     [{"name": "f", "arguments": {"flag": True, "x": None}}]),
+    # arguments as a JSON string (OpenAI style)
+    ('<tool_call>{"name": "calculator", "arguments": "{\\"expression\\": \\"2+2\\"}"}</tool_call>', [CALC]),
+    # OpenAI's function wrapper
+    ('<tool_call>[{"type": "function", "function": {"name": "calculator", "arguments": "{\\"expression\\": \\"2+2\\"}"}}]'
+     '</tool_call>', [CALC]),
+    # "parameters" instead of "arguments"
+    ('<tool_call>{"name": "calculator", "parameters": {"expression": "2+2"}}</tool_call>', [CALC]),
+    # code fence inside the tag
+    ('<tool_call>\n```json\n[{"name": "calculator", "arguments": {"expression": "2+2"}}]\n```\n</tool_call>', [CALC]),
+    # code fence around the tag
+    ('```\n<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>\n```', [CALC]),
+    # text before and after
+    ('Let me compute that.\n<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>\n'
+     'I will wait for the result.', [CALC]),
+    # a <think> block first, mentioning a tag that must not be read
+    ('<think>I could use <tool_call>[{"name": "wrong", "arguments": {}}]</tool_call> maybe</think>\n'
+     '<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>', [CALC]),
+    # an unclosed final tag (generation stopped at </tool_call>)
+    ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]', [CALC]),
+    # truncated JSON: missing closing brackets
+    ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"', [CALC]),
+    # trailing commas
+    ('<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2",},},]</tool_call>', [CALC]),
+    # Python call syntax
+    ('<tool_call>[calculator(expression="2+2")]</tool_call>', [CALC]),
+    ('<tool_call>calculator(expression="2+2")</tool_call>', [CALC]),
+    # two JSON objects back to back in one tag
+    ('<tool_call>{"name": "calculator", "arguments": {"expression": "2+2"}}\n'
+     '{"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}</tool_call>', [CALC, TIME]),
+    # a second opening tag instead of a closing one
+    ('<tool_call>{"name": "calculator", "arguments": {"expression": "2+2"}}'
+     '<tool_call>{"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}', [CALC, TIME]),
+    # capitalised tag, spaces inside the tag, backslash closing tag
+    ('<TOOL_CALL>[{"name": "calculator", "arguments": {"expression": "2+2"}}]<\\tool_call>', [CALC]),
+    ('< tool_call >[{"name": "calculator", "arguments": {"expression": "2+2"}}]</ tool_call >', [CALC]),
+    # plural tag
+    ('<tool_calls>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_calls>', [CALC]),
+    # missing arguments means no arguments
+    ('<tool_call>{"name": "get_current_time"}</tool_call>', [{"name": "get_current_time", "arguments": {}}]),
+    ('<tool_call>{"name": "get_current_time", "arguments": null}</tool_call>', [{"name": "get_current_time", "arguments": {}}]),
+    ('<tool_call>{"name": "get_current_time", "arguments": ""}</tool_call>', [{"name": "get_current_time", "arguments": {}}]),
+    # no tag, but the whole reply is a call list (with or without a fence)
+    ('[{"name": "calculator", "arguments": {"expression": "2+2"}}]', [CALC]),
+    ('```json\n{"name": "calculator", "arguments": {"expression": "2+2"}}\n```', [CALC]),
+    # unicode survives
+    ('<tool_call>[{"name": "web_search", "arguments": {"query": "café ☕ 東京"}}]</tool_call>',
+     [{"name": "web_search", "arguments": {"query": "café ☕ 東京"}}]),
+    # an OpenAI "tool_calls" wrapper object
+    ('<tool_call>{"tool_calls": [{"name": "calculator", "arguments": {"expression": "2+2"}}]}</tool_call>', [CALC]),
+    # think tags inside an argument are the argument's text, not thinking
+    ('<tool_call>[{"name": "web_search", "arguments": {"query": "what does <think> or </think> mean"}}]</tool_call>',
+     [{"name": "web_search", "arguments": {"query": "what does <think> or </think> mean"}}]),
+    # a lone </think> (the thinking began in the prompt)
+    ('reasoning here</think><tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>', [CALC]),
+]
+
+
+@pytest.mark.parametrize("reply, expected", CASES)
+def test_real_world_replies_parse_to_the_intended_calls(reply, expected):
+    parsed = parse_reply(reply)
+    assert parsed.calls == expected
+    assert parsed.errors == []
+    assert parse_tool_calls(reply) == expected
+
+
+@pytest.mark.parametrize("reply", [
+    "The answer is 4.",
+    "Here is some JSON data: {\"a\": 1}",
+    '{"name": "Alice", "age": 30}',          # a JSON answer that is not a call
+    "",
+    "<think>just thinking</think>The answer is 4.",
+    "I'd use a <tool_call> here but won't",   # a tag with nothing call-like after it...
+])
+def test_replies_without_calls_give_no_calls(reply):
+    parsed = parse_reply(reply)
+    assert parsed.calls == []
+
+
+def test_an_empty_tag_is_neither_call_nor_error():
+    parsed = parse_reply("Nothing to do <tool_call></tool_call> here.")
+    assert parsed.calls == [] and parsed.errors == []
+    assert parsed.text == "Nothing to do  here."
+
+
+@pytest.mark.parametrize("reply, fragment", [
+    ("<tool_call>not json at all</tool_call>", "neither JSON nor a Python literal"),
+    ('<tool_call>[{"arguments": {"x": 1}}]</tool_call>', "'name'"),
+    ('<tool_call>["calculator"]</tool_call>', "'name'"),
+    ('<tool_call>{"name": "calculator", "arguments": [1, 2]}</tool_call>', "must be an object"),
+    ('<tool_call>{"name": "calculator", "arguments": "2+2"}</tool_call>', "could not read the arguments"),
+    ("<tool_call>[f(**kw)]</tool_call>", "neither JSON"),
+    ("<tool_call>" + "[" * 5000 + "</tool_call>", "tool call"),
+    ("<tool_call>" + "x" * 30_000 + "</tool_call>", "longer than"),
+])
+def test_malformed_calls_become_errors_not_exceptions(reply, fragment):
+    parsed = parse_reply(reply)
+    assert parsed.calls == []
+    assert len(parsed.errors) == 1 and fragment in parsed.errors[0]
+
+
+def test_good_and_bad_calls_in_one_reply_are_both_reported():
+    reply = ('<tool_call>[{"name": "calculator", "arguments": {"expression": "1+1"}}, {"oops": 1}]</tool_call>')
+    parsed = parse_reply(reply)
+    assert parsed.calls == [{"name": "calculator", "arguments": {"expression": "1+1"}}]
+    assert len(parsed.errors) == 1
+
+
+def test_text_outside_the_calls_is_kept_and_think_dropped():
+    reply = ('<think>plan: use the calculator</think>Let me check.\n'
+             '<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>\nOne moment.')
+    parsed = parse_reply(reply)
+    assert parsed.text == "Let me check.\n\nOne moment."
+    assert "plan" not in parsed.text
+
+
+def test_python_positional_arguments_are_kept_in_order_for_the_registry():
+    calls = parse_tool_calls("<tool_call>[retrieve_payment_date(12, 'x')]</tool_call>")
+    assert calls == [{"name": "retrieve_payment_date", "arguments": {"__positional__": [12, "x"]}}]
+
+
+def test_decode_payload_repairs_and_refuses():
+    assert decode_payload('{"a": [1, 2') == {"a": [1, 2]}
+    assert decode_payload("{'a': 'it\\'s'}") == {"a": "it's"}
+    with pytest.raises(ValueError):
+        decode_payload("   ")
+    with pytest.raises(ValueError):
+        decode_payload("__import__('os').system('echo hi')")  # a call on an attribute result: refused
+
+
+def test_non_string_input_does_not_raise():
+    assert parse_tool_calls(None) == []
+    assert parse_tool_calls(12345) == []
+
+
+# ---------------------------------------------------------------- property: never raises
+
+_fragments = st.sampled_from([
+    "<tool_call>", "</tool_call>", "<think>", "</think>", "[", "]", "{", "}", '"', "'", ":", ",",
+    '"name"', '"arguments"', "calculator", "(", ")", "=", "True", "null", "```", "```json", "\\",
+    "\n", " ", "1e999", "-", "**", "<tool_calls>", "\\u12", "NaN",
+])
+_model_like = st.lists(st.one_of(_fragments, st.text(max_size=8)), max_size=40).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.one_of(st.text(max_size=300), _model_like))
+def test_parser_never_raises_and_returns_well_formed_calls(text):
+    parsed = parse_reply(text)
+    assert isinstance(parsed.errors, list) and all(isinstance(e, str) for e in parsed.errors)
+    assert isinstance(parsed.text, str)
+    for call in parsed.calls:
+        assert set(call) == {"name", "arguments"}
+        assert isinstance(call["name"], str) and call["name"]
+        assert isinstance(call["arguments"], dict)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=10),
+                       st.one_of(st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20), st.booleans(),
+                                 st.none(), st.lists(st.integers(), max_size=3)),
+                       max_size=4),
+       st.sampled_from(["json_list", "json_object", "python", "string_arguments"]))
+def test_any_arguments_round_trip_through_each_format(arguments, style):
+    call = {"name": "tool_x", "arguments": arguments}
+    if style == "json_list":
+        payload = json.dumps([call])
+    elif style == "json_object":
+        payload = json.dumps(call)
+    elif style == "python":
+        payload = repr([call])
+    else:
+        payload = json.dumps({"name": "tool_x", "arguments": json.dumps(arguments)})
+    assert parse_tool_calls(f"<tool_call>{payload}</tool_call>") == [call]
