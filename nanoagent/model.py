@@ -6,6 +6,7 @@ tied LM head. Lesson: lessons/07_forward/README.md.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,17 @@ class KVCache:
     @property
     def capacity(self) -> int:
         return self.v.shape[3]
+
+
+@functools.cache
+def _blas_pools():
+    from threadpoolctl import ThreadpoolController
+    return ThreadpoolController().select(user_api="blas")
+
+
+def single_blas_thread():
+    """A context in which BLAS runs on one thread."""
+    return _blas_pools().limit(limits=1)
 
 
 class ContextLengthError(ValueError):
@@ -154,8 +166,13 @@ class Model:
         return self.lm_head(h[0, -1])
 
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
-        """One new token at position P -> its logits (V,); the cache grows by one."""
-        return self.prefill(np.array([[token]]), kv)
+        """One new token at position P -> its logits (V,); the cache grows by one.
+
+        Its matrix-vector products are bound by memory bandwidth, which one BLAS thread nearly
+        fills; more threads add only synchronisation, and stall badly on a busy machine.
+        """
+        with single_blas_thread():
+            return self.prefill(np.array([[token]]), kv)
 
     # ---- chat ------------------------------------------------------------------------------
     def stream(self, messages, tools=None, **kw):
