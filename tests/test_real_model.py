@@ -1,5 +1,5 @@
 """SmolLM2-135M-Instruct with the real weights against HF transformers (fixtures made offline from the
-same GGUF weights), plus the answers a user would check first."""
+same GGUF weights, so these tests use the GGUF conversion), plus the answers a user would check first."""
 import numpy as np
 import pytest
 
@@ -11,22 +11,22 @@ def ref():
     return np.load(FIXTURES / "real_reference.npz")
 
 
-def test_chat_prompt_renders_and_encodes_as_the_reference(real_model, ref):
-    prompt = real_model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+def test_chat_prompt_renders_and_encodes_as_the_reference(gguf_model, ref):
+    prompt = gguf_model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
     assert prompt == str(ref["prompt"])
-    assert real_model.tokenizer.encode(prompt) == ref["ids"].tolist()
+    assert gguf_model.tokenizer.encode(prompt) == ref["ids"].tolist()
     assert len(ref["ids"]) >= 30
 
 
-def test_logits_match_reference(real_model, ref):
-    logits = real_model.logits(ref["ids"])  # (T,V)
+def test_logits_match_reference(gguf_model, ref):
+    logits = gguf_model.logits(ref["ids"])  # (T,V)
     assert np.abs(logits[:, ref["vocab_subset"]] - ref["logits_subset"]).max() < 2e-3
     assert np.abs(logits[-1] - ref["last_logits"]).max() < 2e-3
 
 
-def test_greedy_continuation_matches_reference(real_model, ref):
+def test_greedy_continuation_matches_reference(gguf_model, ref):
     from nanoagent.generate import generate_ids
-    out = list(generate_ids(real_model, ref["ids"], max_new_tokens=32, stop_ids=()))
+    out = list(generate_ids(gguf_model, ref["ids"], max_new_tokens=32, stop_ids=()))
     assert out == ref["greedy"].tolist()
 
 

@@ -221,6 +221,7 @@ def test_first_use_fetches_from_the_hub_and_widens_bf16(fake_hub, capsys):
     folder = weights.resolve(None)
     assert folder == weights.default_dir() and weights.is_complete(folder)
     assert "from the Hugging Face hub" in capsys.readouterr().err
+    assert weights.source_of(folder) == "hub"
     model = Model.from_folder(folder)
     for name, a in tiny.params.items():  # bf16 of the tiny weights, widened exactly
         np.testing.assert_array_equal(model.params[name].view(np.uint32), a.view(np.uint32) & 0xFFFF0000)
