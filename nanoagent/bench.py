@@ -1,7 +1,9 @@
-"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`).
+"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `quant`).
 
 Each figure is the median of several runs in this process, after a warm-up run, so the
-numbers are comparable within one command on a noisy machine.
+numbers are comparable within one command on a noisy machine. `generate --int8` runs the
+float32 and the int8 model each in a process of its own, so each has its own peak RSS;
+`quant` measures what int8 costs in accuracy (perplexity, KL, greedy agreement).
 """
 from __future__ import annotations
 
@@ -15,8 +17,17 @@ from .generate import GenerationStats, generate_ids, peak_rss_gb
 
 
 def bench_generate(args) -> None:
+    if args.int8:  # float32, then int8, each in a fresh process: separate peak RSS, no shared caches
+        import subprocess
+        import sys
+        for precision in ("float32", "int8"):
+            cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--precision", precision,
+                   "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
+                   "--repeats", str(args.repeats)] + (["--model", args.model] if args.model else [])
+            subprocess.run(cmd, check=True)
+        return
     from . import load
-    model = load(args.model)
+    model = load(args.model, int8=args.precision == "int8")
     tok = model.tokenizer
     rng = np.random.default_rng(0)
     long_prompt = rng.integers(100, tok.vocab_size, args.prompt_tokens).tolist()  # (T,) ordinary tokens
@@ -37,12 +48,40 @@ def bench_generate(args) -> None:
     prefill_rate(), decode_rate()  # warm-up: compiled kernels, BLAS threads, page cache
     prefill = [prefill_rate() for _ in range(args.repeats)]
     decode = [decode_rate() for _ in range(args.repeats)]
-    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, {model.num_params() / 1e6:.1f}M parameters")
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {model.num_params() / 1e6:.1f}M parameters")
     print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
           f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
     print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
           f"{len(chat_prompt)}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
     print(f"peak RSS: {peak_rss_gb():.3f} GiB")
+
+
+def bench_quant(args) -> None:
+    import json
+    from pathlib import Path
+
+    from . import load, quant
+    from .data.io import find_data_dir
+    from .model import Model
+    data = Path(args.data) if args.data else find_data_dir() / "gsm8k" / "test.jsonl"
+    model = load(args.model)
+    rows = [json.loads(line) for line in data.read_text().splitlines()]
+    ids = model.tokenizer.encode("\n\n".join(r["answer"] for r in rows[:300]))[:args.tokens]
+    ppl32 = quant.perplexity(model, ids)
+    greedy32 = quant.greedy_replies(model, quant.CHECK_PROMPTS, args.new_tokens)
+    print(f"held-out text: the first {len(ids)} tokens of the GSM8K test answers; "
+          f"{len(quant.CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
+    print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s}")
+    print(f"{'float32':24s} {ppl32:10.4f}")
+    for group in (quant.GROUP, None):
+        m8 = Model(model.config, quant.quantize_params(model.params, group), model.tokenizer)
+        ppl8 = quant.perplexity(m8, ids)
+        greedy8 = quant.greedy_replies(m8, quant.CHECK_PROMPTS, args.new_tokens)
+        prefix = np.mean([next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) / len(a)
+                          for a, b in zip(greedy32, greedy8)])
+        name = f"int8, groups of {group}" if group else "int8, per channel"
+        print(f"{name:24s} {ppl8:10.4f} {ppl8 / ppl32 - 1:+8.2%} {quant.agreement(greedy32, greedy8):10.1%} "
+              f"{prefix:12.1%}")
 
 
 def main(argv=None) -> None:
@@ -53,7 +92,20 @@ def main(argv=None) -> None:
     g.add_argument("--prompt-tokens", type=int, default=512)
     g.add_argument("--new-tokens", type=int, default=128)
     g.add_argument("--repeats", type=int, default=5)
+    g.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                   help="weights to run in this process (int8: quantized while loading a float folder)")
+    g.add_argument("--int8", action="store_true", help="float32 and int8 figures side by side, one process each")
     g.set_defaults(run=bench_generate)
+    from .bench_train import add_train_args, bench_train
+    t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
+    add_train_args(t)
+    t.set_defaults(run=bench_train)
+    q = sub.add_parser("quant", help="what int8 costs: perplexity, KL and greedy agreement against float32")
+    q.add_argument("--model", default=None)
+    q.add_argument("--data", default=None, help="GSM8K test.jsonl (default: in $NANOAGENT_DATA or shared/data beside the checkout)")
+    q.add_argument("--tokens", type=int, default=2048, help="held-out tokens for perplexity")
+    q.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per check prompt")
+    q.set_defaults(run=bench_quant)
     args = ap.parse_args(argv)
     args.run(args)
 

@@ -8,6 +8,7 @@ Lesson: lessons/12_numba_kernels/README.md.
 from __future__ import annotations
 
 import math
+import os
 
 import numba
 import numpy as np
@@ -183,3 +184,288 @@ def attend_cache_ref(q, kt, v, n):
     vv = np.repeat(v[:, :n], H // v.shape[0], axis=0)  # (KV,n,D) -> (H,n,D)
     probs = softmax_ref(np.einsum("hd,hdn->hn", q, kk) / math.sqrt(D))
     return np.einsum("hn,hnd->hd", probs, vv), probs
+
+
+# ==== backward kernels (training) ======================================================
+# Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
+
+# ---- RMSNorm backward: dx = rstd * (dy*w - xhat * mean(dy*w * xhat)), dw = sum_rows dy * xhat ----
+
+@njit
+def _rmsnorm_backward(dy, x, w, rstd, dx, dw):
+    N, C = x.shape
+    for c in range(C):
+        dw[c] = 0.0
+    for n in range(N):  # rows one after another: dw is added into in order, never in parallel
+        r = rstd[n]
+        dot = 0.0
+        for c in range(C):
+            dot += dy[n, c] * w[c] * x[n, c] * r
+        dot /= C
+        for c in range(C):
+            xhat = x[n, c] * r
+            dx[n, c] = r * (dy[n, c] * w[c] - xhat * dot)
+            dw[c] += dy[n, c] * xhat
+
+
+def rmsnorm_backward(dy, x, w, rstd):
+    """dy, x (N,C), w (C,), rstd (N,) -> dx (N,C), dw (C,)."""
+    dy, x = np.ascontiguousarray(dy), np.ascontiguousarray(x)
+    dx, dw = np.empty_like(x), np.empty_like(w)
+    _rmsnorm_backward(dy, x, w, rstd, dx, dw)
+    return dx, dw
+
+
+def rmsnorm_backward_ref(dy, x, w, rstd):
+    xhat = x * rstd[:, None]
+    dxhat = dy * w
+    dx = rstd[:, None] * (dxhat - xhat * np.mean(dxhat * xhat, axis=-1, keepdims=True))
+    return dx, np.sum(dy * xhat, axis=0)
+
+
+# ---- softmax backward: ds = p * (dp - sum(p * dp)) per row ------------------------------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _softmax_backward(p, dp, ds):
+    N, S = p.shape
+    for n in numba.prange(N):  # each row written by one thread only
+        dot = 0.0
+        for s in range(S):
+            dot += p[n, s] * dp[n, s]
+        for s in range(S):
+            ds[n, s] = p[n, s] * (dp[n, s] - dot)
+
+
+def softmax_backward(p, dp):
+    """p = softmax(s), dp = dL/dp (..., S) -> ds = dL/ds (..., S). Entries with p = 0 (masked) get 0."""
+    p, dp = np.ascontiguousarray(p), np.ascontiguousarray(dp)
+    ds = np.empty_like(p)
+    _softmax_backward(p.reshape(-1, p.shape[-1]), dp.reshape(-1, p.shape[-1]), ds.reshape(-1, p.shape[-1]))
+    return ds
+
+
+def softmax_backward_ref(p, dp):
+    return p * (dp - np.sum(p * dp, axis=-1, keepdims=True))
+
+
+# ---- SwiGLU gate backward: y = g sig(g) u -> du = dy g sig(g), dg = dy u sig(g) (1 + g (1 - sig(g))) --
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _silu_gate_backward(dy, g, u, dg, du):
+    for i in numba.prange(g.size):  # elementwise: each entry written by one thread only
+        sig = 1.0 / (1.0 + math.exp(-g[i]))
+        du[i] = dy[i] * g[i] * sig
+        dg[i] = dy[i] * u[i] * sig * (1.0 + g[i] * (1.0 - sig))
+
+
+def silu_gate_backward(dy, g, u):
+    """dy, g, u (..., F) -> dg, du (..., F)."""
+    dy, g, u = np.ascontiguousarray(dy), np.ascontiguousarray(g), np.ascontiguousarray(u)
+    dg, du = np.empty_like(g), np.empty_like(u)
+    _silu_gate_backward(dy.reshape(-1), g.reshape(-1), u.reshape(-1), dg.reshape(-1), du.reshape(-1))
+    return dg, du
+
+
+def silu_gate_backward_ref(dy, g, u):
+    sig = 1.0 / (1.0 + np.exp(-g))
+    return dy * u * sig * (1.0 + g * (1.0 - sig)), dy * g * sig
+
+
+# ---- embedding backward: dwte[ids[n]] += dx[n] (a token seen twice gets both rows) ---------
+
+@njit
+def _embedding_backward(ids, dx, dwte):
+    N, C = dx.shape
+    for n in range(N):  # in order, never in parallel: two rows may share a token
+        i = ids[n]
+        for c in range(C):
+            dwte[i, c] += dx[n, c]
+
+
+def embedding_backward(ids, dx, dwte):
+    """ids (N,) int, dx (N,C) -> adds each row of dx into row ids[n] of dwte (V,C), in place."""
+    _embedding_backward(np.ascontiguousarray(ids).astype(np.int64), np.ascontiguousarray(dx), dwte)
+
+
+def embedding_backward_ref(ids, dx, dwte):
+    np.add.at(dwte, ids, dx)
+
+
+# ==== optimizer kernels =================================================================
+
+# ---- AdamW, one parameter in place (PyTorch's update order, so the fixture matches) -------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _adamw(p, g, m, v, lr, beta1, beta2, eps, wd, bc1, bc2, gscale):
+    one = p.dtype.type(1.0)
+    step = lr / bc1
+    sqrt_bc2 = np.sqrt(bc2)
+    for i in numba.prange(p.size):  # elementwise: each entry written by one thread only
+        gi = g[i] * gscale
+        p[i] *= one - lr * wd  # decoupled weight decay, applied to the weight itself
+        m[i] = beta1 * m[i] + (one - beta1) * gi
+        v[i] = beta2 * v[i] + (one - beta2) * gi * gi
+        p[i] -= step * m[i] / (np.sqrt(v[i]) / sqrt_bc2 + eps)
+
+
+def adamw(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
+    """p, g, m, v (...) updated in place: m, v the moments; `step` counts from 1; g is used times gscale."""
+    assert p.flags.c_contiguous and m.flags.c_contiguous and v.flags.c_contiguous
+    f = p.dtype.type
+    _adamw(p.reshape(-1), np.ascontiguousarray(g, dtype=p.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
+           f(lr), f(beta1), f(beta2), f(eps), f(wd), f(1.0 - beta1 ** step), f(1.0 - beta2 ** step), f(gscale))
+
+
+def adamw_ref(p, g, m, v, lr, beta1, beta2, eps, wd, step, gscale=1.0):
+    g = g * gscale
+    p *= 1.0 - lr * wd
+    m[...] = beta1 * m + (1.0 - beta1) * g
+    v[...] = beta2 * v + (1.0 - beta2) * g * g
+    p -= lr / (1.0 - beta1 ** step) * m / (np.sqrt(v) / math.sqrt(1.0 - beta2 ** step) + eps)
+
+
+# ---- sum of squares, accumulated in float64 (for the global gradient norm) -----------------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _sum_squares(x, partial):
+    K = partial.shape[0]  # K fixed slices, each summed by one thread with 4 running sums
+    size = (x.size + K - 1) // K
+    for k in numba.prange(K):
+        a0 = a1 = a2 = a3 = 0.0
+        end = min(x.size, (k + 1) * size)
+        i = k * size
+        while i + 4 <= end:
+            a0 += np.float64(x[i]) * np.float64(x[i])
+            a1 += np.float64(x[i + 1]) * np.float64(x[i + 1])
+            a2 += np.float64(x[i + 2]) * np.float64(x[i + 2])
+            a3 += np.float64(x[i + 3]) * np.float64(x[i + 3])
+            i += 4
+        while i < end:
+            a0 += np.float64(x[i]) * np.float64(x[i])
+            i += 1
+        partial[k] = (a0 + a1) + (a2 + a3)
+
+
+def sum_squares(x):
+    """x (...) -> sum(x^2) as a Python float, accumulated in float64 (in a fixed order: deterministic)."""
+    partial = np.zeros(16)
+    _sum_squares(np.ascontiguousarray(x).reshape(-1), partial)
+    return float(partial.sum())
+
+
+def sum_squares_ref(x):
+    return float(np.sum(np.square(x, dtype=np.float64)))
+
+
+# ==== int8 weights (quant.py calls these) ================================================
+# A weight row is int8 with one float32 scale per group of gs inputs (gs = Cin: one scale per
+# output channel); the activations are quantized on the fly to int16 over the same groups.
+# Each group's dot product is summed exactly in int32 (|q| <= 127 and |xq| <= limit with
+# gs * 127 * limit < 2^31: no overflow), then scaled and summed in float32. Integer sums may be
+# reordered freely, so LLVM vectorizes them (vpmaddwd on x86) without fastmath.
+# Lesson: lessons/14_int8/README.md.
+
+# Numba's OpenMP threads sleep between parallel loops instead of spinning: on a busy two-core
+# machine a spinning worker takes the core the main thread needs, and int8 decoding (about
+# 200 parallel loops a token) ran at 1.5 tokens/s instead of 36. OMP_WAIT_POLICY=ACTIVE undoes it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the first parallel loop starts
+
+# ---- symmetric quantization of rows, group by group: s = max|x| / limit, q = rint(x / s) ----
+
+@njit
+def _quantize_rows(x, gs, limit, q, scale):
+    N, C = x.shape
+    for n in range(N):
+        xn, qn = x[n], q[n]
+        for g in range(C // gs):
+            b = g * gs
+            m = np.float32(0.0)
+            for j in range(gs):
+                m = max(m, abs(np.float32(xn[b + j])))
+            s = np.float32(m / limit)
+            scale[n, g] = s
+            for j in range(gs):
+                qn[b + j] = 0 if s == 0 else np.rint(np.float32(xn[b + j]) / s)
+
+
+def quantize_rows(x, gs, limit, dtype):
+    """x (N,C) float -> q (N,C) of integer `dtype` in [-limit, limit], scale (N,C/gs) float32:
+    x ~ q * scale, one scale per group of gs consecutive entries of a row."""
+    x = np.ascontiguousarray(x)
+    q, scale = np.empty(x.shape, dtype), np.empty((x.shape[0], x.shape[1] // gs), np.float32)
+    _quantize_rows(x, gs, np.float32(limit), q, scale)
+    return q, scale
+
+
+def quantize_rows_ref(x, gs, limit, dtype):
+    N, C = x.shape
+    xg = x.reshape(N, C // gs, gs).astype(np.float32)  # (N,C) -> (N,G,gs)
+    scale = np.abs(xg).max(axis=-1) / np.float32(limit)  # (N,G) float32
+    safe = np.where(scale == 0, np.float32(1), scale)[..., None]
+    q = np.where(scale[..., None] == 0, 0, np.rint(xg / safe))
+    return q.astype(dtype).reshape(N, C), scale
+
+
+# ---- back to float: w[r, i] = q[r, i] * scale[r, i // gs] -----------------------------------
+# One thread: it runs between BLAS calls, and Numba's threads waking while BLAS's still spin
+# made a 512-token int8 prefill 2.5x slower on two cores (lessons/14_int8/README.md).
+
+@njit
+def _dequantize_rows(q, scale, out):
+    R, C = q.shape
+    gs = C // scale.shape[1]
+    for r in range(R):
+        qr, o = q[r], out[r]
+        for g in range(C // gs):
+            s, b = scale[r, g], g * gs
+            for j in range(gs):
+                o[b + j] = np.float32(qr[b + j]) * s
+
+
+def dequantize_rows(q, scale, out=None):
+    """q (R,C) int8, scale (R,G) float32 -> (R,C) float32 (into `out` when given)."""
+    out = np.empty(q.shape, np.float32) if out is None else out
+    _dequantize_rows(q, scale, out)
+    return out
+
+
+def dequantize_rows_ref(q, scale):
+    R, C = q.shape
+    return (q.reshape(R, scale.shape[1], -1) * scale[..., None]).reshape(R, C).astype(np.float32)
+
+
+# ---- int8 matmul: out[n,o] = sum_g sw[o,g] sx[n,g] sum_{i in group g} q[o,i] xq[n,i] ---------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _matmul_int8(xq, sx, q, sw, out):
+    N, Cin = xq.shape
+    G = sx.shape[1]
+    gs = Cin // G
+    for o in numba.prange(q.shape[0]):  # each output row o written by one thread only
+        qo = q[o]
+        for n in range(N):
+            xn = xq[n]
+            acc = np.float32(0.0)
+            for g in range(G):
+                b = g * gs
+                dot = np.int32(0)
+                for j in range(gs):  # np.int32(...) keeps 32-bit lanes; Numba would widen to int64
+                    dot = np.int32(dot + np.int32(qo[b + j]) * np.int32(xn[b + j]))
+                acc += sw[o, g] * sx[n, g] * np.float32(dot)
+            out[n, o] = acc
+
+
+def matmul_int8(xq, sx, q, sw):
+    """xq (N,Cin) int16, sx (N,G) float32; q (Cout,Cin) int8, sw (Cout,G) float32 -> (N,Cout) float32,
+    = (xq * sx) @ (q * sw).T with each group's dot product done in integers."""
+    out = np.empty((xq.shape[0], q.shape[0]), np.float32)
+    _matmul_int8(xq, sx, q, sw, out)
+    return out
+
+
+def matmul_int8_ref(xq, sx, q, sw):
+    N, Cin = xq.shape
+    G = sx.shape[1]
+    dots = np.einsum("ngi,ogi->nog", xq.reshape(N, G, -1).astype(np.int64),
+                     q.reshape(q.shape[0], G, -1).astype(np.int64))  # (N,Cout,G) exact integer dots
+    return np.einsum("nog,og,ng->no", dots.astype(np.float64), sw, sx).astype(np.float32)

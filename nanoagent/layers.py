@@ -10,7 +10,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import kernels
+from . import kernels, quant
 
 
 # ---- embedding: x[b, t] = wte[ids[b, t]] ---------------------------------------------
@@ -22,7 +22,8 @@ class EmbeddingCache(NamedTuple):
 
 def embedding_forward(ids, wte):
     """ids (B,T) int, wte (V,C) -> x (B,T,C)."""
-    return wte[ids], EmbeddingCache(ids, wte.shape[0])
+    x = quant.embedding(ids, wte) if isinstance(wte, quant.Int8Weight) else wte[ids]  # int8: those rows only
+    return x, EmbeddingCache(ids, wte.shape[0])
 
 
 def embedding_backward(dx, cache: EmbeddingCache, dwte=None):
@@ -70,8 +71,11 @@ class LinearCache(NamedTuple):
 
 
 def linear_forward(x, w):
-    """x (...,Cin), w (Cout,Cin) -> y (...,Cout)."""
-    y = x.reshape(-1, x.shape[-1]) @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
+    """x (...,Cin), w (Cout,Cin) -> y (...,Cout); w may be a quant.Int8Weight (inference only)."""
+    if isinstance(w, quant.Int8Weight):
+        y = quant.linear(x.reshape(-1, x.shape[-1]), w)  # int8 kernels, no float copy of w
+    else:
+        y = x.reshape(-1, x.shape[-1]) @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
     return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w)
 
 
@@ -79,7 +83,7 @@ def linear_backward(dy, cache: LinearCache):
     """dy (...,Cout) -> dx (...,Cin) = dy @ w, dw (Cout,Cin) = dy^T x summed over all rows."""
     x, w = cache
     dy2 = dy.reshape(-1, dy.shape[-1])  # (...,Cout) -> (N,Cout)
-    dx = (w.T @ dy2.T).T  # = dy2 @ w; this operand order is the fast one for BLAS when Cout is large
+    dx = dy2 @ w  # (N,Cout) @ (Cout,Cin)
     dw = dy2.T @ x.reshape(-1, x.shape[-1])  # (Cout,N) @ (N,Cin)
     return dx.reshape(*dy.shape[:-1], w.shape[1]), dw
 
@@ -135,10 +139,11 @@ def attention_forward(q, k, v):
     if B == 1 and T == 1:  # one new token: the cache kernel, no mask needed
         out, probs = kernels.attend_cache(q[0, :, 0], k[0].swapaxes(-1, -2), v[0], S)  # keys as (KV,D,S)
         return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
-    qg = q.reshape(B, KV, H // KV, T, D)  # (B,H,T,D) -> (B,KV,G,T,D), G query heads per KV head
-    scores = qg @ k[:, :, None].swapaxes(-1, -2)  # (B,KV,G,T,D) @ (B,KV,1,D,S) -> (B,KV,G,T,S)
+    G = H // KV  # query heads per KV head, stacked as rows so each KV head is one BLAS matmul
+    qg = q.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
+    scores = qg @ k.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
     probs = kernels.causal_softmax(scores.reshape(B * H, T, S), 1.0 / math.sqrt(D), S - T)  # (B*H,T,S)
-    out = probs.reshape(scores.shape) @ v[:, :, None]  # (B,KV,G,T,S) @ (B,KV,1,S,D) -> (B,KV,G,T,D)
+    out = probs.reshape(B, KV, G * T, S) @ v  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
     return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from .config import ModelConfig
 from .layers import (BLOCK_NAMES, block_backward, block_forward, block_weights, embedding_backward,
-                     embedding_forward, rmsnorm_backward, rmsnorm_forward, rope_tables)
+                     embedding_forward, linear_forward, rmsnorm_backward, rmsnorm_forward, rope_tables)
 
 
 @dataclass
@@ -60,6 +60,7 @@ class Model:
     @classmethod
     def from_folder(cls, path: str | Path, dtype=np.float32) -> "Model":
         """An HF folder (config.json, model.safetensors, tokenizer.json) -> Model; float32 weights are not copied."""
+        from .quant import is_int8_folder, read_int8_params
         from .tokenizer import Tokenizer
         from .weights import WeightsError, check_params, read_safetensors
         path = Path(path)
@@ -67,8 +68,11 @@ class Model:
             config = ModelConfig.from_json(path / "config.json")
         except (OSError, ValueError, TypeError) as e:
             raise WeightsError(f"{path / 'config.json'} is not a usable model config ({e}).") from e
-        params = check_params(read_safetensors(path / "model.safetensors"), config, path / "model.safetensors")
-        params = {k: v if v.dtype == dtype else v.astype(dtype) for k, v in params.items()}
+        if is_int8_folder(path):  # an int8 checkpoint (python -m nanoagent.quantize): int8 weights as stored
+            params = read_int8_params(path, config)
+        else:
+            params = check_params(read_safetensors(path / "model.safetensors"), config, path / "model.safetensors")
+            params = {k: v if v.dtype == dtype else v.astype(dtype) for k, v in params.items()}
         tokenizer = Tokenizer.from_file(path / "tokenizer.json") if (path / "tokenizer.json").exists() else None
         return cls(config, params, tokenizer)
 
@@ -103,8 +107,8 @@ class Model:
         return h, (c_emb, block_caches, c_norm)
 
     def lm_head(self, h):
-        """h (...,C) -> logits (...,V) through the tied embedding."""
-        return h @ self.params["model.embed_tokens.weight"].T
+        """h (...,C) -> logits (...,V) through the tied embedding (float or int8)."""
+        return linear_forward(h, self.params["model.embed_tokens.weight"])[0]
 
     def logits(self, ids) -> np.ndarray:
         """ids (T,) -> logits (T,V): one full forward over one sequence."""

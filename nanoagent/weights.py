@@ -164,6 +164,7 @@ def atomic_dir(dest: Path):
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is an ordinary folder
     try:
         yield tmp
         old = dest.with_name(f".{dest.name}.old-{os.getpid()}")

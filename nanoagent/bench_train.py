@@ -1,0 +1,83 @@
+"""Training speed and memory: `python -m nanoagent.bench train` (or `python -m nanoagent.bench_train`).
+
+A full fine-tune step of batch 1 x seq_len tokens (forward, loss through the tied LM head on
+every position, backward, global-norm clipping, AdamW) on SmolLM2-135M in float32. Each
+sequence length runs in its own process, so each peak resident memory (ru_maxrss) is its own.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+
+def add_train_args(ap: argparse.ArgumentParser) -> None:
+    """The options of the `train` benchmark (for `python -m nanoagent.bench train`)."""
+    ap.add_argument("--model", default=None, help="model folder (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--seq-lens", default="512,1024", help="comma-separated sequence lengths, one process each")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per length, after one warm-up step")
+    ap.add_argument("--loss", choices=("sft", "dft"), default="sft")
+
+
+def measure(model_dir, seq_len: int, steps: int, loss: str) -> dict:
+    """In this process: tokens/s of full training steps at batch 1 x seq_len, and the peak RSS."""
+    import resource
+
+    import numpy as np
+
+    from .optim import adamw_init
+    from .train import Example, collate, load_model, model_folder, train_step
+    model = load_model(model_folder(model_dir))
+    state = adamw_init(model.params)
+    rng = np.random.default_rng(0)
+    ids = rng.integers(100, model.config.vocab_size, seq_len + 1)
+    batch = collate([Example(ids, np.ones(seq_len + 1, dtype=bool))], pad_id=2)
+    times, cpu = [], []
+    for _ in range(steps + 1):  # the first is the warm-up (kernels compile, pages fault in)
+        t0, c0 = time.perf_counter(), time.process_time()
+        train_step(model, [batch], state, lr=1e-5, kind=loss)
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 2 ** 30  # KiB on Linux
+    step = statistics.median(times[1:])
+    return {"seq_len": seq_len, "tokens_per_s": seq_len / step, "step_s": step, "peak_rss_gib": peak,
+            "cpu_s": statistics.median(cpu[1:]), "times": times}
+
+
+def bench_train(args) -> None:
+    """Print training tokens/s and peak RSS for each sequence length, each measured in a fresh process."""
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, full fine-tune, batch 1, loss {args.loss}, "
+          f"median of {args.steps} steps after a warm-up")
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"note: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores); "
+              "these figures are lower than on an idle machine")
+    for seq_len in [int(s) for s in str(args.seq_lens).split(",")]:
+        cmd = [sys.executable, "-m", "nanoagent.bench_train", "--worker", "--seq-lens", str(seq_len),
+               "--steps", str(args.steps), "--loss", args.loss] + (["--model", str(args.model)] if args.model else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"seq {seq_len}: failed\n{proc.stderr.strip()}", file=sys.stderr)
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"train seq {seq_len:5d}: {r['tokens_per_s']:7.1f} tokens/s  ({r['step_s']:.2f} s/step: "
+              f"forward + loss + backward + AdamW, {r['cpu_s']:.1f} CPU s)  peak RSS {r['peak_rss_gib']:.2f} GiB")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m nanoagent.bench_train", description=__doc__.splitlines()[0])
+    add_train_args(ap)
+    ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(args.model, int(args.seq_lens), args.steps, args.loss)))
+    else:
+        bench_train(args)
+
+
+if __name__ == "__main__":
+    main()

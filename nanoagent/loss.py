@@ -1,0 +1,129 @@
+"""The training losses: token cross-entropy (SFT) and DFT, fused with the tied LM head.
+
+Both score each target token t_i by its log-probability under the model, log p_i with
+p_i = softmax(h_i W^T)[t_i], and average over the tokens that count (mask m_i, the
+assistant-written tokens):
+
+    SFT (cross-entropy)      L = sum_i m_i * (-log p_i)            / sum_i m_i
+    DFT (Dynamic Fine-Tuning) L = sum_i m_i * sg(p_i) * (-log p_i) / sum_i m_i
+
+where sg() is a stop-gradient: DFT weighs each token's cross-entropy by the probability the
+model already gives it, held constant, so its gradient is the SFT gradient scaled per token
+by p_i. Tokens the model finds very unlikely (p_i -> 0) no longer dominate the update.
+
+With z = h W^T the logits (V per token) and s = softmax(z):
+    dL/dz_i = c_i (s_i - onehot(t_i)),   c_i = m_i / sum(m)          (SFT)
+                                         c_i = m_i p_i / sum(m)      (DFT)
+    dL/dh_i = dL/dz_i W,   dL/dW = sum_i dL/dz_i^T h_i   (the tied embedding's LM-head share)
+
+`lm_head_loss` computes this in chunks of rows, only for the rows that count, so the full
+(T, V) logits never sit in memory. Lesson: lessons/10_losses/README.md.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+KINDS = ("sft", "dft")
+
+
+# ---- the plain, unfused version (for the lesson and the tests) -------------------------
+
+def log_softmax(z):
+    """z (..., V) -> log softmax (..., V), max-subtracted: z - max - log(sum(exp(z - max)))."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+
+
+def token_loss_ref(logits, targets, mask, kind="sft", weight=None):
+    """logits (N,V), targets (N,) int, mask (N,) -> loss, dlogits (N,V); plain NumPy, all logits at once.
+
+    `weight` (N,) replaces DFT's p as the constant weight (the tests hold it fixed or force it to 1).
+    """
+    logp = log_softmax(logits)
+    n = np.arange(len(targets))
+    logp_t = logp[n, targets]  # (N,) log p of each target
+    if kind == "sft":
+        w = np.ones_like(logp_t)
+    else:  # sg(p): a number, not a function of the logits
+        w = np.exp(logp_t) if weight is None else weight
+    coef = mask * w / mask.sum()  # (N,)
+    loss = np.sum(coef * -logp_t)
+    dlogits = np.exp(logp) * coef[:, None]  # c_i s_i
+    dlogits[n, targets] -= coef  # - c_i onehot(t_i)
+    return loss, dlogits
+
+
+# ---- the fused, chunked version used in training --------------------------------------
+
+class LossOut(NamedTuple):
+    loss: float  # the loss that was differentiated: sum(m * w * ce) / denom
+    dh: np.ndarray | None  # (B,T,C) dL/dh, zero on rows that do not count
+    dwte: np.ndarray | None  # (V,C) dL/dW through the LM head (add it to the embedding's gradient)
+    n_tokens: float  # sum(m): the tokens that count
+    ce_sum: float  # sum(m * ce): cross-entropy summed, for reporting SFT loss whatever the kind
+    p_sum: float  # sum(m * p): target probability summed, for the mean target probability
+
+
+def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, dwte=None,
+                 weight=None, chunk=256):
+    """h (B,T,C) final hidden, wte (V,C) tied head, targets (B,T) int, mask (B,T) -> LossOut.
+
+    Position (b, t) predicts targets[b, t] and counts with weight mask[b, t] (0 or 1, or any
+    non-negative number). `denom` (default sum(mask)) divides the sum: pass the count over all
+    micro-batches of an accumulated step so they add up to the mean over the whole step.
+    `dwte`, if given, is added into in place (gradient accumulation, the tied embedding's
+    fan-out) and returned. `weight` (B,T) replaces DFT's p as the constant per-token weight.
+    `chunk` rows of logits (chunk x V) are alive at a time.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"loss kind must be one of {KINDS}, got {kind!r}")
+    B, T, C = h.shape
+    V = wte.shape[0]
+    mask = np.asarray(mask).reshape(-1)
+    rows = np.flatnonzero(mask)  # only the rows that count need logits
+    m = mask[rows].astype(h.dtype)
+    tgt = np.asarray(targets).reshape(-1)[rows]
+    n_tokens = float(mask.sum())
+    denom = n_tokens if denom is None else float(denom)
+    if np.any((tgt < 0) | (tgt >= V)):
+        raise ValueError(f"target ids must lie in [0, {V}); got {tgt.min()}..{tgt.max()}")
+    hs = h.reshape(-1, C)[rows]  # (N,C) the counted rows
+    dhs = np.empty_like(hs) if backward else None
+    if backward and dwte is None:
+        dwte = np.zeros_like(wte)
+    w_fixed = None if weight is None else np.asarray(weight, dtype=h.dtype).reshape(-1)[rows]
+    loss = ce_sum = p_sum = 0.0
+    for a in range(0, len(rows), chunk):
+        b = min(a + chunk, len(rows))
+        n = np.arange(b - a)
+        z = hs[a:b] @ wte.T  # (n,V) logits of this chunk
+        zmax = z.max(axis=1)
+        z_t = z[n, tgt[a:b]] - zmax  # (n,) the targets' logits, max-subtracted
+        z -= zmax[:, None]
+        np.exp(z, out=z)  # z now holds exp(z - max)
+        total = z.sum(axis=1)
+        logp_t = z_t - np.log(total)  # (n,) log p of each target
+        p_t = np.exp(logp_t)
+        ce = -logp_t
+        w = np.ones_like(p_t) if kind == "sft" else (p_t if w_fixed is None else w_fixed[a:b])  # sg(p)
+        coef = m[a:b] * w / denom  # (n,) dL/dz_i = coef_i (softmax_i - onehot_i)
+        loss += float(np.sum(coef * ce))
+        ce_sum += float(np.sum(m[a:b] * ce))
+        p_sum += float(np.sum(m[a:b] * p_t))
+        if not backward:
+            continue
+        z *= (coef / total)[:, None]  # exp(z - max) / total = softmax, times coef
+        z[n, tgt[a:b]] -= coef  # dz = coef * (softmax - onehot)
+        dhs[a:b] = (wte.T @ z.T).T  # (n,V) @ (V,C): this operand order is the fast one for BLAS
+        for v in range(0, V, 8192):  # dW += dz^T h, a vocab slice at a time (no (V,C) temporary)
+            dwte[v:v + 8192] += z[:, v:v + 8192].T @ hs[a:b]  # fan-out: the tied head adds into dwte
+    if not backward:
+        return LossOut(loss, None, None, n_tokens, ce_sum, p_sum)
+    dh = np.zeros_like(h)
+    dh.reshape(-1, C)[rows] = dhs
+    return LossOut(loss, dh, dwte, n_tokens, ce_sum, p_sum)
+
+
+__all__ = ["lm_head_loss", "LossOut", "token_loss_ref", "log_softmax", "KINDS"]
