@@ -16,7 +16,14 @@ __all__ = ["load", "Model", "ModelConfig", "Tokenizer", "WeightsError",
            "Agent", "AgentResult", "Tool", "parse_tool_calls", "tool"]
 
 
-def load(path=None) -> Model:
-    """An HF model folder -> Model with its tokenizer; `None` means SmolLM2-135M-Instruct, obtained on first use."""
+def load(path=None, int8: bool = False) -> Model:
+    """An HF model folder -> Model with its tokenizer; `None` means SmolLM2-135M-Instruct, obtained on first use.
+
+    int8=True quantizes a float folder's weights to int8 while loading; an int8 folder (written by
+    `python -m nanoagent.quantize`) loads as int8 either way.
+    """
     from .weights import resolve
+    if int8:
+        from .quant import load_int8
+        return load_int8(resolve(path))
     return Model.from_folder(resolve(path))

@@ -3,7 +3,7 @@
 Each figure is the median of several runs in this process, after a warm-up run, so the
 numbers are comparable within one command on a noisy machine. `generate --int8` runs the
 float32 and the int8 model each in a process of its own, so each has its own peak RSS;
-`quant` measures what int8 costs in accuracy (perplexity, KL, greedy agreement).
+`quant` measures what int8 costs in accuracy (perplexity, greedy agreement).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def main(argv=None) -> None:
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)
     t.set_defaults(run=bench_train)
-    q = sub.add_parser("quant", help="what int8 costs: perplexity, KL and greedy agreement against float32")
+    q = sub.add_parser("quant", help="what int8 costs: perplexity and greedy agreement against float32")
     q.add_argument("--model", default=None)
     q.add_argument("--data", default=None, help="GSM8K test.jsonl (default: in $NANOAGENT_DATA or shared/data beside the checkout)")
     q.add_argument("--tokens", type=int, default=2048, help="held-out tokens for perplexity")

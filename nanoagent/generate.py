@@ -147,6 +147,7 @@ def main(argv=None) -> None:
     ap.add_argument("--prompt", required=True, help="the user message; '-' reads it from stdin")
     ap.add_argument("--system", help="a system prompt (default: SmolLM2's own)")
     ap.add_argument("--model", help="an HF model folder (default: SmolLM2-135M-Instruct, obtained on first use)")
+    ap.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--top-p", type=float, default=1.0)
@@ -165,7 +166,7 @@ def main(argv=None) -> None:
         tools = json.loads(open(args.tools).read()) if args.tools else None
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
                    [{"role": "user", "content": prompt}]
-        model = load(args.model)
+        model = load(args.model, int8=args.int8)
         stats = GenerationStats()
         pieces = model.stream(messages, tools=tools, max_new_tokens=args.max_new_tokens,
                               temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,

@@ -365,10 +365,12 @@ def sum_squares_ref(x):
 # reordered freely, so LLVM vectorizes them (vpmaddwd on x86) without fastmath.
 # Lesson: lessons/14_int8/README.md.
 
-# Numba's OpenMP threads sleep between parallel loops instead of spinning: on a busy two-core
-# machine a spinning worker takes the core the main thread needs, and int8 decoding (about
-# 200 parallel loops a token) ran at 1.5 tokens/s instead of 36. OMP_WAIT_POLICY=ACTIVE undoes it.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when the first parallel loop starts
+# Numba's OpenMP threads spin only briefly between parallel loops, then sleep. int8 decoding
+# runs about 200 parallel loops a token; measured on two cores (tokens/s, quiet / busy machine):
+# spin long (libgomp's default) 54 / 1.5 (a spinning worker takes the core the main thread
+# needs), sleep at once 32 / 36, spin 1000 rounds 42 / 29. Set either variable to choose.
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # read when the first parallel loop starts
 
 # ---- symmetric quantization of rows, group by group: s = max|x| / limit, q = rint(x / s) ----
 
@@ -404,6 +406,35 @@ def quantize_rows_ref(x, gs, limit, dtype):
     safe = np.where(scale == 0, np.float32(1), scale)[..., None]
     q = np.where(scale[..., None] == 0, 0, np.rint(xg / safe))
     return q.astype(dtype).reshape(N, C), scale
+
+
+# ---- rounding rows onto given scales: q = clip(rint(x / s), -limit, limit) -------------------
+
+@njit
+def _round_rows(x, scale, limit, q):
+    N, C = x.shape
+    gs = C // scale.shape[1]
+    for n in range(N):
+        xn, qn = x[n], q[n]
+        for g in range(C // gs):
+            s, b = scale[n, g], g * gs
+            for j in range(gs):
+                qn[b + j] = 0 if s == 0 else min(limit, max(-limit, np.rint(np.float32(xn[b + j]) / s)))
+
+
+def round_rows(x, scale, limit, dtype):
+    """x (N,C) float, scale (N,G) float32 -> q (N,C) of integer `dtype`: x ~ q * scale, |q| <= limit."""
+    x = np.ascontiguousarray(x)
+    q = np.empty(x.shape, dtype)
+    _round_rows(x, scale, np.float32(limit), q)
+    return q
+
+
+def round_rows_ref(x, scale, limit, dtype):
+    N, C = x.shape
+    s = scale[..., None]  # (N,G,1)
+    q = np.rint(x.reshape(N, scale.shape[1], -1).astype(np.float32) / np.where(s == 0, np.float32(1), s))
+    return np.where(s == 0, 0, np.clip(q, -limit, limit)).astype(dtype).reshape(N, C)
 
 
 # ---- back to float: w[r, i] = q[r, i] * scale[r, i // gs] -----------------------------------
