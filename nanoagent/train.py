@@ -57,34 +57,12 @@ def row_to_chat(row: dict) -> tuple[list[dict], list[dict]] | None:
 
 
 def read_rows(spec: str, split: str = "train", config: str | None = None) -> list[dict]:
-    """A .jsonl file (one JSON object a line), a .json file (a list of objects), or a hub dataset name."""
-    path = Path(spec).expanduser()
-    if path.is_file():
-        text = path.read_text(encoding="utf-8")
-        if path.suffix == ".jsonl":
-            rows = []
-            for n, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as e:
-                        raise TrainingError(f"{path}:{n} is not valid JSON ({e}). Fix or remove that line.") from e
-            return rows
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise TrainingError(f"{path} is not valid JSON ({e}); use a .jsonl file for one row a line.") from e
-        if not isinstance(data, list):
-            raise TrainingError(f"{path} must hold a JSON list of rows")
-        return data
-    if path.suffix in (".json", ".jsonl") or "/" not in spec:
-        raise TrainingError(f"{spec} is not a file. Pass a .jsonl/.json file or a hub dataset name (owner/name).")
+    """A .jsonl/.json/.parquet file, a folder of them, or a hub dataset name -> its rows (data/io.py reads them)."""
+    from .data.io import DataError, read_rows as read_data_rows
     try:
-        import datasets
-    except ImportError as e:
-        raise TrainingError(f"{spec} is not a file, and loading a hub dataset needs the `datasets` package "
-                            "(pip install datasets).") from e
-    return [dict(r) for r in datasets.load_dataset(spec, config, split=split)]
+        return read_data_rows(spec, config, split)
+    except DataError as e:
+        raise TrainingError(str(e)) from e
 
 
 @dataclass

@@ -42,13 +42,7 @@ def iter_file(path: Path) -> Iterator[dict]:
     """Rows of a .jsonl (one object a line), .json (a list, or {"data"/"rows": [...]}) or .parquet file."""
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        yield json.loads(line)
-                    except json.JSONDecodeError as e:
-                        raise DataError(f"{path}:{n} is not valid JSON ({e})") from e
+        yield from _jsonl_lines(path)
     elif suffix == ".json":
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
@@ -76,7 +70,7 @@ def _jsonl_lines(path: Path) -> Iterator[dict]:
                 try:
                     yield json.loads(line)
                 except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{n} is neither a JSON list nor JSON lines ({e})") from e
+                    raise DataError(f"{path}:{n} is not valid JSON ({e}); fix or remove that line") from e
 
 
 def iter_hub(name: str, config: str | None = None, split: str = "train") -> Iterator[dict]:
