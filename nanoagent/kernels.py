@@ -138,35 +138,41 @@ def silu_gate_ref(g, u):
 # ---- one new query against the KV cache (decoding) ------------------------------------
 
 @njit
+def _attend_head(q, kt, v, n, scale, out, probs):
+    """One query head q (D,) against n cached keys kt (D,Tmax) and values v (Tmax,D) -> out (D,), probs (n,)."""
+    D = q.shape[0]
+    # scores: s_j = scale * q . k_j, summed over d in the outer loop so the inner loop runs
+    # along the keys (stored transposed) with no dependency between iterations
+    for j in range(n):
+        probs[j] = 0.0
+    for d in range(D):
+        qd = q[d] * scale
+        for j in range(n):
+            probs[j] += qd * kt[d, j]
+    m = probs[0]
+    for j in range(n):
+        m = max(m, probs[j])
+    total = 0.0
+    for j in range(n):
+        e = math.exp(probs[j] - m)
+        probs[j] = e
+        total += e
+    # out = sum_j p_j v_j
+    for d in range(D):
+        out[d] = 0.0
+    for j in range(n):
+        p = probs[j] / total
+        probs[j] = p
+        for d in range(D):
+            out[d] += p * v[j, d]
+
+
+@njit
 def _attend_cache(q, kt, v, n, scale, out, probs):
-    H, D = q.shape
+    H = q.shape[0]
     group = H // kt.shape[0]
-    for h in range(H):
-        kv = h // group  # query head h reads key/value head h // (H/KV)
-        # scores: s_j = scale * q . k_j, summed over d in the outer loop so the inner loop runs
-        # along the keys (stored transposed) with no dependency between iterations
-        for j in range(n):
-            probs[h, j] = 0.0
-        for d in range(D):
-            qd = q[h, d] * scale
-            for j in range(n):
-                probs[h, j] += qd * kt[kv, d, j]
-        m = probs[h, 0]
-        for j in range(n):
-            m = max(m, probs[h, j])
-        total = 0.0
-        for j in range(n):
-            e = math.exp(probs[h, j] - m)
-            probs[h, j] = e
-            total += e
-        # out = sum_j p_j v_j
-        for d in range(D):
-            out[h, d] = 0.0
-        for j in range(n):
-            p = probs[h, j] / total
-            probs[h, j] = p
-            for d in range(D):
-                out[h, d] += p * v[kv, j, d]
+    for h in range(H):  # query head h reads key/value head h // (H/KV)
+        _attend_head(q[h], kt[h // group], v[h // group], n, scale, out[h], probs[h])
 
 
 def attend_cache(q, kt, v, n):
@@ -467,23 +473,26 @@ def dequantize_rows_ref(q, scale):
 
 # ---- int8 matmul: out[n,o] = sum_g sw[o,g] sx[n,g] sum_{i in group g} q[o,i] xq[n,i] ---------
 
+@njit
+def _dot_int8(xq, sx, q, sw):
+    """One row: xq (Cin,) int16, sx (G,), q (Cin,) int8, sw (G,) -> sum_g sw[g] sx[g] (q . xq over group g)."""
+    G = sx.shape[0]
+    gs = xq.shape[0] // G
+    acc = np.float32(0.0)
+    for g in range(G):
+        b = g * gs
+        dot = np.int32(0)
+        for j in range(gs):  # np.int32(...) keeps 32-bit lanes; Numba would widen to int64
+            dot = np.int32(dot + np.int32(q[b + j]) * np.int32(xq[b + j]))
+        acc += sw[g] * sx[g] * np.float32(dot)
+    return acc
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _matmul_int8(xq, sx, q, sw, out):
-    N, Cin = xq.shape
-    G = sx.shape[1]
-    gs = Cin // G
     for o in numba.prange(q.shape[0]):  # each output row o written by one thread only
-        qo = q[o]
-        for n in range(N):
-            xn = xq[n]
-            acc = np.float32(0.0)
-            for g in range(G):
-                b = g * gs
-                dot = np.int32(0)
-                for j in range(gs):  # np.int32(...) keeps 32-bit lanes; Numba would widen to int64
-                    dot = np.int32(dot + np.int32(qo[b + j]) * np.int32(xn[b + j]))
-                acc += sw[o, g] * sx[n, g] * np.float32(dot)
-            out[n, o] = acc
+        for n in range(xq.shape[0]):
+            out[n, o] = _dot_int8(xq[n], sx[n], q[o], sw[o])
 
 
 def matmul_int8(xq, sx, q, sw):
@@ -500,3 +509,105 @@ def matmul_int8_ref(xq, sx, q, sw):
     dots = np.einsum("ngi,ogi->nog", xq.reshape(N, G, -1).astype(np.int64),
                      q.reshape(q.shape[0], G, -1).astype(np.int64))  # (N,Cout,G) exact integer dots
     return np.einsum("nog,og,ng->no", dots.astype(np.float64), sw, sx).astype(np.float32)
+
+
+# ==== one decoding step with int8 weights, in one compiled function =======================
+# Decoding a token runs about 150 small parallel loops (the matmuls of 30 layers, a few dozen
+# microseconds each). Called one by one from Python, each also pays the interpreter and wakes
+# Numba's worker thread from sleep; here the whole step is one call, so the loops follow each
+# other within microseconds while the worker still spins. The math is the layered forward's
+# (layers.block_forward with the kernels above, a test pins the two equal); only the order of
+# the loops differs: q, k and v share one parallel loop over their rows, and so do gate and up.
+
+@njit
+def int16_limit(gs):
+    """The int16 range of activations summed against int8 weights (|q| <= 127) in groups of
+    gs: each group's sum gs * 127 * limit stays below 2^31."""
+    return min(32767, (2**31 - 1) // (gs * 127))
+
+
+@njit
+def _quantize_vec(x, gs):
+    """x (C,) float32 -> xq (C,) int16, sx (C/gs,) float32: x ~ xq * sx group by group."""
+    xq, sx = np.empty(x.shape[0], np.int16), np.empty(x.shape[0] // gs, np.float32)
+    _quantize_rows(x.reshape(1, -1), gs, np.float32(int16_limit(gs)), xq.reshape(1, -1), sx.reshape(1, -1))
+    return xq, sx
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps, logits):
+    C = x.shape[0]
+    KV, D = kt.shape[1], kt.shape[2]
+    H = n_heads
+    group = H // KV  # query head h reads key/value head h // group
+    scale = np.float32(1.0 / math.sqrt(D))
+    h, rstd = np.empty((1, C), np.float32), np.empty(1, np.float32)
+    att, probs = np.empty((H, D), np.float32), np.empty((H, P + 1), np.float32)
+    for i in range(len(blocks)):
+        b = blocks[i]
+        wq, sq, wk, sk, wv, sv = b.q.q, b.q.scale, b.k.q, b.k.scale, b.v.q, b.v.scale
+        wo, so, wg, sg, wu, su, wd, sd = b.o.q, b.o.scale, b.gate.q, b.gate.scale, b.up.q, b.up.scale, \
+            b.down.q, b.down.scale
+        # attention: q, k, v (H*D + 2 KV*D rows) in one parallel loop, from the normed input
+        _rmsnorm(x.reshape(1, C), b.attn_norm, eps, h, rstd)
+        xq, sx = _quantize_vec(h[0], C // sq.shape[1])
+        q, k, vn = np.empty((H, 1, D), np.float32), np.empty((KV, 1, D), np.float32), np.empty(KV * D, np.float32)
+        qf, kf = q.reshape(H * D), k.reshape(KV * D)
+        nq, nk = H * D, KV * D
+        for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
+            if r < nq:
+                qf[r] = _dot_int8(xq, sx, wq[r], sq[r])
+            elif r < nq + nk:
+                kf[r - nq] = _dot_int8(xq, sx, wk[r - nq], sk[r - nq])
+            else:
+                vn[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
+        qr, kr = np.empty_like(q), np.empty_like(k)
+        _rope(q, cos, sin, qr)
+        _rope(k, cos, sin, kr)
+        for j in range(KV):  # append to the cache: keys transposed (KV,D,Tmax), values (KV,Tmax,D)
+            for d in range(D):
+                kt[i, j, d, P] = kr[j, 0, d]
+                v[i, j, P, d] = vn[j * D + d]
+        for hh in numba.prange(H):
+            _attend_head(qr[hh, 0], kt[i, hh // group], v[i, hh // group], P + 1, scale, att[hh], probs[hh])
+        aq, sa = _quantize_vec(att.reshape(H * D), (H * D) // so.shape[1])
+        o = np.empty(C, np.float32)
+        for r in numba.prange(C):
+            o[r] = _dot_int8(aq, sa, wo[r], so[r])
+        x = x + o  # residual
+        # MLP: gate and up rows in one parallel loop, then down
+        _rmsnorm(x.reshape(1, C), b.mlp_norm, eps, h, rstd)
+        xq, sx = _quantize_vec(h[0], C // sg.shape[1])
+        F = wg.shape[0]
+        g, u, m = np.empty(F, np.float32), np.empty(F, np.float32), np.empty(F, np.float32)
+        for r in numba.prange(2 * F):
+            if r < F:
+                g[r] = _dot_int8(xq, sx, wg[r], sg[r])
+            else:
+                u[r - F] = _dot_int8(xq, sx, wu[r - F], su[r - F])
+        _silu_gate(g, u, m)
+        mq, sm = _quantize_vec(m, F // sd.shape[1])
+        d_ = np.empty(C, np.float32)
+        for r in numba.prange(C):
+            d_[r] = _dot_int8(mq, sm, wd[r], sd[r])
+        x = x + d_  # residual
+    _rmsnorm(x.reshape(1, C), norm, eps, h, rstd)
+    xq, sx = _quantize_vec(h[0], C // head.scale.shape[1])
+    wh, sh = head.q, head.scale
+    for r in numba.prange(wh.shape[0]):  # the tied LM head
+        logits[r] = _dot_int8(xq, sx, wh[r], sh[r])
+
+
+def decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps):
+    """One new token through every layer, int8 weights -> logits (V,).
+
+    x (C,) float32 is its embedding, at position P; blocks a numba.typed.List of
+    layers.BlockWeights holding quant.Int8Weights; norm (C,) the final norm; head the tied
+    embedding's Int8Weight; cos/sin (1,D/2) the rotation of position P; kt (L,KV,D,Tmax) and
+    v (L,KV,Tmax,D) the cache holding P positions, to which this token's keys and values are
+    written.
+    """
+    logits = np.empty(head.q.shape[0], np.float32)
+    _decode_int8(np.ascontiguousarray(x, np.float32), blocks, norm, head, cos, sin, kt, v, P, n_heads,
+                 np.float32(eps), logits)
+    return logits

@@ -10,11 +10,14 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 
+from . import kernels
 from .config import ModelConfig
 from .layers import (BLOCK_NAMES, block_backward, block_forward, block_weights, embedding_backward,
                      embedding_forward, linear_forward, rmsnorm_backward, rmsnorm_forward, rope_tables)
+from .quant import Int8Weight
 
 
 @dataclass
@@ -57,6 +60,8 @@ class Model:
         self.cos, self.sin = rope_tables(config.head_dim, config.max_position_embeddings,
                                          config.rope_theta, self.dtype)  # (Tmax, D/2)
         self.blocks = [block_weights(params, i) for i in range(config.num_hidden_layers)]
+        self.int8 = all(isinstance(w, Int8Weight) for w in params.values() if getattr(w, "ndim", 2) == 2)
+        self._typed_blocks = None  # self.blocks as a numba.typed.List, for int8 decoding
 
     @classmethod
     def from_folder(cls, path: str | Path, dtype=np.float32) -> "Model":
@@ -171,8 +176,24 @@ class Model:
         return self.lm_head(h[0, -1])
 
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
-        """One new token at position P -> its logits (V,); the cache grows by one."""
-        return self.prefill(np.array([[token]]), kv)
+        """One new token at position P -> its logits (V,); the cache grows by one.
+
+        An int8 model runs the whole step in one compiled call (kernels.decode_int8, the same
+        math as `forward`, pinned to it by tests); a float model runs `forward` on one token.
+        """
+        P = kv.length
+        if not (self.int8 and kv.v.shape[1] == 1):
+            return self.prefill(np.array([[token]]), kv)
+        if P + 1 > kv.capacity:
+            raise ContextLengthError(f"{P + 1} tokens do not fit the KV cache of {kv.capacity}")
+        if self._typed_blocks is None:
+            self._typed_blocks = numba.typed.List(self.blocks)
+        wte, cfg = self.params["model.embed_tokens.weight"], self.config
+        logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], self._typed_blocks,
+                                     self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
+                                     kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
+        kv.length = P + 1
+        return logits
 
     # ---- chat ------------------------------------------------------------------------------
     def stream(self, messages, tools=None, **kw):

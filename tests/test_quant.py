@@ -11,7 +11,7 @@ import pytest
 
 from conftest import load_tiny
 from nanoagent import kernels, quant
-from nanoagent.model import Model
+from nanoagent.model import ContextLengthError, Model
 from nanoagent.quant import Int8Weight
 from nanoagent.tokenizer import tokenizer_from_gguf_vocab
 from nanoagent.weights import WeightsError, save_folder
@@ -160,6 +160,32 @@ def test_int8_incremental_decoding_equals_full_forward(tiny_int8):
     np.testing.assert_allclose(np.stack(steps), full[4:], rtol=0, atol=1e-3 * np.abs(full).max())
 
 
+def layered_steps(model, ids, n_prompt):
+    """Logits and cache of decoding ids[n_prompt:] one token at a time through `forward` (layer by layer)."""
+    kv = model.new_kv_cache(len(ids))
+    model.prefill(ids[:n_prompt], kv)
+    return [model.prefill(np.array([[t]]), kv) for t in ids[n_prompt:]], kv
+
+
+@pytest.mark.parametrize("group", [16, None])
+def test_int8_decode_step_in_one_call_equals_the_layered_forward(group):
+    tiny = load_tiny()
+    model = Model(tiny.config, quant.quantize_params(tiny.params, group))
+    assert model.int8 and not tiny.int8
+    ids = (np.arange(14) * 5 + 3) % model.config.vocab_size
+    want, kv_want = layered_steps(model, ids, 4)
+    kv = model.new_kv_cache(len(ids))
+    model.prefill(ids[:4], kv)
+    got = [model.decode_step(int(t), kv) for t in ids[4:]]  # kernels.decode_int8: the whole step compiled
+    # the same kernels in the same order of sums: equal to float32 rounding
+    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=1e-6 * np.abs(want).max())
+    assert kv.length == kv_want.length == len(ids)
+    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=0, atol=1e-6 * np.abs(kv_want.kt).max())
+    np.testing.assert_allclose(kv.v, kv_want.v, rtol=0, atol=1e-6 * np.abs(kv_want.v).max())
+    with pytest.raises(ContextLengthError):
+        model.decode_step(1, kv)  # the cache is full
+
+
 # ---- int8 checkpoints ----------------------------------------------------------------------------
 
 TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(c) for c in range(ord("!"), ord("!") + 124)] + ["ab"]
@@ -198,6 +224,12 @@ def test_int8_checkpoint_round_trip(tmp_path):
     assert not loaded.params["model.embed_tokens.weight"].q.flags.owndata  # memory-mapped, not copied
     ids = np.arange(10)
     np.testing.assert_array_equal(loaded.logits(ids), on_load.logits(ids))
+    steps = []
+    for m in (loaded, on_load):  # read-only memory-mapped weights decode like quantized ones
+        kv = m.new_kv_cache(12)
+        m.prefill(ids, kv)
+        steps.append([m.decode_step(t, kv) for t in (3, 4)])
+    np.testing.assert_array_equal(steps[0], steps[1])
     assert loaded.tokenizer.encode("<|im_start|>ab") == [1, 127]
 
 
