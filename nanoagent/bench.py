@@ -71,7 +71,8 @@ def bench_quant(args) -> None:
     greedy32 = quant.greedy_replies(model, quant.CHECK_PROMPTS, args.new_tokens)
     print(f"held-out text: the first {len(ids)} tokens of the GSM8K test answers; "
           f"{len(quant.CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
-    print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s}")
+    print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s} "
+          f"{'forced top-1':>13s}")
     print(f"{'float32':24s} {ppl32:10.4f}")
     for group in (quant.GROUP, None):
         m8 = Model(model.config, quant.quantize_params(model.params, group), model.tokenizer)
@@ -80,8 +81,9 @@ def bench_quant(args) -> None:
         prefix = np.mean([next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) / len(a)
                           for a, b in zip(greedy32, greedy8)])
         name = f"int8, groups of {group}" if group else "int8, per channel"
+        forced = quant.forced_agreement(model, m8, quant.CHECK_PROMPTS, greedy32)
         print(f"{name:24s} {ppl8:10.4f} {ppl8 / ppl32 - 1:+8.2%} {quant.agreement(greedy32, greedy8):10.1%} "
-              f"{prefix:12.1%}")
+              f"{prefix:12.1%} {forced:13.1%}")
 
 
 def main(argv=None) -> None:

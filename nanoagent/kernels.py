@@ -371,10 +371,10 @@ def sum_squares_ref(x):
 # reordered freely, so LLVM vectorizes them (vpmaddwd on x86) without fastmath.
 # Lesson: lessons/14_int8/README.md.
 
-# Numba's OpenMP threads spin only briefly between parallel loops, then sleep. int8 decoding
-# runs about 200 parallel loops a token; measured on two cores (tokens/s, quiet / busy machine):
-# spin long (libgomp's default) 54 / 1.5 (a spinning worker takes the core the main thread
-# needs), sleep at once 32 / 36, spin 1000 rounds 42 / 29. Set either variable to choose.
+# Numba's OpenMP threads spin only briefly between parallel loops, then sleep. An int8 decoding
+# step runs about 150 parallel loops; measured on two cores (tokens/s, quiet / busy machine):
+# spin long (libgomp's default) 74 / 6 (a spinning worker takes the core the main thread needs),
+# sleep at once 40 / 37, spin 1000 rounds 70 / 31. Set either variable to choose.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # read when the first parallel loop starts
 

@@ -61,7 +61,8 @@ class Model:
                                          config.rope_theta, self.dtype)  # (Tmax, D/2)
         self.blocks = [block_weights(params, i) for i in range(config.num_hidden_layers)]
         self.int8 = all(isinstance(w, Int8Weight) for w in params.values() if getattr(w, "ndim", 2) == 2)
-        self._typed_blocks = None  # self.blocks as a numba.typed.List, for int8 decoding
+        # the blocks as the compiled int8 decoding step takes them (built here: about 1 s the first time)
+        self._typed_blocks = numba.typed.List(self.blocks) if self.int8 else None
 
     @classmethod
     def from_folder(cls, path: str | Path, dtype=np.float32) -> "Model":
@@ -186,8 +187,6 @@ class Model:
             return self.prefill(np.array([[token]]), kv)
         if P + 1 > kv.capacity:
             raise ContextLengthError(f"{P + 1} tokens do not fit the KV cache of {kv.capacity}")
-        if self._typed_blocks is None:
-            self._typed_blocks = numba.typed.List(self.blocks)
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
         logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], self._typed_blocks,
                                      self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],

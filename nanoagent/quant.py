@@ -311,3 +311,17 @@ def greedy_replies(model, prompts, n_tokens: int) -> list[list[int]]:
 def agreement(a: list[list[int]], b: list[list[int]]) -> float:
     """Mean over replies of the fraction of positions where the two replies have the same token."""
     return float(np.mean([np.mean(np.array(x) == np.array(y)) for x, y in zip(a, b)]))
+
+
+def forced_agreement(model, other, prompts, replies: list[list[int]]) -> float:
+    """The share of reply positions where `other` picks the same top token as `model`, both
+    reading the same text (each prompt followed by `model`'s own greedy reply). Unlike
+    `agreement`, one flipped near-tie does not carry the rest of a reply away with it."""
+    tok = model.tokenizer
+    same = []
+    for p, reply in zip(prompts, replies):
+        ids = tok.encode(tok.render_chat([{"role": "user", "content": p}]))
+        text = np.array(ids + list(reply))
+        at = slice(len(ids) - 1, len(text) - 1)  # the positions that predict the reply's tokens
+        same.append(model.logits(text)[at].argmax(-1) == other.logits(text)[at].argmax(-1))
+    return float(np.mean(np.concatenate(same)))

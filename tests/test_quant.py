@@ -284,10 +284,14 @@ def test_real_perplexity_rises_less_than_one_percent(real_model, real_int8, shar
 
 
 def test_real_greedy_replies_agree(real_model, real_int8):
-    """All 20 check prompts, 16 tokens each (the full figure, 32 tokens, is in lesson 14 and the bench)."""
-    a = quant.greedy_replies(real_model, quant.CHECK_PROMPTS, 16)
-    b = quant.greedy_replies(real_int8, quant.CHECK_PROMPTS, 16)
-    assert quant.agreement(a, b) >= 0.9
+    """The 20 check prompts, 32 greedy tokens each. Where float32 has a near-tie between its top two
+    tokens, int8 may pick the other one, and the rest of that reply goes its own way (88.6% of the
+    positions agree; llama.cpp's Q8_0 weights give the same). Read along float32's own replies,
+    int8 picks float32's top token at 99% of the positions."""
+    a = quant.greedy_replies(real_model, quant.CHECK_PROMPTS, 32)
+    b = quant.greedy_replies(real_int8, quant.CHECK_PROMPTS, 32)
+    assert quant.agreement(a, b) >= 0.85
+    assert quant.forced_agreement(real_model, real_int8, quant.CHECK_PROMPTS, a) >= 0.98
 
 
 def test_real_int8_checkpoint_is_small_and_generates_in_little_memory(real_model, tmp_path):
