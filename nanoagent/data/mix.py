@@ -11,6 +11,7 @@ below 1 keeps that share of the rows). Every dropped row is counted under its re
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import sys
@@ -151,12 +152,10 @@ def build(recipe: list[Source], data_dir: Path | None = None, tokenizer=None, op
     for src in recipe:
         st = stats.setdefault(src.name, Stats())
         adapter = ADAPTERS[src.adapter]
-        n = min(x for x in (src.limit, limit, 1 << 62) if x is not None)
+        n = min((x for x in (src.limit, limit) if x is not None), default=None)  # None: every row
         try:
-            rows = iter_rows(src.resolve(data_dir), src.config, src.split)
-            for i, row in enumerate(tqdm(rows, desc=src.name, total=n, disable=not progress, file=sys.stderr)):
-                if i >= n:
-                    break
+            rows = itertools.islice(iter_rows(src.resolve(data_dir), src.config, src.split), n)
+            for row in tqdm(rows, desc=src.name, total=n, disable=not progress, file=sys.stderr):
                 st.read += 1
                 try:
                     chat = adapter(row, src.name)
