@@ -535,24 +535,25 @@ def _quantize_vec(x, gs):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps, logits):
+def _decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps, logits):
     C = x.shape[0]
-    KV, D = kt.shape[1], kt.shape[2]
+    KV, D = kt_cache.shape[1], kt_cache.shape[2]
     H = n_heads
     group = H // KV  # query head h reads key/value head h // group
     scale = np.float32(1.0 / math.sqrt(D))
     h, rstd = np.empty((1, C), np.float32), np.empty(1, np.float32)
     att, probs = np.empty((H, D), np.float32), np.empty((H, P + 1), np.float32)
     for i in range(len(blocks)):
-        b = blocks[i]
+        b = blocks[i]  # a prange body may not read a tuple's fields: take the arrays out first
         wq, sq, wk, sk, wv, sv = b.q.q, b.q.scale, b.k.q, b.k.scale, b.v.q, b.v.scale
-        wo, so, wg, sg, wu, su, wd, sd = b.o.q, b.o.scale, b.gate.q, b.gate.scale, b.up.q, b.up.scale, \
-            b.down.q, b.down.scale
-        # attention: q, k, v (H*D + 2 KV*D rows) in one parallel loop, from the normed input
+        wo, so, wg, sg, wu, su, wd, sd = (b.o.q, b.o.scale, b.gate.q, b.gate.scale, b.up.q, b.up.scale,
+                                          b.down.q, b.down.scale)
+        kt, vc = kt_cache[i], v_cache[i]  # this layer's cache (KV,D,Tmax), (KV,Tmax,D)
+        # attention: the rows of q, k and v in one parallel loop, from the normed input
         _rmsnorm(x.reshape(1, C), b.attn_norm, eps, h, rstd)
         xq, sx = _quantize_vec(h[0], C // sq.shape[1])
-        q, k, vn = np.empty((H, 1, D), np.float32), np.empty((KV, 1, D), np.float32), np.empty(KV * D, np.float32)
-        qf, kf = q.reshape(H * D), k.reshape(KV * D)
+        q, k, v = np.empty((H, 1, D), np.float32), np.empty((KV, 1, D), np.float32), np.empty((KV, D), np.float32)
+        qf, kf, vf = q.reshape(H * D), k.reshape(KV * D), v.reshape(KV * D)
         nq, nk = H * D, KV * D
         for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
             if r < nq:
@@ -560,22 +561,22 @@ def _decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps, logits
             elif r < nq + nk:
                 kf[r - nq] = _dot_int8(xq, sx, wk[r - nq], sk[r - nq])
             else:
-                vn[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
+                vf[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
         qr, kr = np.empty_like(q), np.empty_like(k)
         _rope(q, cos, sin, qr)
         _rope(k, cos, sin, kr)
-        for j in range(KV):  # append to the cache: keys transposed (KV,D,Tmax), values (KV,Tmax,D)
+        for j in range(KV):  # append position P to the cache
             for d in range(D):
-                kt[i, j, d, P] = kr[j, 0, d]
-                v[i, j, P, d] = vn[j * D + d]
+                kt[j, d, P] = kr[j, 0, d]
+                vc[j, P, d] = v[j, d]
         for hh in numba.prange(H):
-            _attend_head(qr[hh, 0], kt[i, hh // group], v[i, hh // group], P + 1, scale, att[hh], probs[hh])
+            _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
         aq, sa = _quantize_vec(att.reshape(H * D), (H * D) // so.shape[1])
         o = np.empty(C, np.float32)
         for r in numba.prange(C):
             o[r] = _dot_int8(aq, sa, wo[r], so[r])
         x = x + o  # residual
-        # MLP: gate and up rows in one parallel loop, then down
+        # MLP: the rows of gate and up in one parallel loop, then down
         _rmsnorm(x.reshape(1, C), b.mlp_norm, eps, h, rstd)
         xq, sx = _quantize_vec(h[0], C // sg.shape[1])
         F = wg.shape[0]
@@ -587,27 +588,28 @@ def _decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps, logits
                 u[r - F] = _dot_int8(xq, sx, wu[r - F], su[r - F])
         _silu_gate(g, u, m)
         mq, sm = _quantize_vec(m, F // sd.shape[1])
-        d_ = np.empty(C, np.float32)
+        down = np.empty(C, np.float32)
         for r in numba.prange(C):
-            d_[r] = _dot_int8(mq, sm, wd[r], sd[r])
-        x = x + d_  # residual
+            down[r] = _dot_int8(mq, sm, wd[r], sd[r])
+        x = x + down  # residual
+    # the final norm and the tied LM head
     _rmsnorm(x.reshape(1, C), norm, eps, h, rstd)
     xq, sx = _quantize_vec(h[0], C // head.scale.shape[1])
     wh, sh = head.q, head.scale
-    for r in numba.prange(wh.shape[0]):  # the tied LM head
+    for r in numba.prange(wh.shape[0]):
         logits[r] = _dot_int8(xq, sx, wh[r], sh[r])
 
 
-def decode_int8(x, blocks, norm, head, cos, sin, kt, v, P, n_heads, eps):
+def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps):
     """One new token through every layer, int8 weights -> logits (V,).
 
     x (C,) float32 is its embedding, at position P; blocks a numba.typed.List of
     layers.BlockWeights holding quant.Int8Weights; norm (C,) the final norm; head the tied
-    embedding's Int8Weight; cos/sin (1,D/2) the rotation of position P; kt (L,KV,D,Tmax) and
-    v (L,KV,Tmax,D) the cache holding P positions, to which this token's keys and values are
-    written.
+    embedding's Int8Weight; cos/sin (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax)
+    and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and values are written
+    at P.
     """
     logits = np.empty(head.q.shape[0], np.float32)
-    _decode_int8(np.ascontiguousarray(x, np.float32), blocks, norm, head, cos, sin, kt, v, P, n_heads,
-                 np.float32(eps), logits)
+    _decode_int8(np.ascontiguousarray(x, np.float32), blocks, norm, head, cos, sin, kt_cache, v_cache, P,
+                 n_heads, np.float32(eps), logits)
     return logits

@@ -86,7 +86,7 @@ def dequantize(w: Int8Weight) -> np.ndarray:
 
 def activation_limit(gs: int) -> int:
     """The int16 range for activations summed in groups of gs: gs * 127 * limit must stay below 2^31."""
-    return min(32767, (2**31 - 1) // (gs * WEIGHT_LIMIT))
+    return int(kernels.int16_limit(gs))
 
 
 def group_for(cin: int, group: int | None = GROUP) -> int | None:
