@@ -136,15 +136,25 @@ def attention_forward(q, k, v):
     """
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
-    if B == 1 and T == 1:  # one new token: the cache kernel, no mask needed
-        out, probs = kernels.attend_cache(q[0, :, 0], k[0].swapaxes(-1, -2), v[0], S)  # keys as (KV,D,S)
-        return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
     G = H // KV  # query heads per KV head, stacked as rows so each KV head is one BLAS matmul
     qg = q.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
     scores = qg @ k.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
     probs = kernels.causal_softmax(scores.reshape(B * H, T, S), 1.0 / math.sqrt(D), S - T)  # (B*H,T,S)
     out = probs.reshape(B, KV, G * T, S) @ v  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
     return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
+
+
+def attention_decode(q, kt_cache, v_cache, n):
+    """One new query per head q (1,H,1,D) at position n-1 against the caches as stored, keys
+    transposed (1,KV,D,Tmax) and values (1,KV,Tmax,D), holding n positions -> out (1,H,1,D).
+
+    The same function as `attention_forward` for T = 1 (no mask needed: every cached key is in
+    the past), by the cache kernel, which reads the contiguous cache rather than views of it.
+    """
+    _, H, _, D = q.shape
+    out, probs = kernels.attend_cache(q[0, :, 0], kt_cache[0], v_cache[0], n)
+    k, v = kt_cache[..., :n].swapaxes(-1, -2), v_cache[:, :, :n]  # (1,KV,n,D) views, for backward
+    return out.reshape(1, H, 1, D), AttentionCache(q, k, v, probs.reshape(1, H, 1, n))
 
 
 def attention_backward(dout, cache: AttentionCache):
@@ -248,8 +258,13 @@ def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=Non
     if kv is not None:
         kt_cache, v_cache, P = kv
         kt_cache[..., P:P + T], v_cache[:, :, P:P + T] = k.swapaxes(-1, -2), v
-        k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
-    a, c_attn = attention_forward(q, k, v)  # (B,H,T,D)
+        if B == 1 and T == 1:  # decoding one token: attend to the cache as stored
+            a, c_attn = attention_decode(q, kt_cache, v_cache, P + 1)
+        else:
+            k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
+            a, c_attn = attention_forward(q, k, v)  # (B,H,T,D)
+    else:
+        a, c_attn = attention_forward(q, k, v)
     o, c_o = linear_forward(a.transpose(0, 2, 1, 3).reshape(B, T, H * D), w.o)  # (B,H,T,D) -> (B,T,H*D)
     x = x + o  # residual
     # MLP
