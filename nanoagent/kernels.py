@@ -141,11 +141,19 @@ def silu_gate_ref(g, u):
 def _attend_head(q, kt, v, n, scale, out, probs):
     """One query head q (D,) against n cached keys kt (D,Tmax) and values v (Tmax,D) -> out (D,), probs (n,)."""
     D = q.shape[0]
-    # scores: s_j = scale * q . k_j, summed over d in the outer loop so the inner loop runs
-    # along the keys (stored transposed) with no dependency between iterations
+    # scores s_j = scale * q . k_j, over d in the outer loop so that the inner loop runs along
+    # the keys (stored transposed) with no dependency between iterations; four rows of kt a
+    # pass, so each pass reads and writes probs once for four multiply-adds
     for j in range(n):
         probs[j] = 0.0
-    for d in range(D):
+    d = 0
+    while d + 4 <= D:
+        q0, q1, q2, q3 = q[d] * scale, q[d + 1] * scale, q[d + 2] * scale, q[d + 3] * scale
+        k0, k1, k2, k3 = kt[d], kt[d + 1], kt[d + 2], kt[d + 3]
+        for j in range(n):
+            probs[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
+        d += 4
+    for d in range(d, D):
         qd = q[d] * scale
         for j in range(n):
             probs[j] += qd * kt[d, j]
@@ -157,14 +165,24 @@ def _attend_head(q, kt, v, n, scale, out, probs):
         e = math.exp(probs[j] - m)
         probs[j] = e
         total += e
-    # out = sum_j p_j v_j
+    # out = sum_j e_j v_j / total, four values a pass for the same reason
     for d in range(D):
         out[d] = 0.0
-    for j in range(n):
-        p = probs[j] / total
-        probs[j] = p
+    j = 0
+    while j + 4 <= n:
+        p0, p1, p2, p3 = probs[j], probs[j + 1], probs[j + 2], probs[j + 3]
+        v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
         for d in range(D):
-            out[d] += p * v[j, d]
+            out[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d]
+        j += 4
+    for j in range(j, n):
+        for d in range(D):
+            out[d] += probs[j] * v[j, d]
+    inv = 1.0 / total
+    for d in range(D):
+        out[d] *= inv
+    for j in range(n):
+        probs[j] *= inv
 
 
 @njit
