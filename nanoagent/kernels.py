@@ -621,8 +621,9 @@ def _decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads,
 def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps):
     """One new token through every layer, int8 weights -> logits (V,).
 
-    x (C,) float32 is its embedding, at position P; blocks a numba.typed.List of
-    layers.BlockWeights holding quant.Int8Weights; norm (C,) the final norm; head the tied
+    x (C,) float32 is its embedding, at position P; blocks a tuple of layers.BlockWeights
+    holding quant.Int8Weights (a tuple rather than a numba.typed.List, whose building compiles
+    code costing about 60 MB of memory); norm (C,) the final norm; head the tied
     embedding's Int8Weight; cos/sin (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax)
     and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and values are written
     at P.

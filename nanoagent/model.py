@@ -10,7 +10,6 @@ import functools
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 
 from . import kernels
@@ -61,8 +60,6 @@ class Model:
                                          config.rope_theta, self.dtype)  # (Tmax, D/2)
         self.blocks = [block_weights(params, i) for i in range(config.num_hidden_layers)]
         self.int8 = all(isinstance(w, Int8Weight) for w in params.values() if getattr(w, "ndim", 2) == 2)
-        # the blocks as the compiled int8 decoding step takes them (built here: about 1 s the first time)
-        self._typed_blocks = numba.typed.List(self.blocks) if self.int8 else None
 
     @classmethod
     def from_folder(cls, path: str | Path, dtype=np.float32) -> "Model":
@@ -188,7 +185,7 @@ class Model:
         if P + 1 > kv.capacity:
             raise ContextLengthError(f"{P + 1} tokens do not fit the KV cache of {kv.capacity}")
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
-        logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], self._typed_blocks,
+        logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], tuple(self.blocks),
                                      self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
                                      kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1

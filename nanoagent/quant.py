@@ -172,7 +172,7 @@ def read_int8_params(folder: str | Path, config: ModelConfig) -> dict:
     """An int8 checkpoint's tensors, memory-mapped (no copy), checked against the config."""
     from .weights import WeightsError, read_safetensors
     path = Path(folder) / "model.safetensors"
-    raw = read_safetensors(path)
+    raw = read_safetensors(path, copied=lambda name: name.endswith(SCALE_SUFFIX))  # float16, widened below
     fix = "Write it again with `python -m nanoagent.quantize`."
     params = {}
     for name, shape in config.param_shapes().items():

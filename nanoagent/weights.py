@@ -96,11 +96,12 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (bits.astype(np.uint32) << 16).view(np.float32)
 
 
-def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
+def read_safetensors(path: str | Path, copied=lambda name: False) -> dict[str, np.ndarray]:
     """Every tensor of a safetensors file as a read-only view of the memory-mapped file (no copy).
 
-    bf16 tensors are widened to float32 (that one does copy). Raises WeightsError on a
-    truncated or malformed file.
+    bf16 tensors are widened to float32 (that one does copy), and tensors whose name
+    `copied(name)` accepts are read into memory of their own: a caller that converts them
+    keeps no mapped pages of them. Raises WeightsError on a truncated or malformed file.
     """
     path = Path(path)
     fix = f"Delete {path.parent} and run again to obtain it anew, or re-save it with safetensors."
@@ -124,7 +125,10 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         if base + end > len(buf):
             raise WeightsError(f"{path} is truncated (tensor {name} runs past the end of the file). {fix}")
         count = (end - begin) // np.dtype(dtype).itemsize
-        a = np.frombuffer(buf, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
+        if copied(name):
+            a = np.fromfile(path, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
+        else:
+            a = np.frombuffer(buf, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
         tensors[name] = bf16_to_f32(a) if info["dtype"] == "BF16" else a
     return tensors
 
