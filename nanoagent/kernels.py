@@ -390,9 +390,10 @@ def sum_squares_ref(x):
 # Lesson: lessons/14_int8/README.md.
 
 # Numba's OpenMP threads spin only briefly between parallel loops, then sleep. An int8 decoding
-# step runs about 150 parallel loops; measured on two cores (tokens/s, quiet / busy machine):
-# spin long (libgomp's default) 74 / 6 (a spinning worker takes the core the main thread needs),
-# sleep at once 40 / 37, spin 1000 rounds 70 / 31. Set either variable to choose.
+# step runs 30 compiled calls of five parallel loops each; measured on two cores (tokens/s,
+# quiet / busy machine): spin 1000 rounds 58 / 22, spin 10000 rounds 64 / 11; libgomp's
+# default long spin collapses on a busy machine (a spinning worker takes the core the main
+# thread needs: 6 tokens/s with the whole step in one call). Set either variable to choose.
 if "OMP_WAIT_POLICY" not in os.environ:
     os.environ.setdefault("GOMP_SPINCOUNT", "1000")  # read when the first parallel loop starts
 
@@ -529,13 +530,17 @@ def matmul_int8_ref(xq, sx, q, sw):
     return np.einsum("nog,og,ng->no", dots.astype(np.float64), sw, sx).astype(np.float32)
 
 
-# ==== one decoding step with int8 weights, in one compiled function =======================
+# ==== one decoding step with int8 weights, a compiled call per layer ========================
 # Decoding a token runs about 150 small parallel loops (the matmuls of 30 layers, a few dozen
 # microseconds each). Called one by one from Python, each also pays the interpreter and wakes
-# Numba's worker thread from sleep; here the whole step is one call, so the loops follow each
+# Numba's worker thread from sleep; here each layer is one call, so its loops follow each
 # other within microseconds while the worker still spins. The math is the layered forward's
 # (layers.block_forward with the kernels above, a test pins the two equal); only the order of
 # the loops differs: q, k and v share one parallel loop over their rows, and so do gate and up.
+# One call for the whole step decoded 69 tokens/s against 58, but needs the 30 layers as one
+# Numba argument: a tuple, whose type (so the compiled code) changes with the number of layers,
+# or a numba.typed.List, whose building compiles code costing about 60 MB, which took
+# `generate --int8` past 400 MB.
 
 @njit
 def int16_limit(gs):
@@ -553,67 +558,66 @@ def _quantize_vec(x, gs):
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps, logits):
+def _decode_layer_int8(x, attn_norm, wq, sq, wk, sk, wv, sv, wo, so, mlp_norm, wg, sg, wu, su, wd, sd,
+                       cos, sin, kt, vc, P, n_heads, eps):
     C = x.shape[0]
-    KV, D = kt_cache.shape[1], kt_cache.shape[2]
+    KV, D = kt.shape[0], kt.shape[1]
     H = n_heads
     group = H // KV  # query head h reads key/value head h // group
     scale = np.float32(1.0 / math.sqrt(D))
     h, rstd = np.empty((1, C), np.float32), np.empty(1, np.float32)
     att, probs = np.empty((H, D), np.float32), np.empty((H, P + 1), np.float32)
-    for i in range(len(blocks)):
-        b = blocks[i]  # a prange body may not read a tuple's fields: take the arrays out first
-        wq, sq, wk, sk, wv, sv = b.q.q, b.q.scale, b.k.q, b.k.scale, b.v.q, b.v.scale
-        wo, so, wg, sg, wu, su, wd, sd = (b.o.q, b.o.scale, b.gate.q, b.gate.scale, b.up.q, b.up.scale,
-                                          b.down.q, b.down.scale)
-        kt, vc = kt_cache[i], v_cache[i]  # this layer's cache (KV,D,Tmax), (KV,Tmax,D)
-        # attention: the rows of q, k and v in one parallel loop, from the normed input
-        _rmsnorm(x.reshape(1, C), b.attn_norm, eps, h, rstd)
-        xq, sx = _quantize_vec(h[0], C // sq.shape[1])
-        q, k, v = np.empty((H, 1, D), np.float32), np.empty((KV, 1, D), np.float32), np.empty((KV, D), np.float32)
-        qf, kf, vf = q.reshape(H * D), k.reshape(KV * D), v.reshape(KV * D)
-        nq, nk = H * D, KV * D
-        for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
-            if r < nq:
-                qf[r] = _dot_int8(xq, sx, wq[r], sq[r])
-            elif r < nq + nk:
-                kf[r - nq] = _dot_int8(xq, sx, wk[r - nq], sk[r - nq])
-            else:
-                vf[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
-        qr, kr = np.empty_like(q), np.empty_like(k)
-        _rope(q, cos, sin, qr)
-        _rope(k, cos, sin, kr)
-        for j in range(KV):  # append position P to the cache
-            for d in range(D):
-                kt[j, d, P] = kr[j, 0, d]
-                vc[j, P, d] = v[j, d]
-        for hh in numba.prange(H):
-            _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
-        aq, sa = _quantize_vec(att.reshape(H * D), (H * D) // so.shape[1])
-        o = np.empty(C, np.float32)
-        for r in numba.prange(C):
-            o[r] = _dot_int8(aq, sa, wo[r], so[r])
-        x = x + o  # residual
-        # MLP: the rows of gate and up in one parallel loop, then down
-        _rmsnorm(x.reshape(1, C), b.mlp_norm, eps, h, rstd)
-        xq, sx = _quantize_vec(h[0], C // sg.shape[1])
-        F = wg.shape[0]
-        g, u, m = np.empty(F, np.float32), np.empty(F, np.float32), np.empty(F, np.float32)
-        for r in numba.prange(2 * F):
-            if r < F:
-                g[r] = _dot_int8(xq, sx, wg[r], sg[r])
-            else:
-                u[r - F] = _dot_int8(xq, sx, wu[r - F], su[r - F])
-        _silu_gate(g, u, m)
-        mq, sm = _quantize_vec(m, F // sd.shape[1])
-        down = np.empty(C, np.float32)
-        for r in numba.prange(C):
-            down[r] = _dot_int8(mq, sm, wd[r], sd[r])
-        x = x + down  # residual
-    # the final norm and the tied LM head
+    # attention: the rows of q, k and v in one parallel loop, from the normed input
+    _rmsnorm(x.reshape(1, C), attn_norm, eps, h, rstd)
+    xq, sx = _quantize_vec(h[0], C // sq.shape[1])
+    q, k, v = np.empty((H, 1, D), np.float32), np.empty((KV, 1, D), np.float32), np.empty((KV, D), np.float32)
+    qf, kf, vf = q.reshape(H * D), k.reshape(KV * D), v.reshape(KV * D)
+    nq, nk = H * D, KV * D
+    for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
+        if r < nq:
+            qf[r] = _dot_int8(xq, sx, wq[r], sq[r])
+        elif r < nq + nk:
+            kf[r - nq] = _dot_int8(xq, sx, wk[r - nq], sk[r - nq])
+        else:
+            vf[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
+    qr, kr = np.empty_like(q), np.empty_like(k)
+    _rope(q, cos, sin, qr)
+    _rope(k, cos, sin, kr)
+    for j in range(KV):  # append position P to the cache
+        for d in range(D):
+            kt[j, d, P] = kr[j, 0, d]
+            vc[j, P, d] = v[j, d]
+    for hh in numba.prange(H):
+        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
+    aq, sa = _quantize_vec(att.reshape(H * D), (H * D) // so.shape[1])
+    o = np.empty(C, np.float32)
+    for r in numba.prange(C):
+        o[r] = _dot_int8(aq, sa, wo[r], so[r])
+    x = x + o  # residual
+    # MLP: the rows of gate and up in one parallel loop, then down
+    _rmsnorm(x.reshape(1, C), mlp_norm, eps, h, rstd)
+    xq, sx = _quantize_vec(h[0], C // sg.shape[1])
+    F = wg.shape[0]
+    g, u, m = np.empty(F, np.float32), np.empty(F, np.float32), np.empty(F, np.float32)
+    for r in numba.prange(2 * F):
+        if r < F:
+            g[r] = _dot_int8(xq, sx, wg[r], sg[r])
+        else:
+            u[r - F] = _dot_int8(xq, sx, wu[r - F], su[r - F])
+    _silu_gate(g, u, m)
+    mq, sm = _quantize_vec(m, F // sd.shape[1])
+    down = np.empty(C, np.float32)
+    for r in numba.prange(C):
+        down[r] = _dot_int8(mq, sm, wd[r], sd[r])
+    return x + down  # residual
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _lm_head_int8(x, norm, wh, sh, eps, logits):
+    C = x.shape[0]
+    h, rstd = np.empty((1, C), np.float32), np.empty(1, np.float32)
     _rmsnorm(x.reshape(1, C), norm, eps, h, rstd)
-    xq, sx = _quantize_vec(h[0], C // head.scale.shape[1])
-    wh, sh = head.q, head.scale
+    xq, sx = _quantize_vec(h[0], C // sh.shape[1])
     for r in numba.prange(wh.shape[0]):
         logits[r] = _dot_int8(xq, sx, wh[r], sh[r])
 
@@ -621,14 +625,15 @@ def _decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads,
 def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps):
     """One new token through every layer, int8 weights -> logits (V,).
 
-    x (C,) float32 is its embedding, at position P; blocks a tuple of layers.BlockWeights
-    holding quant.Int8Weights (a tuple rather than a numba.typed.List, whose building compiles
-    code costing about 60 MB of memory); norm (C,) the final norm; head the tied
-    embedding's Int8Weight; cos/sin (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax)
-    and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and values are written
-    at P.
+    x (C,) float32 is its embedding, at position P; blocks the layers.BlockWeights holding
+    quant.Int8Weights; norm (C,) the final norm; head the tied embedding's Int8Weight; cos/sin
+    (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold
+    P positions, and this token's keys and values are written at P.
     """
+    x, eps = np.ascontiguousarray(x, np.float32), np.float32(eps)
+    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them 100x slower
+        x = _decode_layer_int8(x, b.attn_norm, *b.q, *b.k, *b.v, *b.o, b.mlp_norm, *b.gate, *b.up, *b.down,
+                               cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps)
     logits = np.empty(head.q.shape[0], np.float32)
-    _decode_int8(np.ascontiguousarray(x, np.float32), blocks, norm, head, cos, sin, kt_cache, v_cache, P,
-                 n_heads, np.float32(eps), logits)
+    _lm_head_int8(x, norm, head.q, head.scale, eps, logits)
     return logits

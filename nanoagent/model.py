@@ -185,7 +185,7 @@ class Model:
         if P + 1 > kv.capacity:
             raise ContextLengthError(f"{P + 1} tokens do not fit the KV cache of {kv.capacity}")
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
-        logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], tuple(self.blocks),
+        logits = kernels.decode_int8(embedding_forward(np.array([token]), wte)[0][0], self.blocks,
                                      self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
                                      kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1
