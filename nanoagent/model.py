@@ -176,8 +176,8 @@ class Model:
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
         """One new token at position P -> its logits (V,); the cache grows by one.
 
-        An int8 model runs the whole step in one compiled call (kernels.decode_int8, the same
-        math as `forward`, pinned to it by tests); a float model runs `forward` on one token.
+        An int8 model runs each layer in one compiled call (kernels.decode_int8, the same math
+        as `forward`, pinned to it by tests); a float model runs `forward` on one token.
         """
         P = kv.length
         if not (self.int8 and kv.v.shape[1] == 1):

@@ -11,6 +11,7 @@ import pytest
 
 from conftest import load_tiny
 from nanoagent import kernels, quant
+from nanoagent.kernels import decode_int8
 from nanoagent.model import ContextLengthError, Model
 from nanoagent.quant import Int8Weight
 from nanoagent.tokenizer import tokenizer_from_gguf_vocab
@@ -168,7 +169,9 @@ def layered_steps(model, ids, n_prompt):
 
 
 @pytest.mark.parametrize("group", [16, None])
-def test_int8_decode_step_in_one_call_equals_the_layered_forward(group):
+def test_int8_compiled_decode_step_equals_the_layered_forward(group, monkeypatch):
+    calls = []
+    monkeypatch.setattr(kernels, "decode_int8", lambda *a: calls.append(1) or decode_int8(*a))
     tiny = load_tiny()
     model = Model(tiny.config, quant.quantize_params(tiny.params, group))
     assert model.int8 and not tiny.int8
@@ -176,7 +179,8 @@ def test_int8_decode_step_in_one_call_equals_the_layered_forward(group):
     want, kv_want = layered_steps(model, ids, 4)
     kv = model.new_kv_cache(len(ids))
     model.prefill(ids[:4], kv)
-    got = [model.decode_step(int(t), kv) for t in ids[4:]]  # kernels.decode_int8: the whole step compiled
+    got = [model.decode_step(int(t), kv) for t in ids[4:]]
+    assert len(calls) == len(ids) - 4  # each step went through the compiled per-layer kernels
     # the same kernels in the same order of sums: equal to float32 rounding
     np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=1e-6 * np.abs(want).max())
     assert kv.length == kv_want.length == len(ids)
