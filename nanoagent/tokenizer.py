@@ -13,6 +13,8 @@ from typing import Iterable
 import numpy as np
 from tokenizers import Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
+from .toolcalls import format_tool_calls
+
 IM_START, IM_END, ENDOFTEXT = "<|im_start|>", "<|im_end|>", "<|endoftext|>"
 DEFAULT_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 TOOLS_PREAMBLE = "You are a helpful AI assistant."
@@ -45,16 +47,6 @@ def tools_system_prompt(tools: Iterable[dict], system: str | None = None) -> str
     """The system message with tools: the caller's prompt (or a short default) and the tools part."""
     part = TOOLS_INSTRUCTIONS.format(tools=json.dumps(normalize_tools(tools), ensure_ascii=False))
     return f"{system if system else TOOLS_PREAMBLE}\n\n{part}"
-
-
-def format_tool_calls(calls: Iterable[dict]) -> str:
-    """OpenAI `tool_calls` (or bare `{name, arguments}`) -> `<tool_call>[...]</tool_call>`."""
-    out = []
-    for c in calls:
-        fn = c.get("function", c)
-        args = fn.get("arguments", {})
-        out.append({"name": fn["name"], "arguments": json.loads(args) if isinstance(args, str) else args})
-    return "<tool_call>" + json.dumps(out, ensure_ascii=False) + "</tool_call>"
 
 
 def chat_turns(messages: list[dict], tools: Iterable[dict] | None = None) -> list[tuple[str, str]]:
@@ -176,5 +168,5 @@ def tokenizer_from_gguf_vocab(tokens: list[str], merges: list[str], token_types:
 
 
 __all__ = ["Tokenizer", "render_chat", "render_chat_spans", "chat_turns", "tools_system_prompt",
-           "normalize_tools", "format_tool_calls", "tokenizer_from_gguf_vocab", "DEFAULT_SYSTEM",
+           "normalize_tools", "tokenizer_from_gguf_vocab", "DEFAULT_SYSTEM",
            "IM_START", "IM_END", "ENDOFTEXT"]

@@ -9,7 +9,7 @@ from .builtin import BUILTIN_TOOLS, builtin_tools
 from .calculator import calculator
 from .clock import get_current_time
 from .loop import Agent, AgentResult, Step
-from .parse import ParsedReply, parse_reply, parse_tool_calls
+from ..toolcalls import ParsedReply, parse_reply, parse_tool_calls
 from .registry import Tool, ToolResult, run_call, tool
 from .scripted import ScriptedModel
 from .schema import function_schema, validate_arguments

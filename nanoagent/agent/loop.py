@@ -13,11 +13,10 @@ Every result, good or bad, goes back to the model as a `tool` message (rendered 
 step rather than an exception.
 """
 
-import re
 from dataclasses import dataclass, field
 
 from .builtin import BUILTIN_TOOLS
-from .parse import parse_reply
+from ..toolcalls import close_open_call, parse_reply
 from .registry import MAX_RESULT_CHARS, ToolResult, as_tool, run_call
 
 MAX_CALLS_PER_STEP = 8
@@ -57,13 +56,6 @@ def resolve_tools(tools):
         t = as_tool(item)
         resolved[t.name] = t
     return resolved
-
-
-def _close_open_call(reply):
-    """Append `</tool_call>` if generation stopped inside a tag, so the history stays well-formed."""
-    opened = len(re.findall(r"<tool_call>", reply))
-    closed = len(re.findall(r"</tool_call>", reply))
-    return reply + "</tool_call>" if opened > closed else reply
 
 
 class Agent:
@@ -137,7 +129,7 @@ class Agent:
         steps, answer, finished = [], "", False
         for _ in range(self.max_steps):
             reply = self.generate(messages, on_event)
-            messages.append({"role": "assistant", "content": _close_open_call(reply) if self.tools else reply})
+            messages.append({"role": "assistant", "content": close_open_call(reply) if self.tools else reply})
             parsed = parse_reply(reply) if self.tools else None  # a plain chat reads no calls
             answer = parsed.text if parsed else reply.strip()
             if parsed is None or not (parsed.calls or parsed.errors):

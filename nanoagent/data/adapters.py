@@ -16,7 +16,7 @@ import ast
 import json
 import re
 
-from ..agent.parse import decode_payload, parse_reply
+from ..toolcalls import decode_payload, parse_reply
 
 
 class Drop(ValueError):

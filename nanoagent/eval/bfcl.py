@@ -25,7 +25,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from ..agent.parse import parse_reply
+from ..toolcalls import parse_reply
 
 BFCL_WHEEL = "bfcl-eval==2026.3.23"
 CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple", "irrelevance")

@@ -1,10 +1,11 @@
-"""Reading tool calls out of a model's reply, forgivingly.
+"""The NanoAgent tool-call format: writing calls, and reading them back out of a reply, forgivingly.
 
-The NanoAgent format is one tag holding a JSON list of calls:
+The format is one tag holding a JSON list of calls:
 
     <tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>
 
-Small models drift from it in a handful of ways, all accepted here:
+`format_tool_calls` writes it (the chat template and the training data use it); the
+parser reads it (the agent, the data adapters and the evaluation use it). Small models drift from it in a handful of ways, all accepted here:
 a single object instead of a list, several `<tool_call>` tags, Python quoting
 (`'single'`, `True`, `None`), Python call syntax (`[calculator(expression="2+2")]`),
 `arguments` given as a JSON string, code fences around the JSON, text before or
@@ -15,12 +16,13 @@ the whole reply is nothing but call-shaped JSON.
 Nothing here raises on model output: what cannot be read comes back as an error
 string the agent shows the model, so it can try again.
 """
+from __future__ import annotations
 
 import ast
 import json
 import re
 import warnings
-from typing import NamedTuple
+from typing import Iterable, NamedTuple
 
 MAX_PAYLOAD_CHARS = 20_000  # a call longer than this is not a call a 135M model meant
 
@@ -33,6 +35,18 @@ class ParsedReply(NamedTuple):
     text: str
 
 
+# ---------------------------------------------------------------- writing calls
+
+def format_tool_calls(calls: Iterable[dict]) -> str:
+    """OpenAI `tool_calls` (or bare `{name, arguments}`) -> `<tool_call>[...]</tool_call>`."""
+    out = []
+    for c in calls:
+        fn = c.get("function", c)
+        args = fn.get("arguments", {})
+        out.append({"name": fn["name"], "arguments": json.loads(args) if isinstance(args, str) else args})
+    return "<tool_call>" + json.dumps(out, ensure_ascii=False) + "</tool_call>"
+
+
 # ---------------------------------------------------------------- finding the tags
 
 _TOOL_CALL = re.compile(
@@ -40,6 +54,7 @@ _TOOL_CALL = re.compile(
     re.DOTALL | re.IGNORECASE,
 )
 _OPEN_TAG = re.compile(r"<\s*tool_calls?\s*>", re.IGNORECASE)
+_CLOSE_TAG = re.compile(r"<\s*[/\\]\s*tool_calls?\s*>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _STRAY_TAG = re.compile(r"<\s*[/\\]?\s*tool_calls?\s*>", re.IGNORECASE)
@@ -71,6 +86,14 @@ def strip_think(text):
         i = closing.end()
     kept.append(text[i:])
     return "".join(kept)
+
+
+def close_open_call(reply):
+    """Append `</tool_call>` if generation stopped inside a tag (any spelling the parser accepts),
+    so a history the model reads again stays well-formed."""
+    opened = len(_OPEN_TAG.findall(reply))
+    closed = len(_CLOSE_TAG.findall(reply))
+    return reply + "</tool_call>" if opened > closed else reply
 
 
 def strip_fence(payload):

@@ -1,4 +1,4 @@
-"""Tool-call parsing: the NanoAgent format, what small models really emit, and never raising."""
+"""The tool-call format: writing calls, and parsing the NanoAgent format, what small models really emit, and never raising."""
 
 import json
 
@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanoagent.agent.parse import decode_payload, parse_reply, parse_tool_calls
+from nanoagent.toolcalls import close_open_call, decode_payload, format_tool_calls, parse_reply, parse_tool_calls
 
 CALC = {"name": "calculator", "arguments": {"expression": "2+2"}}
 TIME = {"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}
@@ -203,3 +203,24 @@ def test_any_arguments_round_trip_through_each_format(arguments, style):
     else:
         payload = json.dumps({"name": "tool_x", "arguments": json.dumps(arguments)})
     assert parse_tool_calls(f"<tool_call>{payload}</tool_call>") == [call]
+
+
+# ---- the writer and the reader agree -------------------------------------------------------
+
+def test_written_calls_read_back():
+    calls = [{"name": "get_weather", "arguments": {"city": "Oslo"}},
+             {"type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Lima"}'}}]
+    assert parse_tool_calls(format_tool_calls(calls)) == [{"name": "get_weather", "arguments": {"city": "Oslo"}},
+                                                         {"name": "get_weather", "arguments": {"city": "Lima"}}]
+
+
+@pytest.mark.parametrize("reply", ['<tool_call>[{"name": "f", "arguments": {}}', '<TOOL_CALL>[{"name": "f"',
+                                   '< tool_calls >[{"name": "f", "arguments": {}}]'])
+def test_close_open_call_closes_every_spelling_the_parser_reads(reply):
+    closed = close_open_call(reply)
+    assert closed.endswith("</tool_call>") and parse_reply(closed).calls == parse_reply(reply).calls
+
+
+def test_close_open_call_leaves_closed_calls_alone():
+    reply = '<Tool_Call>[{"name": "f", "arguments": {}}]</Tool_Call>'
+    assert close_open_call(reply) == reply
