@@ -6,7 +6,7 @@ import pytest
 
 from nanoagent.data import adapters as A
 from nanoagent.data.clean import ExactDedup, MinHashLSH, jaccard, normalize_text, shorten_casual, vary_tools
-from nanoagent.data.io import DataError, read_rows
+from nanoagent.data.io import DataError, find_data_dir, read_rows
 from nanoagent.data.mix import LOCAL, Options, Source, build, eval_prompts, stats_table, write_jsonl
 from nanoagent.tokenizer import render_chat
 
@@ -136,8 +136,8 @@ def test_locutusque_quoted_json_arguments():
     assert out["messages"][1]["tool_calls"] == [{"name": "add", "arguments": {"a": 2, "b": 3}}]
 
 
-def test_glaive_sharegpt_real_row(shared_data):
-    rows = json.loads((shared_data / "glaive" / "glaive_toolcall_en_demo.json").read_text())
+def test_glaive_sharegpt_real_row(data_dir):
+    rows = json.loads((data_dir / "glaive" / "glaive_toolcall_en_demo.json").read_text())
     out = A.glaive(rows[0])
     assert out["tools"][0]["name"] == "search_recipes" and "assistant" in roles(out) and "tool" in roles(out)
     calls = [c for m in out["messages"] for c in m.get("tool_calls") or []]
@@ -205,11 +205,11 @@ def test_agentinstruct_messages_as_a_json_string_and_plain_chats():
     assert e.value.reason == "no assistant turn"
 
 
-def test_tulu_gsm8k_orca_math_and_decomposed(shared_data):
+def test_tulu_gsm8k_orca_math_and_decomposed(data_dir):
     tulu = {"prompt": "Write two sentences.", "constraints": ["two sentences"],
             "messages": [{"role": "user", "content": "Write two sentences."}, {"role": "assistant", "content": "One. Two."}]}
     assert roles(A.tulu_if(tulu)) == ["user", "assistant"]
-    g = read_rows(str(shared_data / "gsm8k" / "train.jsonl"), limit=1)[0]
+    g = read_rows(str(data_dir / "gsm8k" / "train.jsonl"), limit=1)[0]
     out = A.gsm8k(g)
     reply = out["messages"][1]["content"]
     assert "<<" not in reply and "####" not in reply and reply.endswith(f"The answer is {g['answer'].split('####')[1].strip()}.")
@@ -284,18 +284,18 @@ def test_vary_tools_shuffles_adds_distractors_and_keeps_the_row_valid():
 # ---- the mix ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def local_mix(shared_data):
+def local_mix(data_dir):
     recipe = [Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", local=True),
               Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=50, local=True)]
-    return build(recipe, shared_data, None, Options(max_tokens=1024))
+    return build(recipe, data_dir, None, Options(max_tokens=1024))
 
 
 def test_local_recipe_builds_and_counts(local_mix):
     rows, stats = local_mix
-    assert stats["glaive"].read == 300 and stats["gsm8k"].read == 50
+    assert stats["glaive"].read == 40 and stats["gsm8k"].read == 50  # all 40 sample chats; 50 of the 100 GSM8K rows
     for s in stats.values():
         assert s.read == s.kept + sum(s.dropped.values()) and s.written == s.kept
-    assert stats["glaive"].dropped["exact duplicate"] > 0  # the sample repeats some conversations
+    assert stats["glaive"].dropped["exact duplicate"] > 0  # the glaive sample repeats a conversation (the 5th as the 7th)
     assert {r["source"] for r in rows} == {"glaive", "gsm8k"} and len(rows) == sum(s.kept for s in stats.values())
     for r in rows:
         render_chat(r["messages"], r.get("tools"), add_generation_prompt=False)
@@ -317,31 +317,32 @@ def test_build_counts_bad_rows_and_missing_sources(tmp_path):
     assert stats["gone"].dropped == {"source unavailable": 1}
 
 
-def test_eval_prompts_are_dropped(shared_data, tmp_path):
-    ifeval = read_rows(str(shared_data / "ifeval" / "input_data.jsonl"), limit=1)[0]["prompt"]
+def test_eval_prompts_are_dropped(data_dir, tmp_path):
+    ifeval = read_rows(str(data_dir / "ifeval" / "input_data.jsonl"), limit=1)[0]["prompt"]
     rows = [{"messages": [{"role": "user", "content": ifeval}, {"role": "assistant", "content": "Sure, here it is."}]},
             {"messages": [{"role": "user", "content": "An ordinary question?"}, {"role": "assistant", "content": "Yes."}]}]
     (tmp_path / "c.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    blocked = eval_prompts(shared_data, fetch_bfcl=False)
+    blocked = eval_prompts(data_dir, fetch_bfcl=False)
     out, stats = build([Source("c", str(tmp_path / "c.jsonl"), "chat")], None, None, Options(min_tokens=1), blocked)
     assert stats["c"].dropped == {"eval prompt": 1} and len(out) == 1
 
 
-def test_the_training_mix_shares_no_prompt_with_bfcl_or_ifeval(shared_data, bfcl_dir):
+def test_the_training_mix_shares_no_prompt_with_bfcl_or_ifeval(data_dir, bfcl_dir):
     from nanoagent.eval.bfcl import bfcl_prompts
-    blocked = eval_prompts(shared_data, bfcl_dir)
-    rows, _ = build(LOCAL, shared_data, None, Options(), blocked)
+    blocked = eval_prompts(data_dir, bfcl_dir)
+    rows, _ = build(LOCAL, data_dir, None, Options(), blocked)
     train = {normalize_text(m["content"]) for r in rows for m in r["messages"] if m["role"] == "user"}
-    ifeval = {normalize_text(r["prompt"]) for r in read_rows(str(shared_data / "ifeval" / "input_data.jsonl"))}
+    ifeval = {normalize_text(r["prompt"]) for r in read_rows(str(data_dir / "ifeval" / "input_data.jsonl"))}
     bfcl = {normalize_text(p) for p in bfcl_prompts(bfcl_dir)}
-    assert len(ifeval) > 500 and len(bfcl) > 1000
+    assert len(ifeval) == 52 and len(bfcl) > 1000  # the IFEval sample: 52 prompts, every instruction type
+    assert ifeval <= blocked
     assert not train & ifeval and not train & bfcl
 
 
-def test_cli_builds_the_local_recipe(shared_data, bfcl_dir, tmp_path, capsys):
+def test_cli_builds_the_local_recipe(data_dir, bfcl_dir, tmp_path, capsys):
     from nanoagent.data.__main__ import main
     out = tmp_path / "mix.jsonl"
-    main(["build", "--recipe", "local", "--data-dir", str(shared_data), "--out", str(out), "--limit", "20",
+    main(["build", "--recipe", "local", "--data-dir", str(data_dir), "--out", str(out), "--limit", "20",
           "--bfcl-dir", str(bfcl_dir), "--weight", "gsm8k=0.5"])
     rows = read_rows(str(out))
     stats = json.loads(out.with_suffix(".stats.json").read_text())
@@ -354,6 +355,18 @@ def test_cli_builds_the_local_recipe(shared_data, bfcl_dir, tmp_path, capsys):
 
 
 # ---- reading files -------------------------------------------------------------------------------------
+
+def test_a_missing_nanoagent_data_folder_is_honoured(tmp_path, monkeypatch):
+    """$NANOAGENT_DATA naming no folder means none: no fall back to a shared/data folder beside the checkout
+    (so CI can run the tests with NANOAGENT_DATA=/nonexistent and show they need no data folder)."""
+    monkeypatch.setenv("NANOAGENT_DATA", str(tmp_path / "nowhere"))
+    assert find_data_dir(required=False) is None
+    with pytest.raises(DataError, match="does not exist"):
+        find_data_dir()
+    assert find_data_dir(tmp_path) == tmp_path  # an explicit folder still wins
+    monkeypatch.setenv("NANOAGENT_DATA", str(tmp_path))
+    assert find_data_dir() == tmp_path
+
 
 def test_read_rows_json_jsonl_parquet_and_errors(tmp_path):
     rows = [{"a": 1}, {"a": 2}, {"a": 3}]

@@ -272,16 +272,16 @@ def test_every_real_tensor_error_is_bounded(real_model, real_int8):
             check_error_bound(np.asarray(real_model.params[name]), w)
 
 
-def heldout_ids(tokenizer, shared_data, n=2048):
+def heldout_ids(tokenizer, data_dir, n=2048):
     """The first n tokens of the GSM8K test answers, one after another."""
-    rows = [json.loads(line) for line in (shared_data / "gsm8k" / "test.jsonl").read_text().splitlines()[:200]]
+    rows = [json.loads(line) for line in (data_dir / "gsm8k" / "test.jsonl").read_text().splitlines()[:200]]
     ids = tokenizer.encode("\n\n".join(r["answer"] for r in rows))
     assert len(ids) >= n
     return ids[:n]
 
 
-def test_real_perplexity_rises_less_than_one_percent(real_model, real_int8, shared_data):
-    ids = heldout_ids(real_model.tokenizer, shared_data)
+def test_real_perplexity_rises_less_than_one_percent(real_model, real_int8, data_dir):
+    ids = heldout_ids(real_model.tokenizer, data_dir)
     ppl32, ppl8 = quant.perplexity(real_model, ids), quant.perplexity(real_int8, ids)
     assert 1.0 < ppl32 < 20
     assert ppl8 <= ppl32 * 1.01, (ppl32, ppl8)

@@ -15,8 +15,8 @@ from nanoagent.tokenizer import render_chat
 
 # ---- data ---------------------------------------------------------------------------------
 
-def test_glaive_rows_convert_to_messages_and_tools(shared_data):
-    rows = json.loads((shared_data / "glaive" / "glaive_toolcall_en_demo.json").read_text())
+def test_glaive_rows_convert_to_messages_and_tools(data_dir):
+    rows = json.loads((data_dir / "glaive" / "glaive_toolcall_en_demo.json").read_text())
     messages, tools = T.row_to_chat(rows[0])
     assert tools[0]["name"] == "search_recipes"
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "tool", "assistant",
@@ -197,10 +197,10 @@ def test_cli_error_message(tmp_path, capsys):
 
 # ---- a few steps on the real weights and the glaive sample --------------------------------------------
 
-def test_real_weights_smoke(tmp_path, shared_data, real_model):
+def test_real_weights_smoke(tmp_path, data_dir, real_model):
     """Two steps on 24 glaive chats (as a messages .jsonl), then the final folder loads."""
     from nanoagent.weights import resolve
-    rows = json.loads((shared_data / "glaive" / "glaive_toolcall_en_demo.json").read_text())[:24]
+    rows = json.loads((data_dir / "glaive" / "glaive_toolcall_en_demo.json").read_text())[:24]
     data = tmp_path / "chats.jsonl"
     with open(data, "w") as f:
         for row in rows:

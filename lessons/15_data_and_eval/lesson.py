@@ -8,6 +8,7 @@
 # %%
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -20,7 +21,13 @@ from nanoagent.eval import bfcl, ifeval
 from nanoagent.tokenizer import render_chat
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"
-DATA = find_data_dir()
+DATA = find_data_dir(required=False)  # $NANOAGENT_DATA, or shared/data beside the checkout
+if DATA is None:  # a fresh clone: the small samples shipped with the tests
+    HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+    DATA = HERE.parents[1] / "tests" / "fixtures" / "data"
+    print("no data folder found: using the small samples shipped in tests/fixtures/data")
+else:
+    print(f"data folder: {DATA}")
 
 # %% [markdown]
 # ## 1. Every source into one form
@@ -67,7 +74,8 @@ print("b is a near duplicate of a:", (lsh.add(a), lsh.add(b)))
 
 # %% [markdown]
 # ## 3. The local mix, counted
-# The glaive sample and GSM8K from the shared data folder; the eval prompts are kept out.
+# The glaive sample and GSM8K from the data folder (or the samples shipped with the tests);
+# the eval prompts are kept out.
 # Tool chats get shuffled tools, sometimes distractor tools and a varied system prompt.
 
 # %%
