@@ -14,7 +14,9 @@ before its closing brackets. A reply with no tag at all is read as a call only w
 the whole reply is nothing but call-shaped JSON.
 
 Nothing here raises on model output: what cannot be read comes back as an error
-string the agent shows the model, so it can try again.
+string the agent shows the model, so it can try again. Reading takes time linear in the
+reply's length (no regex here backtracks over a long run), and at most MAX_TAGS tags
+(MAX_TAGS_CHARS characters in all) are decoded, so even a hostile reply is read quickly.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ import warnings
 from typing import Iterable, NamedTuple
 
 MAX_PAYLOAD_CHARS = 20_000  # a call longer than this is not a call a 135M model meant
+MAX_TAGS = 64  # a reply's tags read at most; decoding costs ~40 us a tag, so 100k tags would take seconds
+MAX_TAGS_CHARS = 2 * MAX_PAYLOAD_CHARS  # all of a reply's tags together (decoding costs up to ~10 us a character)
 
 
 class ParsedReply(NamedTuple):
@@ -57,9 +61,10 @@ _OPEN_TAG = re.compile(r"<\s*tool_calls?\s*>", re.IGNORECASE)
 _CLOSE_TAG = re.compile(r"<\s*[/\\]\s*tool_calls?\s*>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"<think>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
-_STRAY_TAG = re.compile(r"<\s*[/\\]?\s*tool_calls?\s*>", re.IGNORECASE)
+# the optional slash is grouped with its spaces: `<\s*[/\\]?\s*` would try every split of a long run of spaces
+_STRAY_TAG = re.compile(r"<\s*(?:[/\\]\s*)?tool_calls?\s*>", re.IGNORECASE)
 _EMPTY_FENCE = re.compile(r"```[\w-]*\s*```")
-_FENCE = re.compile(r"^\s*```[\w-]*\s*\n?(?P<body>.*?)\n?\s*(```\s*)?$", re.DOTALL)
+_FENCE_OPEN = re.compile(r"\s*```[\w-]*\s*")
 
 
 def strip_think(text):
@@ -69,12 +74,16 @@ def strip_think(text):
     alone (it may be inside an argument). A lone `</think>` (the thinking began in the
     prompt) drops everything before it.
     """
-    lone_close, first_call = _THINK_CLOSE.search(text), _OPEN_TAG.search(text)
-    if lone_close and not _THINK_OPEN.search(text) and (first_call is None or lone_close.start() < first_call.start()):
+    lone_close, call = _THINK_CLOSE.search(text), _OPEN_TAG.search(text)
+    if lone_close and not _THINK_OPEN.search(text) and (call is None or lone_close.start() < call.start()):
         text = text[lone_close.end():]
+        call = _OPEN_TAG.search(text)
     kept, i = [], 0
     while (opening := _THINK_OPEN.search(text, i)) is not None:
-        call = _OPEN_TAG.search(text, i)
+        # the first tag at or after i: searched again only once i has passed the last one found,
+        # so the text is scanned once (searching from i on every block made this quadratic)
+        if call is not None and call.start() < i:
+            call = _OPEN_TAG.search(text, i)
         if call is not None and call.start() < opening.start():
             break
         kept.append(text[i:opening.start()])
@@ -97,9 +106,16 @@ def close_open_call(reply):
 
 
 def strip_fence(payload):
-    """Remove a Markdown code fence (```json ... ```) around a payload, if any."""
-    match = _FENCE.match(payload)
-    return match.group("body") if match else payload
+    """Remove a Markdown code fence (```json ... ```) around a payload, if any.
+
+    The closing fence may be missing. Written with string methods: a regex with a lazy body
+    followed by optional spaces re-scanned a long run of spaces from each place in it (quadratic).
+    """
+    opening = _FENCE_OPEN.match(payload)
+    if opening is None:
+        return payload
+    body = payload[opening.end():].rstrip()  # the body ends before trailing spaces, a closing fence, and spaces
+    return body[:-3].rstrip() if body.endswith("```") else body
 
 
 # ---------------------------------------------------------------- decoding a payload
@@ -281,18 +297,27 @@ def _parse_reply(text):
         text = "" if text is None else str(text)
     body = strip_think(text)
     calls, errors, outside, last = [], [], [], 0
+    tags, tags_chars, skipped = 0, 0, 0
     for match in _TOOL_CALL.finditer(body):
         outside.append(body[last:match.start()])
         last = match.end()
         payload = match.group("body")
         if not payload.strip():
             continue  # an empty tag (or an opening tag right before another) holds no call
+        # a budget on the tags decoded keeps a flood of them cheap (a payload over the limit is refused unread)
+        tags, tags_chars = tags + 1, tags_chars + min(len(payload), MAX_PAYLOAD_CHARS)
+        if tags > MAX_TAGS or tags_chars > MAX_TAGS_CHARS:
+            skipped += 1
+            continue
         try:
             found, bad = normalize_calls(decode_payload(payload))
         except (ValueError, RecursionError, MemoryError) as e:
             found, bad = [], [f"{e}: {_short(payload.strip())}"]
         calls += found
         errors += bad
+    if skipped:
+        errors.append(f"{skipped} more tool call tag(s) left unread: a reply is read up to "
+                      f"{MAX_TAGS} tags and {MAX_TAGS_CHARS} characters of calls")
     outside.append(body[last:])
     rest = _STRAY_TAG.sub("", "".join(outside))
     rest = _EMPTY_FENCE.sub("", rest).strip()

@@ -1,6 +1,7 @@
 """Tools: schemas from functions, argument validation, calculator, BM25 search, visit_webpage, time."""
 
 import json
+import math
 import threading
 import time
 from datetime import datetime, timezone
@@ -10,6 +11,8 @@ from typing import Literal, Optional
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nanoagent.agent import Tool, run_call, tool
 from nanoagent.agent.calculator import CalculatorError, calculator, evaluate
@@ -208,6 +211,85 @@ def test_calculator_never_calls_eval(monkeypatch):
         raise AssertionError("eval was called")
     monkeypatch.setattr(builtins, "eval", no_eval)
     assert evaluate("1 + 2 * 3") == 7
+
+
+def _timed_evaluate(expression):
+    """evaluate(expression) -> (result or the CalculatorError, seconds taken)."""
+    start = time.perf_counter()
+    try:
+        result = evaluate(expression)
+    except CalculatorError as e:
+        result = e
+    return result, time.perf_counter() - start
+
+
+def test_a_long_flat_chain_is_not_deep_nesting():
+    assert evaluate("+".join(["1"] * 60)) == 60
+    assert evaluate("+".join(["1"] * 150)) == 150                 # 299 characters, just under the length limit
+    assert evaluate("*".join(["2"] * 60) + "-" + "-".join(["1"] * 40)) == 2 ** 60 - 40
+    assert evaluate("1*2+3*4-5/5+" * 20 + "0") == 20 * 13
+    assert evaluate("(" * 40 + "1" + "+1)" * 40) == 41               # left-leaning, parenthesised
+
+
+@pytest.mark.parametrize("expression", [
+    "1+(" * 60 + "1" + ")" * 60,                                   # nesting a reader sees
+    "abs(" * 55 + "1" + ")" * 55,
+    "-(" * 60 + "1" + ")" * 60,
+    "2**" * 60 + "1",                                              # ** groups to the right
+])
+def test_deep_nesting_is_still_refused(expression):
+    result, seconds = _timed_evaluate(expression)
+    assert isinstance(result, CalculatorError) and "nested too deeply" in str(result) and seconds < 1.0
+
+
+@pytest.mark.parametrize("expression, fragment", [
+    ("round(2**4000, -10**9)", "round's number of digits is limited"),   # built 10**(10**9): hung
+    ("round(1, -10**7)", "limited to"),                                    # took seconds
+    ("round(1.5, 10**9)", "limited to"),
+    ("round(2, 0.5)", "whole number"),
+    ("factorial(10**400)", "limited"),
+    ("factorial(2.5)", "whole number"),
+    ("factorial(-1)", "non-negative"),
+    ("2**(2**4096)", "too large"),
+    ("(2**4096)**2", "a number of 1234 digits"),
+    ("2**4096*2**4096*2**4096", "too large"),
+    ("gcd(2**4096*2**4096, 3)", "too large"),
+    ("(2**4096)**0.5", "no real result"),
+    ("2.0**(10**7)", "exponent is too large"),
+    ("1e308*10", "not a finite number"),
+])
+def test_function_and_operator_arguments_are_bounded(expression, fragment):
+    result, seconds = _timed_evaluate(expression)
+    assert seconds < 1.0, f"{expression}: {seconds:.2f} s"
+    assert isinstance(result, CalculatorError) and fragment in str(result)
+    assert len(str(result)) < 100                                      # no 1,300-digit number in the message
+
+
+def test_bounded_functions_still_compute():
+    from nanoagent.agent.calculator import MAX_FACTORIAL, MAX_ROUND_DIGITS
+    assert evaluate("round(12345, -2)") == 12300 and evaluate("round(2.675, 2.0)") == round(2.675, 2)
+    assert evaluate(f"round(2**4000, -{MAX_ROUND_DIGITS})") == round(2 ** 4000, -MAX_ROUND_DIGITS)
+    assert evaluate(f"factorial({MAX_FACTORIAL})") == math.factorial(MAX_FACTORIAL)
+    assert "limited" in str(_timed_evaluate(f"factorial({MAX_FACTORIAL + 1})")[0])
+    assert evaluate("2**4096") == 2 ** 4096 and evaluate("1**(10**300)") == 1 and evaluate("(-1)**(10**300+1)") == -1
+
+
+_calc_tokens = st.sampled_from([
+    "1", "2", "9", "0.5", "1e308", "10**9", "-10**9", "2**4096", "9" * 40, "pi", "(", ")", ",", "+", "-", "*", "/", "//",
+    "%", "**", "^", "round(", "factorial(", "gcd(", "sqrt(", "log(", "exp(", "min(", "abs(", "hypot(", "cbrt(", "floor(",
+])
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_calc_tokens, min_size=1, max_size=30).map("".join))
+def test_any_expression_answers_or_is_refused_quickly_and_briefly(expression):
+    result, seconds = _timed_evaluate(expression)
+    assert seconds < 1.0, f"{expression}: {seconds:.2f} s"
+    if isinstance(result, CalculatorError):
+        assert len(str(result)) < 120, str(result)
+    else:
+        assert isinstance(result, (int, float)) and not isinstance(result, bool)
+        assert len(calculator(expression)) <= 2500                     # at most MAX_INT_BITS' 2467 digits
 
 
 # ---------------------------------------------------------------- BM25 and the offline search

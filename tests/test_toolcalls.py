@@ -1,12 +1,15 @@
-"""The tool-call format: writing calls, and parsing the NanoAgent format, what small models really emit, and never raising."""
+"""The tool-call format: writing calls, and parsing the NanoAgent format, what small models really emit, never raising, in linear time."""
 
 import json
+import re
+import time
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanoagent.toolcalls import close_open_call, decode_payload, format_tool_calls, parse_reply, parse_tool_calls
+from nanoagent.toolcalls import (MAX_TAGS, _STRAY_TAG, close_open_call, decode_payload, format_tool_calls, parse_reply,
+                                 parse_tool_calls, strip_fence, strip_think)
 
 CALC = {"name": "calculator", "arguments": {"expression": "2+2"}}
 TIME = {"name": "get_current_time", "arguments": {"timezone": "Europe/Paris"}}
@@ -224,3 +227,106 @@ def test_close_open_call_closes_every_spelling_the_parser_reads(reply):
 def test_close_open_call_leaves_closed_calls_alone():
     reply = '<Tool_Call>[{"name": "f", "arguments": {}}]</Tool_Call>'
     assert close_open_call(reply) == reply
+
+
+# ---- adversarial replies: linear time, each read within a second -------------------------------
+
+def _timed_parse(reply):
+    """parse_reply(reply) and the seconds it took."""
+    start = time.perf_counter()
+    parsed = parse_reply(reply)
+    return parsed, time.perf_counter() - start
+
+
+_ONE_CALL = '<tool_call>[{"name": "calculator", "arguments": {"expression": "2+2"}}]</tool_call>'
+
+
+@pytest.mark.parametrize("reply, expected_calls", [
+    ("<think></think>" * 100_000, []),                       # strip_think searched for a tag from each block: quadratic
+    ("<think></think>" * 100_000 + _ONE_CALL, [CALC]),
+    ("<think>a <tool_call> b</think>" * 50_000 + _ONE_CALL, [CALC]),
+    ("<" + " " * 200_000 + "x", []),                         # the stray-tag regex tried every split of the spaces
+    ("< / " * 100_000, []),
+    ("<" * 1_000_000, []),
+    ("<tool_call>" * 100_000, []),
+    ("<tool_call>x" * 100_000, []),                          # a flood of tags: only the first MAX_TAGS are decoded
+    ("<tool_call>" + "[" * 200_000, []),
+    ("<tool_call>" + "[{" * 100_000, []),
+    ("<tool_call>```\nx" + " " * 200_000 + "y", []),           # the fence regex re-scanned the spaces from each one
+    ("```\nx" + " " * 200_000 + "y" + "\n", []),
+    ("```json\n[1," + " " * 10_000 + "2]```", []),             # short enough to be decoded: [1, 2] is no call
+    ("```" * 300_000, []),
+    ("<think>" * 200_000, []),
+    ("</think>" * 200_000 + _ONE_CALL, [CALC]),
+    ("<tool_call>[" + "," + " " * 200_000 + "x", []),
+])
+def test_adversarial_replies_are_read_within_a_second(reply, expected_calls):
+    parsed, seconds = _timed_parse(reply)
+    assert seconds < 1.0, f"{seconds:.2f} s"
+    assert parsed.calls == expected_calls
+    assert all(isinstance(e, str) and len(e) < 500 for e in parsed.errors)
+
+
+def test_a_flood_of_tags_is_cut_at_the_budget_and_reported():
+    parsed, seconds = _timed_parse(_ONE_CALL * 10_000)
+    assert seconds < 1.0, f"{seconds:.2f} s"
+    assert parsed.calls == [CALC] * MAX_TAGS
+    assert len(parsed.errors) == 1 and f"{10_000 - MAX_TAGS} more tool call tag(s) left unread" in parsed.errors[0]
+    assert parse_tool_calls(_ONE_CALL * 10) == [CALC] * 10  # an ordinary number of tags is all read
+
+
+_adversarial_units = st.sampled_from([
+    "<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_calls>", "<", " ", "\n", "/", "```", "`", "[", "{",
+    "(", ",", '"', "'", "x", "json", "< tool_call", "<\\", "f'{1}", "1<", "-",
+])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(_adversarial_units, min_size=1, max_size=5).map("".join), st.lists(_adversarial_units, max_size=3).map("".join))
+def test_any_long_repetition_is_read_within_a_second(unit, tail):
+    reply = unit * (300_000 // len(unit)) + tail
+    parsed, seconds = _timed_parse(reply)
+    assert seconds < 1.0, f"{len(reply)} characters of {unit!r}: {seconds:.2f} s"
+    assert all(set(call) == {"name", "arguments"} for call in parsed.calls)
+    assert len(parsed.errors) <= MAX_TAGS + 1
+
+
+# ---- the linear rewrites read short replies exactly as the straightforward versions did -------------
+
+_FENCE_BEFORE = re.compile(r"^\s*```[\w-]*\s*\n?(?P<body>.*?)\n?\s*(```\s*)?$", re.DOTALL)  # quadratic on long spaces
+_STRAY_BEFORE = re.compile(r"<\s*[/\\]?\s*tool_calls?\s*>", re.IGNORECASE)  # quadratic on `<` and long spaces
+
+
+def _strip_think_before(text):
+    """strip_think as first written: it searched for a `<tool_call>` from each block (quadratic)."""
+    lone_close, first_call = re.search("</think>", text, re.I), re.search(r"<\s*tool_calls?\s*>", text, re.I)
+    if lone_close and not re.search("<think>", text, re.I) and (first_call is None or lone_close.start() < first_call.start()):
+        text = text[lone_close.end():]
+    kept, i = [], 0
+    while (opening := re.compile("<think>", re.I).search(text, i)) is not None:
+        call = re.compile(r"<\s*tool_calls?\s*>", re.I).search(text, i)
+        if call is not None and call.start() < opening.start():
+            break
+        kept.append(text[i:opening.start()])
+        closing = re.compile("</think>", re.I).search(text, opening.end())
+        if closing is None:
+            call = re.compile(r"<\s*tool_calls?\s*>", re.I).search(text, opening.end())
+            i = call.start() if call else len(text)
+            break
+        i = closing.end()
+    kept.append(text[i:])
+    return "".join(kept)
+
+
+_tag_text = st.lists(st.one_of(_adversarial_units, st.sampled_from(["TOOL_CALL", "\t", "\u00a0", "\\", ">", "-x"]),
+                               st.text(max_size=3)), max_size=25).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_tag_text)
+def test_rewrites_agree_with_the_straightforward_versions(text):
+    before = _FENCE_BEFORE.match(text)
+    assert strip_fence(text) == (before.group("body") if before else text)
+    assert strip_fence("```" + text) == _FENCE_BEFORE.match("```" + text).group("body")
+    assert _STRAY_TAG.sub("", text) == _STRAY_BEFORE.sub("", text)
+    assert strip_think(text) == _strip_think_before(text)

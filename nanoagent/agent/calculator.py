@@ -3,8 +3,9 @@
 Only numbers, `+ - * / // % **`, parentheses, a fixed set of math functions and the
 constants pi, e and tau are understood; any other node (a name, an attribute, a
 subscript, a lambda, a string) is refused. Limits keep a hostile or confused input
-cheap: the expression's length, the size of a power's result, factorial's argument,
-and the nesting depth.
+cheap: the expression's length, the size of every integer (operands, results and
+function arguments), a power's result, factorial's argument, round's digits, and the
+nesting depth. Error messages stay short: a long number is named by its digit count.
 """
 
 import ast
@@ -15,20 +16,55 @@ from .registry import tool
 
 MAX_EXPRESSION_CHARS = 300
 MAX_POWER_BITS = 4096   # an integer power's result may have at most this many bits
-MAX_FACTORIAL = 1000
-MAX_DEPTH = 50
+MAX_INT_BITS = 2 * MAX_POWER_BITS  # no integer, intermediate or final, may have more bits
+MAX_FACTORIAL = 966     # the largest n whose n! fits in MAX_INT_BITS (966! has 8192 bits)
+MAX_ROUND_DIGITS = 1000  # round(x, n) needs |n| <= this (round(1, -10**9) builds 10**(10**9))
+MAX_FLOAT_EXPONENT = 1e6
+MAX_DEPTH = 50          # nesting: call arguments, signs, right operands 1+(1+(...)); a flat 1+1+...+1 is depth 0
+MAX_SHOWN_DIGITS = 20   # an error shows at most this many characters of a number
 
 
 class CalculatorError(ValueError):
     """An expression the calculator refuses or cannot evaluate."""
 
 
+def _clip(text, limit=40):
+    """A piece of the user's input, cut for an error message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _describe(value):
+    """A number for an error message: itself if short, else 'a number of N digits'."""
+    if isinstance(value, int) and value.bit_length() > 64:  # ints are bounded by MAX_INT_BITS: str() is cheap
+        return f"a number of {len(str(abs(value)))} digits"
+    return _clip(str(value), MAX_SHOWN_DIGITS)
+
+
+def _whole(n, what):
+    """n as an int if it is a whole number (5 or 5.0), else refused naming `what`."""
+    if isinstance(n, int) or isinstance(n, float) and n.is_integer():
+        return int(n)
+    raise CalculatorError(f"{what} needs a whole number, got {_describe(n)}")
+
+
 def _factorial(n):
-    if not float(n).is_integer() or n < 0:
+    """n!, for a whole n in 0..MAX_FACTORIAL."""
+    n = _whole(n, "factorial")
+    if n < 0:
         raise CalculatorError("factorial needs a non-negative integer")
     if n > MAX_FACTORIAL:
         raise CalculatorError(f"factorial is limited to n <= {MAX_FACTORIAL}")
-    return math.factorial(int(n))
+    return math.factorial(n)
+
+
+def _round(x, ndigits=None):
+    """round(x) or round(x, ndigits), with |ndigits| <= MAX_ROUND_DIGITS."""
+    if ndigits is None:
+        return round(x)
+    ndigits = _whole(ndigits, "round's number of digits")
+    if abs(ndigits) > MAX_ROUND_DIGITS:
+        raise CalculatorError(f"round's number of digits is limited to {MAX_ROUND_DIGITS} either way")
+    return round(x, ndigits)
 
 
 FUNCTIONS = {
@@ -38,7 +74,7 @@ FUNCTIONS = {
     "asin": math.asin, "acos": math.acos, "atan": math.atan, "atan2": math.atan2,
     "sinh": math.sinh, "cosh": math.cosh, "tanh": math.tanh,
     "degrees": math.degrees, "radians": math.radians, "hypot": math.hypot,
-    "abs": abs, "round": round, "floor": math.floor, "ceil": math.ceil,
+    "abs": abs, "round": _round, "floor": math.floor, "ceil": math.ceil,
     "min": min, "max": max, "factorial": _factorial, "gcd": math.gcd,
 }
 CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau}
@@ -48,11 +84,13 @@ BINARY = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul,
 
 def _power(base, exponent):
     """base ** exponent, refused when an integer result would exceed MAX_POWER_BITS."""
+    # integer powers: the result's bits, estimated without building it (a huge exponent alone is too large)
     if isinstance(base, int) and isinstance(exponent, int) and exponent > 0 and abs(base) > 1:
-        if exponent * math.log2(abs(base)) > MAX_POWER_BITS:
-            raise CalculatorError(f"the power {base}**{exponent} is too large")
+        if exponent > MAX_POWER_BITS or exponent * math.log2(abs(base)) > MAX_POWER_BITS:
+            raise CalculatorError(f"the power is too large: {_describe(base)} to the power {_describe(exponent)}")
+    # float or negative exponents: computed in floats, cheap once the exponent is bounded
     if isinstance(base, float) or isinstance(exponent, float) or exponent < 0:
-        if abs(exponent) > 1e6:
+        if abs(exponent) > MAX_FLOAT_EXPONENT:
             raise CalculatorError("the exponent is too large")
     result = base ** exponent
     if isinstance(result, complex):
@@ -60,8 +98,20 @@ def _power(base, exponent):
     return result
 
 
+def _checked(value):
+    """A computed value, refused if it is an integer of more than MAX_INT_BITS bits."""
+    if isinstance(value, int) and value.bit_length() > MAX_INT_BITS:
+        raise CalculatorError(f"the result is too large (more than {MAX_INT_BITS} bits)")
+    return value
+
+
 def _evaluate(node, depth=0):
-    """One AST node -> its number; anything outside the allowed grammar is refused."""
+    """One AST node -> its number; anything outside the allowed grammar is refused.
+
+    `depth` counts nesting as a reader sees it: a call's arguments, a unary operand and a
+    binary operator's right operand go one level deeper; the left operand stays at the
+    same level, so a flat chain `1+2+...+60` (which Python parses left-leaning) is not deep.
+    """
     if depth > MAX_DEPTH:
         raise CalculatorError("the expression is nested too deeply")
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
@@ -70,18 +120,19 @@ def _evaluate(node, depth=0):
         value = _evaluate(node.operand, depth + 1)
         return -value if isinstance(node.op, ast.USub) else value
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Pow):
-        return _power(_evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1))
+        return _checked(_power(_evaluate(node.left, depth), _evaluate(node.right, depth + 1)))
     if isinstance(node, ast.BinOp) and type(node.op) in BINARY:
-        return BINARY[type(node.op)](_evaluate(node.left, depth + 1), _evaluate(node.right, depth + 1))
+        left, right = _evaluate(node.left, depth), _evaluate(node.right, depth + 1)
+        return _checked(BINARY[type(node.op)](left, right))
     if isinstance(node, ast.Name):
         if node.id in CONSTANTS:
             return CONSTANTS[node.id]
-        raise CalculatorError(f"unknown name '{node.id}'")
+        raise CalculatorError(f"unknown name '{_clip(node.id)}'")
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
         if node.func.id not in FUNCTIONS:
-            raise CalculatorError(f"unknown function '{node.func.id}'")
+            raise CalculatorError(f"unknown function '{_clip(node.func.id)}'")
         args = [_evaluate(a, depth + 1) for a in node.args]
-        return FUNCTIONS[node.func.id](*args)
+        return _checked(FUNCTIONS[node.func.id](*args))
     raise CalculatorError(f"'{type(node).__name__}' is not allowed in a calculation")
 
 
@@ -97,20 +148,20 @@ def evaluate(expression):
     text = expression.replace("^", "**").replace("×", "*").replace("÷", "/").strip().rstrip("=").strip()
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
-        raise CalculatorError(f"cannot read '{expression}' as arithmetic") from None
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # ValueError: a NUL byte
+        raise CalculatorError(f"cannot read '{_clip(expression)}' as arithmetic") from None
     try:
         result = _evaluate(tree.body)
     except ZeroDivisionError:
         raise CalculatorError("division by zero") from None
+    except RecursionError:
+        raise CalculatorError("the expression is nested too deeply") from None
     except (OverflowError, ValueError, TypeError) as e:
         if isinstance(e, CalculatorError):
             raise
-        raise CalculatorError(f"no real result ({e})") from None
+        raise CalculatorError(f"no real result ({_clip(str(e), 80)})") from None
     if isinstance(result, float) and not math.isfinite(result):
         raise CalculatorError("the result is not a finite number")
-    if isinstance(result, int) and result.bit_length() > 2 * MAX_POWER_BITS:
-        raise CalculatorError("the result is too large")
     return result
 
 
