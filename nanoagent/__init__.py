@@ -3,27 +3,27 @@
     import nanoagent
     model = nanoagent.load()                 # SmolLM2-135M-Instruct, obtained on first use
     print(model.chat([{"role": "user", "content": "What is the capital of France?"}]))
+
+The names below are read from their modules on first use (PEP 562), so that importing the
+package imports nothing else, and `python -m nanoagent.generate` (or any other command)
+runs its module once rather than beside a copy the package already imported.
 """
 from __future__ import annotations
 
-from .agent import Agent, AgentResult, Tool, parse_tool_calls, tool
-from .config import ModelConfig
-from .model import Model
-from .tokenizer import Tokenizer
-from .weights import WeightsError
+import importlib
 
-__all__ = ["load", "Model", "ModelConfig", "Tokenizer", "WeightsError",
-           "Agent", "AgentResult", "Tool", "parse_tool_calls", "tool"]
+_HOMES = {"load": "generate", "ChatModel": "generate", "Model": "model", "ModelConfig": "config",
+          "Tokenizer": "tokenizer", "WeightsError": "checkpoint", "parse_tool_calls": "toolcalls",
+          "Agent": "agent", "AgentResult": "agent", "Tool": "agent", "tool": "agent"}
+
+__all__ = list(_HOMES)
 
 
-def load(path=None, int8: bool = False) -> Model:
-    """An HF model folder -> Model with its tokenizer; `None` means SmolLM2-135M-Instruct, obtained on first use.
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module 'nanoagent' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
 
-    int8=True quantizes a float folder's weights to int8 while loading; an int8 folder (written by
-    `python -m nanoagent.quantize`) loads as int8 either way.
-    """
-    from .weights import resolve
-    if int8:
-        from .quant import load_int8
-        return load_int8(resolve(path))
-    return Model.from_folder(resolve(path))
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

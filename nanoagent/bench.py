@@ -8,27 +8,36 @@ float32 and the int8 model each in a process of its own, so each has its own pea
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from .generate import GenerationStats, generate_ids, peak_rss_gb
+from . import quant
+from .bench_train import add_train_args, bench_train
+from .checkpoint import WeightsError
+from .data.io import DataError, find_data_dir
+from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_replies
+from .eval.ppl import perplexity
+from .generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
+from .model import Model
 
 
 def bench_generate(args) -> None:
     if args.int8:  # float32, then int8, each in a fresh process: separate peak RSS, no shared caches
-        import subprocess
-        import sys
         for precision in ("float32", "int8"):
             cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--precision", precision,
                    "--prompt-tokens", str(args.prompt_tokens), "--new-tokens", str(args.new_tokens),
                    "--repeats", str(args.repeats)] + (["--model", args.model] if args.model else [])
             subprocess.run(cmd, check=True)
         return
-    from . import load
-    model = load(args.model, int8=args.precision == "int8")
-    tok = model.tokenizer
+    print(f"loading {args.model or 'SmolLM2-135M-Instruct'} ({args.precision})", file=sys.stderr, flush=True)
+    lm = load(args.model, int8=args.precision == "int8")
+    model, tok = lm.model, lm.tokenizer
     rng = np.random.default_rng(0)
     long_prompt = rng.integers(100, tok.vocab_size, args.prompt_tokens).tolist()  # (T,) ordinary tokens
     chat_prompt = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
@@ -45,7 +54,10 @@ def bench_generate(args) -> None:
             pass
         return stats.generated_tokens / stats.generate_seconds
 
+    print("warming up (compiles the kernels on a first run)", file=sys.stderr, flush=True)
     prefill_rate(), decode_rate()  # warm-up: compiled kernels, BLAS threads, page cache
+    print(f"measuring prefill ({args.prompt_tokens} tokens) and decode ({args.new_tokens} tokens), "
+          f"{args.repeats} times each", file=sys.stderr, flush=True)
     prefill = [prefill_rate() for _ in range(args.repeats)]
     decode = [decode_rate() for _ in range(args.repeats)]
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {model.num_params() / 1e6:.1f}M parameters")
@@ -53,37 +65,41 @@ def bench_generate(args) -> None:
           f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
     print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
           f"{len(chat_prompt)}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
-    print(f"peak RSS: {peak_rss_gb():.3f} GiB")
+    print(f"peak RSS: {peak_rss_gib():.3f} GiB")
 
 
 def bench_quant(args) -> None:
-    import json
-    from pathlib import Path
-
-    from . import load, quant
-    from .data.io import find_data_dir
-    from .model import Model
-    data = Path(args.data) if args.data else find_data_dir() / "gsm8k" / "test.jsonl"
-    model = load(args.model)
+    """Perplexity on GSM8K test answers and greedy agreement on CHECK_PROMPTS: float32 against int8."""
+    if args.data:
+        data = Path(args.data)
+    else:
+        folder = find_data_dir(required=False)
+        if folder is None:
+            raise DataError("bench quant reads GSM8K test answers: pass --data FILE (a GSM8K test.jsonl) or set "
+                            "NANOAGENT_DATA to a data folder holding gsm8k/test.jsonl")
+        data = folder / "gsm8k" / "test.jsonl"
+    lm = load(args.model)
     rows = [json.loads(line) for line in data.read_text().splitlines()]
-    ids = model.tokenizer.encode("\n\n".join(r["answer"] for r in rows[:300]))[:args.tokens]
-    ppl32 = quant.perplexity(model, ids)
-    greedy32 = quant.greedy_replies(model, quant.CHECK_PROMPTS, args.new_tokens)
+    ids = lm.tokenizer.encode("\n\n".join(r["answer"] for r in rows[:300]))[:args.tokens]
+    print(f"float32: perplexity and {len(CHECK_PROMPTS)} greedy replies", file=sys.stderr, flush=True)
+    ppl32 = perplexity(lm, ids)
+    greedy32 = greedy_replies(lm, CHECK_PROMPTS, args.new_tokens)
     print(f"held-out text: the first {len(ids)} tokens of the GSM8K test answers; "
-          f"{len(quant.CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
+          f"{len(CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
     print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s} "
           f"{'forced top-1':>13s}")
-    print(f"{'float32':24s} {ppl32:10.4f}")
+    print(f"{'float32':24s} {ppl32:10.4f}", flush=True)
     for group in (quant.GROUP, None):
-        m8 = Model(model.config, quant.quantize_params(model.params, group), model.tokenizer)
-        ppl8 = quant.perplexity(m8, ids)
-        greedy8 = quant.greedy_replies(m8, quant.CHECK_PROMPTS, args.new_tokens)
+        name = f"int8, groups of {group}" if group else "int8, per channel"
+        print(f"{name}: perplexity and greedy replies", file=sys.stderr, flush=True)
+        m8 = ChatModel(Model(lm.config, quant.quantize_params(lm.model.params, group)), lm.tokenizer)
+        ppl8 = perplexity(m8, ids)
+        greedy8 = greedy_replies(m8, CHECK_PROMPTS, args.new_tokens)
         prefix = np.mean([next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) / len(a)
                           for a, b in zip(greedy32, greedy8)])
-        name = f"int8, groups of {group}" if group else "int8, per channel"
-        forced = quant.forced_agreement(model, m8, quant.CHECK_PROMPTS, greedy32)
-        print(f"{name:24s} {ppl8:10.4f} {ppl8 / ppl32 - 1:+8.2%} {quant.agreement(greedy32, greedy8):10.1%} "
-              f"{prefix:12.1%} {forced:13.1%}")
+        forced = forced_agreement(lm, m8, CHECK_PROMPTS, greedy32)
+        print(f"{name:24s} {ppl8:10.4f} {ppl8 / ppl32 - 1:+8.2%} {agreement(greedy32, greedy8):10.1%} "
+              f"{prefix:12.1%} {forced:13.1%}", flush=True)
 
 
 def main(argv=None) -> None:
@@ -98,7 +114,6 @@ def main(argv=None) -> None:
                    help="weights to run in this process (int8: quantized while loading a float folder)")
     g.add_argument("--int8", action="store_true", help="float32 and int8 figures side by side, one process each")
     g.set_defaults(run=bench_generate)
-    from .bench_train import add_train_args, bench_train
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)
     t.set_defaults(run=bench_train)
@@ -109,7 +124,12 @@ def main(argv=None) -> None:
     q.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per check prompt")
     q.set_defaults(run=bench_quant)
     args = ap.parse_args(argv)
-    args.run(args)
+    try:
+        args.run(args)
+    except (DataError, WeightsError, OSError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

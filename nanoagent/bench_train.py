@@ -9,10 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
 import time
+
+import numpy as np
+
+from .data.batch import Example, collate
+from .optim import adamw_init
+from .train import load_model, model_folder, train_step
 
 
 def add_train_args(ap: argparse.ArgumentParser) -> None:
@@ -25,12 +32,6 @@ def add_train_args(ap: argparse.ArgumentParser) -> None:
 
 def measure(model_dir, seq_len: int, steps: int, loss: str) -> dict:
     """In this process: tokens/s of full training steps at batch 1 x seq_len, and the peak RSS."""
-    import resource
-
-    import numpy as np
-
-    from .optim import adamw_init
-    from .train import Example, collate, load_model, model_folder, train_step
     model = load_model(model_folder(model_dir))
     state = adamw_init(model.params)
     rng = np.random.default_rng(0)

@@ -19,6 +19,7 @@ import sys
 
 from .agent import Agent
 from .agent.builtin import BUILTIN_TOOLS, builtin_tools
+from .generate import load
 
 HELP = "Commands: /reset forgets the conversation, /exit or /quit leaves, /help shows this."
 RESULT_PREVIEW_CHARS = 500
@@ -109,9 +110,7 @@ def main(argv=None):
         tools = builtin_tools(names, docs=args.docs)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    import nanoagent
-
-    model = nanoagent.load(args.model, int8=True) if args.int8 else nanoagent.load(args.model)
+    model = load(args.model, int8=args.int8)
     repl(model, tools, sys.stdin, sys.stdout, max_steps=args.max_steps, system=args.system,
          stream=not args.no_stream, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
          top_p=args.top_p, seed=args.seed)

@@ -21,9 +21,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
+from gguf.quants import quantize as gguf_quantize
 
+from .checkpoint import WeightsError, read_params
 from .config import ModelConfig
-from .weights import GGUF_NAMES, WeightsError
+from .quant import Int8Weight, dequantize
+from .weights import GGUF_NAMES, log, resolve
 
 TYPES = ("f16", "q8_0")
 DEFAULT_CHAT_TEMPLATE = (  # SmolLM2's ChatML template, used when the folder has none
@@ -55,7 +59,6 @@ def gguf_name(hf: str) -> str:
 
 def gguf_vocab(folder: Path, config: ModelConfig) -> dict:
     """tokens, token types, merges and special ids as llama.cpp's BPE ('gpt2') tokenizer wants them."""
-    from gguf import TokenType
     tj = json.loads((folder / "tokenizer.json").read_text())
     model = tj.get("model", {})
     if model.get("type") != "BPE":
@@ -95,17 +98,13 @@ def gguf_vocab(folder: Path, config: ModelConfig) -> dict:
 
 def float_params(folder: Path) -> tuple[ModelConfig, dict]:
     """The folder's parameters as float32 (an int8 folder is dequantized tensor by tensor)."""
-    from .model import Model
-    from .quant import Int8Weight, dequantize
-    model = Model.from_folder(folder)
-    return model.config, {k: dequantize(v) if isinstance(v, Int8Weight) else np.asarray(v, np.float32)
-                          for k, v in model.params.items()}
+    config, params = read_params(folder)
+    return config, {k: dequantize(v) if isinstance(v, Int8Weight) else np.asarray(v, np.float32)
+                    for k, v in params.items()}
 
 
 def export_gguf(folder: str | Path, out: str | Path, qtype: str = "q8_0", name: str | None = None) -> Path:
     """A model folder -> a GGUF file (written to a temporary name, renamed into place when complete)."""
-    from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType
-    from gguf.quants import quantize
     if qtype not in TYPES:
         raise ValueError(f"--type must be one of {', '.join(TYPES)}, got {qtype!r}")
     folder, out = Path(folder), Path(out)
@@ -152,7 +151,7 @@ def export_gguf(folder: str | Path, out: str | Path, qtype: str = "q8_0", name: 
             if a.ndim == 1:  # norms stay float32
                 w.add_tensor(gguf_name(hf), np.ascontiguousarray(a, np.float32))
             elif qtype == "q8_0" and a.shape[1] % 32 == 0:
-                w.add_tensor(gguf_name(hf), quantize(a, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
+                w.add_tensor(gguf_name(hf), gguf_quantize(a, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)
             else:
                 w.add_tensor(gguf_name(hf), a.astype(np.float16))
         w.write_header_to_file()
@@ -174,7 +173,6 @@ def main(argv=None) -> None:
     ap.add_argument("--type", default="q8_0", choices=TYPES, help="how matrices are stored (default q8_0)")
     ap.add_argument("--name", default=None, help="general.name in the file (default: the folder's name)")
     args = ap.parse_args(argv)
-    from .weights import log, resolve
     try:
         out = export_gguf(resolve(args.model), args.gguf, args.type, args.name)
     except (WeightsError, ValueError, OSError) as e:

@@ -1,8 +1,9 @@
 """Generation: prefill the prompt in one batched forward, then decode one token at a time.
 
 The KV cache is allocated once for prompt + new tokens, so the prompt is never recomputed.
-`python -m nanoagent.generate --prompt TEXT` streams a reply and prints speed to stderr.
-Lesson: lessons/08_kv_cache_and_sampling/README.md.
+`load()` returns a `ChatModel`: the Model with its Tokenizer, which turns messages into a
+reply (`.chat`, `.stream`). `python -m nanoagent.generate --prompt TEXT` streams a reply and
+prints speed to stderr. Lesson: lessons/08_kv_cache_and_sampling/README.md.
 """
 from __future__ import annotations
 
@@ -12,12 +13,18 @@ import resource
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from .model import ContextLengthError, Model
+from . import kernels
+from .checkpoint import WeightsError, read_model, read_tokenizer
+from .decode import check_fits
+from .model import Model
 from .sampling import SamplingParams, sample_next
+from .tokenizer import Tokenizer
+from .weights import resolve
 
 
 @dataclass
@@ -35,10 +42,10 @@ class GenerationStats:
                 f"Prompt: {self.prompt_tokens} tokens, {rate(self.prompt_tokens, self.prompt_seconds):.1f} tokens/s\n"
                 f"Generation: {self.generated_tokens} tokens, "
                 f"{rate(self.generated_tokens, self.generate_seconds):.1f} tokens/s\n"
-                f"Peak memory: {peak_rss_gb():.3f} GB")
+                f"Peak memory: {peak_rss_gib():.3f} GiB")
 
 
-def peak_rss_gb() -> float:
+def peak_rss_gib() -> float:
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
     return kb / (2**30 if sys.platform == "darwin" else 2**20)
 
@@ -46,16 +53,14 @@ def peak_rss_gb() -> float:
 # ---- token ids ---------------------------------------------------------------------------
 
 def generate_ids(model: Model, prompt_ids, max_new_tokens=256, sampling=SamplingParams(),
-                 stop_ids=None, stats: GenerationStats | None = None) -> Iterator[int]:
+                 stop_ids=(), stats: GenerationStats | None = None) -> Iterator[int]:
     """Yield up to `max_new_tokens` new ids after `prompt_ids`, stopping before any of `stop_ids`."""
     prompt_ids = [int(i) for i in prompt_ids]
     context = model.config.max_position_embeddings
     if not prompt_ids:
         raise ValueError("the prompt is empty")
-    if len(prompt_ids) >= context:
-        raise ContextLengthError(f"the prompt is {len(prompt_ids)} tokens; the model's context is {context}. "
-                                 "Shorten the prompt.")
-    stop_ids = set(model.tokenizer.stop_ids if stop_ids is None else stop_ids)
+    check_fits(len(prompt_ids) + 1, context, ": the prompt leaves no room for a reply. Shorten the prompt.")
+    stop_ids = set(stop_ids)
     stats = stats if stats is not None else GenerationStats()
     rng = np.random.default_rng(sampling.seed)
     seen = list(prompt_ids)
@@ -88,19 +93,22 @@ class TextStream:
 
     def __init__(self, tokenizer, stop: list[str] | None = None):
         self.tokenizer, self.stop = tokenizer, [s for s in (stop or []) if s]
-        self.ids: list[int] = []
+        self.pending: list[int] = []  # ids whose text is not complete yet
         self.text = ""  # decoded so far
         self.sent = 0  # characters of self.text already given out
         self.stopped = False
 
     def push(self, token: int) -> str:
-        self.ids.append(token)
-        text = self.tokenizer.decode(self.ids)
-        if text.endswith("\ufffd"):  # a multi-byte character is not complete yet
+        """One more id -> the text that may be given out now (each id is decoded once: linear time)."""
+        self.pending.append(token)
+        piece = self.tokenizer.decode(self.pending)
+        if piece.endswith("\ufffd") and len(self.pending) < 4:  # half a UTF-8 character (at most 4 bytes)
             return ""
-        self.text = text
-        for s in self.stop:
-            at = self.text.find(s)
+        self.pending = []
+        start = len(self.text)
+        self.text += piece
+        for s in self.stop:  # only where the new piece may complete a stop string
+            at = self.text.find(s, max(0, start - len(s) + 1))
             if at != -1:
                 self.text, self.stopped = self.text[:at], True
         hold = 0 if self.stopped else max((self._partial_stop(s) for s in self.stop), default=0)
@@ -118,11 +126,11 @@ class TextStream:
         return self._take(len(self.text))
 
 
-def stream_ids_text(model, prompt_ids, max_new_tokens=256, sampling=SamplingParams(), stop=None,
-                    stats=None) -> Iterator[str]:
-    """Yield the text of the reply to `prompt_ids` piece by piece."""
-    out = TextStream(model.tokenizer, stop)
-    for token in generate_ids(model, prompt_ids, max_new_tokens, sampling, stats=stats):
+def stream_ids_text(model: Model, tokenizer: Tokenizer, prompt_ids, max_new_tokens=256, sampling=SamplingParams(),
+                    stop=None, stats=None) -> Iterator[str]:
+    """Yield the text of the reply to `prompt_ids` piece by piece, up to the end of the turn."""
+    out = TextStream(tokenizer, stop)
+    for token in generate_ids(model, prompt_ids, max_new_tokens, sampling, tokenizer.stop_ids, stats):
         if piece := out.push(token):
             yield piece
         if out.stopped:
@@ -131,12 +139,52 @@ def stream_ids_text(model, prompt_ids, max_new_tokens=256, sampling=SamplingPara
         yield piece
 
 
-def stream_chat(model, messages, tools=None, max_new_tokens=256, temperature=0.0, top_p=1.0, top_k=0,
-                min_p=0.0, repetition_penalty=1.0, seed=None, stop=None, stats=None) -> Iterator[str]:
+def stream_chat(model: Model, tokenizer: Tokenizer, messages, tools=None, max_new_tokens=256, temperature=0.0,
+                top_p=1.0, top_k=0, min_p=0.0, repetition_penalty=1.0, seed=None, stop=None,
+                stats=None) -> Iterator[str]:
     """Yield the assistant's reply to `messages` (with NanoAgent's tools prompt when `tools` are given)."""
-    sampling = SamplingParams(temperature, top_k, top_p, min_p, repetition_penalty, seed)
-    ids = model.tokenizer.encode(model.tokenizer.render_chat(messages, tools))
-    yield from stream_ids_text(model, ids, max_new_tokens, sampling, stop, stats)
+    sampling = SamplingParams(temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                              repetition_penalty=repetition_penalty, seed=seed)
+    ids = tokenizer.encode(tokenizer.render_chat(messages, tools))
+    yield from stream_ids_text(model, tokenizer, ids, max_new_tokens, sampling, stop, stats)
+
+
+# ---- what load() returns -----------------------------------------------------------------
+
+class ChatModel:
+    """A Model with its Tokenizer: what `nanoagent.load()` returns.
+
+    `.chat(messages, tools=None, **generation)` -> the reply; `.stream(...)` yields it piece by
+    piece (keyword arguments as in `stream_chat`); `.logits(ids)` -> (T,V) from one full forward;
+    `.model` and `.tokenizer` are the two parts.
+    """
+
+    def __init__(self, model: Model, tokenizer: Tokenizer):
+        self.model, self.tokenizer = model, tokenizer
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def logits(self, ids) -> np.ndarray:
+        return self.model.logits(ids)
+
+    def stream(self, messages, tools=None, **generation) -> Iterator[str]:
+        return stream_chat(self.model, self.tokenizer, messages, tools, **generation)
+
+    def chat(self, messages, tools=None, **generation) -> str:
+        return "".join(self.stream(messages, tools, **generation))
+
+
+def load(path=None, int8: bool = False) -> ChatModel:
+    """An HF model folder -> ChatModel; `None` means SmolLM2-135M-Instruct, obtained on first use.
+
+    int8=True quantizes a float folder's weights to int8 while loading; an int8 folder (written by
+    `python -m nanoagent.quantize`) loads as int8 either way.
+    """
+    kernels.spin_briefly()  # before any parallel kernel runs
+    folder = resolve(path)
+    return ChatModel(read_model(folder, int8=int8), read_tokenizer(folder))
 
 
 # ---- command line -------------------------------------------------------------------------
@@ -159,11 +207,9 @@ def main(argv=None) -> None:
     ap.add_argument("--no-stream", action="store_true", help="print the reply once it is complete")
     args = ap.parse_args(argv)
 
-    from . import load
-    from .weights import WeightsError
     try:
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-        tools = json.loads(open(args.tools).read()) if args.tools else None
+        tools = json.loads(Path(args.tools).read_text()) if args.tools else None
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
                    [{"role": "user", "content": prompt}]
         model = load(args.model, int8=args.int8)

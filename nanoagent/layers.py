@@ -16,8 +16,8 @@ from . import kernels, quant
 # ---- embedding: x[b, t] = wte[ids[b, t]] ---------------------------------------------
 
 class EmbeddingCache(NamedTuple):
-    ids: np.ndarray
-    vocab_size: int
+    ids: np.ndarray  # (B,T) int
+    vocab_size: int  # V
 
 
 def embedding_forward(ids, wte):
@@ -34,21 +34,23 @@ def embedding_backward(dx, cache: EmbeddingCache, dwte=None):
     """
     if dwte is None:
         dwte = np.zeros((cache.vocab_size, dx.shape[-1]), dx.dtype)
-    kernels.embedding_backward(cache.ids.reshape(-1), dx.reshape(-1, dx.shape[-1]), dwte)  # fan-out: +=
+    # fan-out: +=.  np.add.at(dwte, ids.ravel(), dx.reshape(-1, C)) (kernels.embedding_backward_ref)
+    kernels.embedding_backward(cache.ids.reshape(-1), dx.reshape(-1, dx.shape[-1]), dwte)
     return dwte
 
 
 # ---- RMSNorm: y = x / rms(x) * w ------------------------------------------------------
 
 class RMSNormCache(NamedTuple):
-    x: np.ndarray
-    w: np.ndarray
-    rstd: np.ndarray
+    x: np.ndarray  # (...,C) the input
+    w: np.ndarray  # (C,)
+    rstd: np.ndarray  # (N,) 1/rms of each of the N = prod(...) rows
 
 
 def rmsnorm_forward(x, w, eps):
     """x (...,C), w (C,) -> y (...,C); rstd = 1/sqrt(mean(x^2) + eps) per row."""
-    x2 = x.reshape(-1, x.shape[-1])
+    x2 = x.reshape(-1, x.shape[-1])  # (...,C) -> (N,C)
+    # rstd = 1 / np.sqrt(np.mean(x2**2, axis=-1) + eps); y = x2 * rstd[:, None] * w  (kernels.rmsnorm_ref)
     y, rstd = kernels.rmsnorm(x2, w, eps)
     return y.reshape(x.shape), RMSNormCache(x, w, rstd)
 
@@ -59,6 +61,8 @@ def rmsnorm_backward(dy, cache: RMSNormCache):
     With xhat = x * rstd: dw = sum_rows dy * xhat; dx = rstd * (dy*w - xhat * mean(dy*w * xhat)).
     """
     C = dy.shape[-1]
+    # xhat = x * rstd[:, None]; dw = (dy * xhat).sum(0); g = dy * w;
+    # dx = rstd[:, None] * (g - xhat * (g * xhat).mean(-1, keepdims=True))  (kernels.rmsnorm_backward_ref)
     dx, dw = kernels.rmsnorm_backward(dy.reshape(-1, C), cache.x.reshape(-1, C), cache.w, cache.rstd)
     return dx.reshape(dy.shape), dw
 
@@ -66,8 +70,8 @@ def rmsnorm_backward(dy, cache: RMSNormCache):
 # ---- linear (no bias): y = x @ w.T ----------------------------------------------------
 
 class LinearCache(NamedTuple):
-    x: np.ndarray
-    w: np.ndarray
+    x: np.ndarray  # (...,Cin) the input
+    w: np.ndarray  # (Cout,Cin)
 
 
 def linear_forward(x, w):
@@ -98,14 +102,15 @@ def rope_tables(head_dim, max_positions, theta, dtype=np.float32):
 
 
 class RopeCache(NamedTuple):
-    cos: np.ndarray
-    sin: np.ndarray
+    cos: np.ndarray  # (T,D/2)
+    sin: np.ndarray  # (T,D/2)
 
 
 def rope_forward(x, cos, sin):
     """x (B,N,T,D) heads at T positions, cos/sin (T,D/2) of those positions -> rotated x (B,N,T,D)."""
     B, N, T, D = x.shape
-    y = kernels.rope(x.reshape(B * N, T, D), cos, sin)
+    # x1, x2 = x[..., :D/2], x[..., D/2:]; y = concat(x1 cos - x2 sin, x2 cos + x1 sin)  (kernels.rope_ref)
+    y = kernels.rope(x.reshape(B * N, T, D), cos, sin)  # (B,N,T,D) -> (B*N,T,D)
     return y.reshape(B, N, T, D), RopeCache(cos, sin)
 
 
@@ -122,10 +127,10 @@ def rope_backward(dy, cache: RopeCache):
 # ---- causal attention with grouped KV heads -------------------------------------------
 
 class AttentionCache(NamedTuple):
-    q: np.ndarray
-    k: np.ndarray
-    v: np.ndarray
-    probs: np.ndarray
+    q: np.ndarray  # (B,H,T,D)
+    k: np.ndarray  # (B,KV,S,D)
+    v: np.ndarray  # (B,KV,S,D)
+    probs: np.ndarray  # (B,H,T,S)
 
 
 def attention_forward(q, k, v):
@@ -139,22 +144,10 @@ def attention_forward(q, k, v):
     G = H // KV  # query heads per KV head, stacked as rows so each KV head is one BLAS matmul
     qg = q.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
     scores = qg @ k.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
+    # probs = softmax(scores / sqrt(D) with -inf where key s > P + t, over s)  (kernels.causal_softmax_ref)
     probs = kernels.causal_softmax(scores.reshape(B * H, T, S), 1.0 / math.sqrt(D), S - T)  # (B*H,T,S)
     out = probs.reshape(B, KV, G * T, S) @ v  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
     return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
-
-
-def attention_decode(q, kt_cache, v_cache, n):
-    """One new query per head q (1,H,1,D) at position n-1 against the caches as stored, keys
-    transposed (1,KV,D,Tmax) and values (1,KV,Tmax,D), holding n positions -> out (1,H,1,D).
-
-    The same function as `attention_forward` for T = 1 (no mask needed: every cached key is in
-    the past), by the cache kernel, which reads the contiguous cache rather than views of it.
-    """
-    _, H, _, D = q.shape
-    out, probs = kernels.attend_cache(q[0, :, 0], kt_cache[0], v_cache[0], n)
-    k, v = kt_cache[..., :n].swapaxes(-1, -2), v_cache[:, :, :n]  # (1,KV,n,D) views, for backward
-    return out.reshape(1, H, 1, D), AttentionCache(q, k, v, probs.reshape(1, H, 1, n))
 
 
 def attention_backward(dout, cache: AttentionCache):
@@ -173,7 +166,7 @@ def attention_backward(dout, cache: AttentionCache):
     do = dout.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
     dv = p.swapaxes(-1, -2) @ do  # (B,KV,S,G*T) @ (B,KV,G*T,D) -> (B,KV,S,D)
     dp = do @ v.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
-    ds = kernels.softmax_backward(p, dp)
+    ds = kernels.softmax_backward(p, dp)  # p * (dp - (p * dp).sum(-1, keepdims=True))  (kernels.softmax_backward_ref)
     del dp
     dq = (ds @ k) * scale  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
     dk = (ds.swapaxes(-1, -2) @ q.reshape(B, KV, G * T, D)) * scale  # (B,KV,S,G*T) @ (B,KV,G*T,D)
@@ -183,18 +176,18 @@ def attention_backward(dout, cache: AttentionCache):
 # ---- SwiGLU MLP: down(silu(gate(x)) * up(x)) ------------------------------------------
 
 class SwiGLUCache(NamedTuple):
-    g: np.ndarray
-    u: np.ndarray
+    g: np.ndarray  # (...,F) the gate's output
+    u: np.ndarray  # (...,F) up's output
 
 
 def swiglu_forward(g, u):
     """g, u (...,F) -> silu(g) * u (...,F)."""
-    return kernels.silu_gate(g, u), SwiGLUCache(g, u)
+    return kernels.silu_gate(g, u), SwiGLUCache(g, u)  # g / (1 + np.exp(-g)) * u  (kernels.silu_gate_ref)
 
 
 def swiglu_backward(dy, cache: SwiGLUCache):
     """dy (...,F) -> dg, du (...,F).  With sig = sigmoid(g): du = dy g sig, dg = dy u sig (1 + g (1 - sig))."""
-    return kernels.silu_gate_backward(dy, cache.g, cache.u)
+    return kernels.silu_gate_backward(dy, cache.g, cache.u)  # (kernels.silu_gate_backward_ref)
 
 
 # ---- one transformer block --------------------------------------------------------------
@@ -222,27 +215,27 @@ def block_weights(params, i) -> BlockWeights:
 
 
 class BlockCache(NamedTuple):
-    norm1: RMSNormCache
-    q: LinearCache
-    k: LinearCache
-    v: LinearCache
-    rope_q: RopeCache
-    rope_k: RopeCache
-    attn: AttentionCache
-    o: LinearCache
-    norm2: RMSNormCache
-    gate: LinearCache
-    up: LinearCache
-    swiglu: SwiGLUCache
-    down: LinearCache
+    norm1: RMSNormCache  # x (B,T,C)
+    q: LinearCache  # h (B,T,C), w (H*D,C)
+    k: LinearCache  # h (B,T,C), w (KV*D,C)
+    v: LinearCache  # h (B,T,C), w (KV*D,C)
+    rope_q: RopeCache  # (T,D/2)
+    rope_k: RopeCache  # (T,D/2)
+    attn: AttentionCache | None  # q (B,H,T,D), k/v (B,KV,T,D); None over a KV cache (inference)
+    o: LinearCache  # a (B,T,H*D), w (C,H*D)
+    norm2: RMSNormCache  # x1 (B,T,C)
+    gate: LinearCache  # h2 (B,T,C), w (F,C)
+    up: LinearCache  # h2 (B,T,C), w (F,C)
+    swiglu: SwiGLUCache  # g, u (B,T,F)
+    down: LinearCache  # m (B,T,F), w (C,F)
 
 
-def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=None):
+def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, attend=attention_forward):
     """x (B,T,C) -> x + attn(norm(x)), then + mlp(norm(.)) (B,T,C).
 
-    cos/sin (T,D/2) are the tables at these T positions. With `kv = (kt_cache, v_cache, P)`,
-    caches holding P past positions, keys transposed (B,KV,D,Tmax) and values (B,KV,Tmax,D),
-    the new keys/values are written at P..P+T and the queries attend to all P+T of them.
+    cos/sin (T,D/2) are the tables at these T positions. `attend(q, k, v) -> (out, cache)` is
+    causal attention over these T positions (`attention_forward`), or, when generating, one that
+    first appends k and v to a KV cache and attends to every cached position (decode.KVCache.attend).
     """
     B, T, C = x.shape
     H, KV = n_heads, n_kv_heads
@@ -255,16 +248,7 @@ def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, kv=Non
     q, c_rq = rope_forward(q.reshape(B, T, H, D).transpose(0, 2, 1, 3), cos, sin)  # (B,T,H*D) -> (B,H,T,D)
     k, c_rk = rope_forward(k.reshape(B, T, KV, D).transpose(0, 2, 1, 3), cos, sin)  # (B,T,KV*D) -> (B,KV,T,D)
     v = v.reshape(B, T, KV, D).transpose(0, 2, 1, 3)  # (B,T,KV*D) -> (B,KV,T,D)
-    if kv is not None:
-        kt_cache, v_cache, P = kv
-        kt_cache[..., P:P + T], v_cache[:, :, P:P + T] = k.swapaxes(-1, -2), v
-        if B == 1 and T == 1:  # decoding one token: attend to the cache as stored
-            a, c_attn = attention_decode(q, kt_cache, v_cache, P + 1)
-        else:
-            k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
-            a, c_attn = attention_forward(q, k, v)  # (B,H,T,D)
-    else:
-        a, c_attn = attention_forward(q, k, v)
+    a, c_attn = attend(q, k, v)  # (B,H,T,D)
     o, c_o = linear_forward(a.transpose(0, 2, 1, 3).reshape(B, T, H * D), w.o)  # (B,H,T,D) -> (B,T,H*D)
     x = x + o  # residual
     # MLP

@@ -35,7 +35,7 @@ def adamw_init(params: dict[str, np.ndarray]) -> AdamWState:
                       {k: np.zeros_like(p) for k, p in params.items()})
 
 
-def decays(name: str, p: np.ndarray) -> bool:
+def decays(p: np.ndarray) -> bool:
     """Weight decay applies to matrices (embedding, projections), not to 1-D norm weights."""
     return p.ndim >= 2
 
@@ -48,7 +48,7 @@ def adamw_step(params, grads, state: AdamWState, lr, beta1=0.9, beta2=0.95, eps=
         raise KeyError(f"no gradient for {sorted(missing)[:3]}")
     state.step += 1
     for name, p in params.items():
-        wd = weight_decay if decays(name, p) else 0.0
+        wd = weight_decay if decays(p) else 0.0
         kernels.adamw(p, grads[name], state.m[name], state.v[name], lr, beta1, beta2, eps, wd, state.step,
                       grad_scale)
 

@@ -12,12 +12,25 @@ import sys
 import time
 from pathlib import Path
 
-from .quant import GROUP, quantize_folder
-from .weights import WeightsError, log, resolve
+from .checkpoint import WeightsError, is_int8_folder, quantize_tensors, read_config, save_folder
+from .quant import GROUP
+from .weights import log, resolve
 
 
 def folder_bytes(folder: Path) -> int:
     return sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+
+
+def quantize_folder(src: str | Path, dest: str | Path, group: int | None = GROUP) -> Path:
+    """A float model folder -> an int8 model folder (written atomically), one tensor in memory at a time."""
+    src = Path(src)
+    if is_int8_folder(src):
+        raise WeightsError(f"{src} is already an int8 folder; quantize the float folder it was made from.")
+    config = read_config(src)
+    params = quantize_tensors(src, config, group)
+    extra = {n: (src / n).read_text() for n in ("tokenizer_config.json", "generation_config.json")
+             if (src / n).exists()}
+    return save_folder(dest, config, params, src / "tokenizer.json", extra)
 
 
 def main(argv=None) -> None:

@@ -11,149 +11,30 @@ Lesson: lessons/13_finetune/README.md.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
-import shutil
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
+from tqdm import tqdm
 
+from .checkpoint import WeightsError, atomic_dir, is_int8_folder, read_model, read_tokenizer, write_folder
+from .data.batch import Batch, Example, collate, fingerprint, load_examples, micro_batch
+from .data.io import DataError
 from .loss import KINDS, lm_head_loss
 from .model import Model
 from .optim import AdamWState, adamw_init, adamw_step, clip_scale, global_norm, load_state, lr_at, save_state
+from .weights import resolve
 
 EMBED = "model.embed_tokens.weight"
 
 
 class TrainingError(RuntimeError):
     """A run that cannot start or go on (bad data, diverged loss); the message says what to do."""
-
-
-# ---- data: rows -> chats -> token examples -----------------------------------------------
-
-CHAT_ROLES = ("system", "user", "assistant", "tool")
-
-
-def row_to_chat(row: dict) -> tuple[list[dict], list[dict]] | None:
-    """One data row -> (messages, tools), or None when it fits no known chat format.
-
-    Rows in the common form, `{"messages": [{"role", "content", "tool_calls"?}], "tools"?}`, are
-    used as they are; any other schema (glaive's ShareGPT `conversations` with a `tools` JSON
-    string, xlam, hermes, ...) goes through the adapters of `nanoagent.data` (glaive:
-    function_call -> an assistant message with `tool_calls`, observation -> a `tool` message).
-    """
-    messages = row.get("messages")
-    if isinstance(messages, list) and messages and all(isinstance(m, dict) and m.get("role") in CHAT_ROLES
-                                                       for m in messages):
-        tools = row.get("tools") or []
-        return messages, json.loads(tools) if isinstance(tools, str) else tools
-    from .data import to_messages
-    chat = to_messages(row)
-    return None if chat is None else (chat["messages"], chat.get("tools") or [])
-
-
-def read_rows(spec: str, split: str = "train", config: str | None = None) -> list[dict]:
-    """A .jsonl/.json/.parquet file, a folder of them, or a hub dataset name -> its rows (data/io.py reads them)."""
-    from .data.io import DataError, read_rows as read_data_rows
-    try:
-        return read_data_rows(spec, config, split)
-    except DataError as e:
-        raise TrainingError(str(e)) from e
-
-
-@dataclass
-class Example:
-    ids: np.ndarray  # (n,) int64: the tokens, at most seq_len + 1 of them
-    mask: np.ndarray  # (n,) bool: token i was written by the assistant (carries loss as a target)
-
-
-def encode_rows(rows, tokenizer, seq_len: int) -> tuple[list[Example], dict]:
-    """Rows -> examples cut to seq_len + 1 tokens, and counts of the rows skipped and why.
-
-    A row is a chat (see `row_to_chat`) or pre-tokenized `{"ids": [...], "mask"?: [...]}`.
-    Rows that fit no chat format, or keep no assistant token within seq_len + 1, are skipped.
-    """
-    out, skipped = [], {"not a chat": 0, "no assistant token within --seq-len": 0}
-    for n, row in enumerate(rows):
-        try:
-            if not isinstance(row, dict):
-                raise TypeError(f"a row must be a JSON object, got {type(row).__name__}")
-            if "ids" in row:
-                ids = np.asarray(row["ids"], dtype=np.int64)
-                mask = np.asarray(row.get("mask", np.ones(len(ids))), dtype=bool)
-                if ids.ndim != 1 or mask.shape != ids.shape:
-                    raise ValueError("ids and mask must be two lists of the same length")
-            else:
-                chat = row_to_chat(row)
-                if chat is None:
-                    skipped["not a chat"] += 1
-                    continue
-                if tokenizer is None:
-                    raise ValueError("chat rows need a tokenizer.json in the model folder")
-                ids, mask = tokenizer.encode_chat(*chat, add_generation_prompt=False)
-                ids = np.asarray(ids, dtype=np.int64)
-        except (ValueError, KeyError, TypeError) as e:
-            raise TrainingError(f"data row {n} is malformed ({type(e).__name__}: {e}). Fix or remove it.") from e
-        ids, mask = ids[:seq_len + 1], mask[:seq_len + 1]
-        if len(ids) < 2 or not mask[1:].any():
-            skipped["no assistant token within --seq-len"] += 1
-            continue
-        out.append(Example(ids, mask))
-    return out, {k: v for k, v in skipped.items() if v}
-
-
-def pack(examples: list[Example], seq_len: int) -> list[Example]:
-    """Whole examples laid end to end into rows of at most seq_len + 1 tokens (attention crosses them)."""
-    rows, cur = [], []
-    for ex in examples:
-        if cur and sum(len(e.ids) for e in cur) + len(ex.ids) > seq_len + 1:
-            rows.append(cur)
-            cur = []
-        cur.append(ex)
-    if cur:
-        rows.append(cur)
-    return [Example(np.concatenate([e.ids for e in r]), np.concatenate([e.mask for e in r])) for r in rows]
-
-
-class Batch(dict):
-    """inputs, targets (B,T) int64, mask (B,T) bool: position t reads inputs[:, :t+1] and predicts
-    targets[:, t], which counts where mask[:, t]; lengths (B,) the unpadded input lengths."""
-
-
-def collate(examples: list[Example], pad_id: int) -> Batch:
-    """Right-pad to the longest example; padded targets carry no loss (causal attention never sees them)."""
-    T = max(len(e.ids) for e in examples) - 1
-    ids = np.full((len(examples), T + 1), pad_id, dtype=np.int64)
-    mask = np.zeros((len(examples), T + 1), dtype=bool)
-    for b, e in enumerate(examples):
-        ids[b, :len(e.ids)], mask[b, :len(e.ids)] = e.ids, e.mask
-    lengths = np.array([len(e.ids) - 1 for e in examples])
-    return Batch(inputs=ids[:, :-1], targets=ids[:, 1:], mask=mask[:, 1:], lengths=lengths)
-
-
-def epoch_order(n: int, seed: int, epoch: int) -> np.ndarray:
-    """The example order of one epoch: a function of (seed, epoch) only, so a resumed run sees the same."""
-    return np.random.default_rng([seed, epoch]).permutation(n)
-
-
-def micro_batch(examples, j: int, batch_size: int, seed: int, pad_id: int) -> Batch:
-    """Micro-batch number j of the whole run (epochs laid end to end; a short last batch per epoch)."""
-    per_epoch = math.ceil(len(examples) / batch_size)
-    epoch, k = divmod(j, per_epoch)
-    order = epoch_order(len(examples), seed, epoch)
-    return collate([examples[i] for i in order[k * batch_size:(k + 1) * batch_size]], pad_id)
-
-
-def fingerprint(examples: list[Example]) -> str:
-    h = hashlib.sha256()
-    for e in examples:
-        h.update(e.ids.tobytes())
-        h.update(e.mask.tobytes())
-    return h.hexdigest()[:16]
 
 
 # ---- one optimizer step, and evaluation ------------------------------------------------------
@@ -213,18 +94,10 @@ def evaluate(model: Model, batches) -> dict:
 
 def save_checkpoint(dest: Path, model: Model, tokenizer_json: Path | None, state: AdamWState | None = None,
                     trainer: dict | None = None) -> None:
-    """An HF folder (config.json, model.safetensors, tokenizer.json), plus the optimizer and run state.
-
-    Written into a temporary folder renamed over `dest`: an interrupted save leaves the last one whole.
-    """
-    from safetensors.numpy import save_file
-    from .weights import atomic_dir
+    """A model folder, plus the optimizer's moments and the run's state, written atomically:
+    an interrupted save leaves the last checkpoint whole."""
     with atomic_dir(dest) as tmp:
-        model.config.to_json(tmp / "config.json")
-        save_file({k: np.ascontiguousarray(v) for k, v in model.params.items()}, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
-        if tokenizer_json is not None and Path(tokenizer_json).is_file():
-            shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
+        write_folder(tmp, model.config, model.params, tokenizer_json)
         if state is not None:
             save_state(state, tmp / "optimizer.safetensors")
         if trainer is not None:
@@ -234,7 +107,6 @@ def save_checkpoint(dest: Path, model: Model, tokenizer_json: Path | None, state
 def model_folder(path) -> Path:
     """`path` if it holds config.json and model.safetensors (token-id data needs no tokenizer.json),
     else `weights.resolve(path)`: the default model when None, or a clear error."""
-    from .weights import resolve
     if path is not None and all((Path(path) / f).is_file() for f in ("config.json", "model.safetensors")):
         return Path(path)
     return resolve(path)
@@ -242,11 +114,10 @@ def model_folder(path) -> Path:
 
 def load_model(folder: Path) -> Model:
     """A model folder -> a float32 Model whose parameters are writable arrays of its own."""
-    model = Model.from_folder(folder, dtype=np.float32)
-    if not all(isinstance(p, np.ndarray) for p in model.params.values()):
+    if is_int8_folder(folder):
         raise TrainingError(f"{folder} is an int8 checkpoint, for inference only: fine-tune the float model it "
                             "was made from, then quantize the result.")
-    return model.own_params()
+    return read_model(folder, dtype=np.float32).own_params()
 
 
 # ---- the run -------------------------------------------------------------------------------------
@@ -259,7 +130,7 @@ RUN_ARGS = ("data", "data_split", "data_config", "eval_data", "eval_fraction", "
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--data", required=True,
+    ap.add_argument("--data", default=None,
                     help='.jsonl of {"messages": [...], "tools"?: [...]} (or ShareGPT "conversations", or token '
                          '"ids" + "mask"), a .json list of such rows (e.g. glaive), or a hub dataset name')
     ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
@@ -288,65 +159,64 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint with its saved settings")
     ap.add_argument("--seed", type=int, default=0, help="data order and held-out split (default: %(default)s)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    if args.data is None and not args.resume:
+        ap.error("--data is required (with --resume the checkpoint's settings are used)")
+    return args
 
 
-def load_data(args, tokenizer, pad_id):
-    """-> (train examples, eval examples, notes) for the run's settings; deterministic given the seed."""
-    rows = read_rows(args.data, args.data_split, args.data_config)
-    if not rows:
-        raise TrainingError(f"{args.data} holds no rows")
-    if args.eval_data:
-        train_rows, eval_rows = rows, read_rows(args.eval_data, args.data_split, args.data_config)
-    else:
-        order = np.random.default_rng([args.seed, 1 << 20]).permutation(len(rows))
-        n_eval = min(len(rows) - 1, math.ceil(len(rows) * args.eval_fraction)) if args.eval_fraction > 0 else 0
-        eval_rows = [rows[i] for i in sorted(order[:n_eval])]
-        train_rows = [rows[i] for i in sorted(order[n_eval:])]
-    train, skipped = encode_rows(train_rows, tokenizer, args.seq_len)
-    evals, _ = encode_rows(eval_rows, tokenizer, args.seq_len)
-    if args.pack:
-        train = pack(train, args.seq_len)
-    if not train:
-        why = ", ".join(f"{n} {reason}" for reason, n in skipped.items())
-        raise TrainingError(f"no row of {args.data} is a usable example ({why}): rows must be chats with an "
-                            "assistant turn (messages, ShareGPT conversations, ...) or token ids with a mask.")
-    return train, evals, skipped
+@dataclass
+class Run:
+    """Everything one training run holds between steps (built by `setup`)."""
+    args: argparse.Namespace
+    model: Model
+    state: AdamWState
+    trainer: dict  # what the checkpoint saves: step, history, evaluations, settings, data fingerprint
+    train: list[Example]
+    eval_batches: list[Batch]
+    steps: int
+    warmup: int
+    pad_id: int
+    tokenizer_json: Path
+    log: Callable[[str], None]
+
+    @property
+    def ckpt(self) -> Path:
+        return self.args.out / "checkpoint"
 
 
-def run(argv=None) -> dict:
-    """The whole command; returns a summary (per-step losses, evaluations, output folders)."""
-    from tqdm import tqdm
-    args = parse_args(argv)
-    out: Path = args.out
-    ckpt = out / "checkpoint"
-    trainer: dict = {"step": 0, "history": [], "evals": []}
-    if args.resume:
-        if not (ckpt / "trainer_state.json").is_file():
-            raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
-        trainer = json.loads((ckpt / "trainer_state.json").read_text())
-        for k in RUN_ARGS:  # the run's own settings; only how often to evaluate/save/stop may change
-            setattr(args, k, trainer["args"][k])
-        model_dir = ckpt
-    else:
-        model_dir = model_folder(args.model)
-    tokenizer_json = model_dir / "tokenizer.json"
+def restore_args(args: argparse.Namespace) -> dict:
+    """--resume: the checkpoint's trainer state, with the run's own settings put back into `args`
+    (only how often to evaluate, save or stop may change)."""
+    ckpt = args.out / "checkpoint"
+    if not (ckpt / "trainer_state.json").is_file():
+        raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
+    trainer = json.loads((ckpt / "trainer_state.json").read_text())
+    for k in RUN_ARGS:
+        setattr(args, k, trainer["args"][k])
+    return trainer
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """Load the model (or the checkpoint to resume), the data and the optimizer state; check they belong together."""
+    trainer = restore_args(args) if args.resume else {"step": 0, "history": [], "evals": []}
+    model_dir = args.out / "checkpoint" if args.resume else model_folder(args.model)
     model = load_model(model_dir)
-    tok = model.tokenizer
+    tok = read_tokenizer(model_dir)
     pad_id = tok.im_end_id if tok is not None else model.config.eos_token_id
-    train, evals, skipped = load_data(args, tok, pad_id)
+    train, evals, skipped = load_examples(args.data, tok, args.seq_len, args.eval_data, args.eval_fraction,
+                                          args.seed, args.pack, args.data_split, args.data_config)
     V = model.config.vocab_size
     if max(int(e.ids.max()) for e in train + evals) >= V:
         raise TrainingError(f"the data holds token ids >= the model's vocabulary ({V})")
-    per_epoch = math.ceil(len(train) / args.batch_size)
-    steps = args.steps or max(1, math.ceil(args.epochs * per_epoch / args.grad_accum))
+    steps = args.steps or max(1, math.ceil(args.epochs * math.ceil(len(train) / args.batch_size) / args.grad_accum))
     warmup = args.warmup if args.warmup is not None else max(1, round(0.05 * steps)) if steps > 10 else 0
     fp = fingerprint(train)
     if args.resume:
         if trainer["data"] != fp:
             raise TrainingError(f"the data differs from the checkpoint's (fingerprint {fp} != {trainer['data']}); "
                                 "resume needs the same data file and settings")
-        state = load_state(ckpt / "optimizer.safetensors", model.params)
+        state = load_state(model_dir / "optimizer.safetensors", model.params)
     else:
         state = adamw_init(model.params)
         trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
@@ -354,77 +224,99 @@ def run(argv=None) -> dict:
     trainer["steps"] = steps
     eval_batches = [collate(evals[i:i + args.batch_size], pad_id) for i in range(0, len(evals), args.batch_size)]
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
-    skipped = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
-    log(f"{len(train)} training sequences{skipped}, {len(evals)} held out; "
+    notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
+    log(f"{len(train)} training sequences{notes}, {len(evals)} held out; "
         f"{steps} steps of {args.grad_accum} x {args.batch_size}, loss {args.loss}, lr {args.lr}")
+    return Run(args, model, state, trainer, train, eval_batches, steps, warmup, pad_id, model_dir / "tokenizer.json",
+               log)
 
-    def do_eval(step):
-        if eval_batches:
-            e = evaluate(model, eval_batches) | {"step": step}
-            trainer["evals"].append(e)
-            log(f"step {step}: held-out loss (cross-entropy) {e['loss']:.4f}, DFT loss {e['dft_loss']:.4f}, "
+
+def evaluate_run(run: Run, step: int) -> None:
+    if run.eval_batches:
+        e = evaluate(run.model, run.eval_batches) | {"step": step}
+        run.trainer["evals"].append(e)
+        run.log(f"step {step}: held-out loss (cross-entropy) {e['loss']:.4f}, DFT loss {e['dft_loss']:.4f}, "
                 f"mean target probability {e['p']:.4f}")
 
-    def checkpoint(step):
-        trainer["step"] = step
-        save_checkpoint(ckpt, model, tokenizer_json, state, trainer)
 
-    start = trainer["step"]
-    if start == 0 and not trainer["evals"]:
-        do_eval(0)
-    bar = tqdm(total=steps, initial=start, desc=f"{args.loss}", unit="step", disable=args.quiet, file=sys.stderr)
-    t0, tokens = time.perf_counter(), 0
-    step = start
-    for step in range(start, steps):
-        if args.stop_after is not None and step - start >= args.stop_after:
-            break
-        lr = lr_at(step, args.lr, warmup, steps, args.min_lr_ratio)
-        batches = [micro_batch(train, step * args.grad_accum + a, args.batch_size, args.seed, pad_id)
-                   for a in range(args.grad_accum)]
-        try:
-            r = train_step(model, batches, state, lr, args.loss, args.beta1, args.beta2, 1e-8, args.weight_decay,
-                           args.clip or None)
-        except TrainingError as e:
-            bar.close()
-            last = f"the last good checkpoint is {ckpt} (step {trainer['step']})" if ckpt.exists() else \
-                "no checkpoint was saved yet"
-            raise TrainingError(f"step {step + 1}: {e}; stopped without updating the weights. {last}. "
-                                "Try a lower --lr, or a lower --clip.") from None
-        tokens += r.n_inputs
-        trainer["history"].append({"step": step + 1, "loss": r.loss, "ce": r.ce, "lr": lr,
+def checkpoint(run: Run, step: int) -> None:
+    run.trainer["step"] = step
+    save_checkpoint(run.ckpt, run.model, run.tokenizer_json, run.state, run.trainer)
+
+
+def step_once(run: Run, step: int) -> StepResult:
+    """Optimizer step number `step` (0-based) of the run: its micro-batches, the update, the history entry."""
+    a = run.args
+    lr = lr_at(step, a.lr, run.warmup, run.steps, a.min_lr_ratio)
+    batches = [micro_batch(run.train, step * a.grad_accum + j, a.batch_size, a.seed, run.pad_id)
+               for j in range(a.grad_accum)]
+    try:
+        r = train_step(run.model, batches, run.state, lr, a.loss, a.beta1, a.beta2, 1e-8, a.weight_decay,
+                       a.clip or None)
+    except TrainingError as e:
+        last = f"the last good checkpoint is {run.ckpt} (step {run.trainer['step']})" if run.ckpt.exists() else \
+            "no checkpoint was saved yet"
+        raise TrainingError(f"step {step + 1}: {e}; stopped without updating the weights. {last}. "
+                            "Try a lower --lr, or a lower --clip.") from None
+    run.trainer["history"].append({"step": step + 1, "loss": r.loss, "ce": r.ce, "lr": lr,
                                    "grad_norm": r.grad_norm, "tokens": r.n_tokens})
-        bar.update(1)
-        bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{lr:.2e}", tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
-        step += 1
-        if args.eval_every and step % args.eval_every == 0 and step < steps:
-            do_eval(step)
-        if args.save_every and step % args.save_every == 0 and step < steps:
-            checkpoint(step)
-    else:
-        step = steps
-    bar.close()
-    if step < steps:  # stopped early on purpose: save and say how to go on
-        checkpoint(step)
-        log(f"stopped at step {step} of {steps}; go on with: python -m nanoagent.train --resume --out {out} --data ...")
-        return {"history": trainer["history"], "evals": trainer["evals"], "checkpoint": str(ckpt), "done": False}
-    if not trainer["evals"] or trainer["evals"][-1]["step"] != steps:
-        do_eval(steps)
-    checkpoint(steps)
-    final = out / "model"
-    save_checkpoint(final, model, tokenizer_json)
-    log(f"wrote {final} (an HF folder: python -m nanoagent.generate --model {final})")
-    return {"history": trainer["history"], "evals": trainer["evals"], "checkpoint": str(ckpt),
-            "model": str(final), "done": True}
+    return r
+
+
+def train_steps(run: Run) -> int:
+    """Steps from the checkpoint's (or 0) until the end or --stop-after, with evaluations, checkpoints
+    and a progress bar as asked -> the number of steps done in all."""
+    a, start = run.args, run.trainer["step"]
+    end = run.steps if a.stop_after is None else min(run.steps, start + a.stop_after)
+    if start == 0 and not run.trainer["evals"]:
+        evaluate_run(run, 0)
+    t0, tokens = time.perf_counter(), 0
+    with tqdm(total=run.steps, initial=start, desc=a.loss, unit="step", disable=a.quiet, file=sys.stderr) as bar:
+        for step in range(start, end):
+            r = step_once(run, step)
+            tokens += r.n_inputs
+            bar.update(1)
+            bar.set_postfix(loss=f"{r.loss:.4f}", lr=f"{run.trainer['history'][-1]['lr']:.2e}",
+                            tok_s=f"{tokens / (time.perf_counter() - t0):.0f}")
+            done = step + 1
+            if a.eval_every and done % a.eval_every == 0 and done < run.steps:
+                evaluate_run(run, done)
+            if a.save_every and done % a.save_every == 0 and done < run.steps:
+                checkpoint(run, done)
+    return end
+
+
+def finish(run: Run, done: int) -> dict:
+    """Save where the run stands; at the end, a last evaluation and the final model folder -> a summary."""
+    summary = {"history": run.trainer["history"], "evals": run.trainer["evals"], "checkpoint": str(run.ckpt)}
+    if done < run.steps:  # stopped early on purpose: save and say how to go on
+        checkpoint(run, done)
+        run.log(f"stopped at step {done} of {run.steps}; go on with: "
+                f"python -m nanoagent.train --resume --out {run.args.out}")
+        return summary | {"done": False}
+    if not run.trainer["evals"] or run.trainer["evals"][-1]["step"] != run.steps:
+        evaluate_run(run, run.steps)
+    checkpoint(run, run.steps)
+    final = run.args.out / "model"
+    save_checkpoint(final, run.model, run.tokenizer_json)
+    run.log(f"wrote {final} (an HF folder: python -m nanoagent.generate --model {final})")
+    return summary | {"model": str(final), "done": True}
+
+
+def run(argv=None) -> dict:
+    """The whole command; returns a summary (per-step losses, evaluations, output folders)."""
+    r = setup(parse_args(argv))
+    return finish(r, train_steps(r))
 
 
 def main(argv=None) -> None:
-    from .weights import WeightsError
     try:
         run(argv)
-    except (TrainingError, WeightsError) as e:
+    except (TrainingError, WeightsError, DataError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
-        sys.exit("interrupted; the last checkpoint (if any) is intact: go on with --resume")
+        sys.exit("interrupted; the last checkpoint (if any) is intact: go on with "
+                 "python -m nanoagent.train --resume --out OUT (the run's own --out)")
 
 
 if __name__ == "__main__":

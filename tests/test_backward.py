@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from nanoagent import kernels, layers
+from nanoagent.checkpoint import read_model
+from nanoagent.gradcheck import numeric_grad, rel_err
 from nanoagent.config import ModelConfig
 from nanoagent.loss import lm_head_loss
 from nanoagent.model import Model
@@ -16,24 +18,6 @@ B, T, C, H, KV, F, V = 2, 5, 8, 2, 1, 12, 11  # tiny shapes: head dim D = C / H 
 D = C // H
 EPS = 1e-5
 TOL = 1e-6
-
-
-def rel_err(a, b):
-    return float(np.max(np.abs(a - b)) / max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-12))
-
-
-def numeric_grad(f, x, entries, h=1e-6):
-    """d f() / d x at the flat indices `entries` by central differences (x is restored)."""
-    flat, g = x.reshape(-1), np.zeros(len(entries))
-    for j, i in enumerate(entries):
-        old = flat[i]
-        flat[i] = old + h
-        fp = f()
-        flat[i] = old - h
-        fm = f()
-        flat[i] = old
-        g[j] = (fp - fm) / (2 * h)
-    return g
 
 
 def check(f, inputs: dict, analytic: dict, max_entries=None):
@@ -185,7 +169,7 @@ def test_model_backward_accumulates(rng):
 @pytest.mark.parametrize("kind,prefix,loss_key", [("sft", "grad/", "loss"), ("dft", "dft_grad/", "dft_loss")])
 def test_tiny_reference_gradients(kind, prefix, loss_key):
     ref = np.load(FIXTURES / "tiny_reference.npz")
-    model = Model.from_folder(FIXTURES / "tiny", dtype=np.float64)
+    model = read_model(FIXTURES / "tiny", dtype=np.float64)
     ids, mask = ref["ids"], ref["mask"]
     h, caches = model.forward(ids[:, :-1])
     out = lm_head_loss(h, model.params["model.embed_tokens.weight"], ids[:, 1:], mask, kind=kind)
@@ -199,7 +183,7 @@ def test_tiny_reference_gradients(kind, prefix, loss_key):
 
 def test_float32_gradients_close_to_float64():
     ref = np.load(FIXTURES / "tiny_reference.npz")
-    model = Model.from_folder(FIXTURES / "tiny", dtype=np.float32)
+    model = read_model(FIXTURES / "tiny", dtype=np.float32)
     ids, mask = ref["ids"], ref["mask"]
     h, caches = model.forward(ids[:, :-1])
     assert h.dtype == np.float32

@@ -7,7 +7,8 @@ import pytest
 from nanoagent.data import adapters as A
 from nanoagent.data.clean import ExactDedup, MinHashLSH, jaccard, normalize_text, shorten_casual, vary_tools
 from nanoagent.data.io import DataError, find_data_dir, read_rows
-from nanoagent.data.mix import LOCAL, Options, Source, build, eval_prompts, stats_table, write_jsonl
+from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
+from nanoagent.data.mix import LOCAL, Options, Source, build, stats_table, write_jsonl
 from nanoagent.tokenizer import render_chat
 
 ADD = {"name": "add", "description": "Add two numbers", "parameters": {
@@ -17,7 +18,6 @@ ADD = {"name": "add", "description": "Add two numbers", "parameters": {
 @pytest.fixture(scope="session")
 def bfcl_dir():
     """The BFCL data out of the bfcl-eval wheel (fetched with pip once, then cached)."""
-    from nanoagent.eval.bfcl import bfcl_data_dir
     return bfcl_data_dir()
 
 
@@ -328,7 +328,6 @@ def test_eval_prompts_are_dropped(data_dir, tmp_path):
 
 
 def test_the_training_mix_shares_no_prompt_with_bfcl_or_ifeval(data_dir, bfcl_dir):
-    from nanoagent.eval.bfcl import bfcl_prompts
     blocked = eval_prompts(data_dir, bfcl_dir)
     rows, _ = build(LOCAL, data_dir, None, Options(), blocked)
     train = {normalize_text(m["content"]) for r in rows for m in r["messages"] if m["role"] == "user"}

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nanoagent.agent import ScriptedModel
+from nanoagent.data import benchmarks as BD
 from nanoagent.eval import bfcl as B
 from nanoagent.eval import ifeval as I
 from nanoagent.eval.ppl import nll_sum, run_ppl
@@ -15,7 +16,7 @@ from nanoagent.eval.ppl import nll_sum, run_ppl
 @pytest.fixture(scope="session")
 def bfcl_dir():
     """The BFCL data out of the bfcl-eval wheel (fetched with pip once, then cached)."""
-    return B.bfcl_data_dir()
+    return BD.bfcl_data_dir()
 
 
 FN = {"name": "calc.area", "parameters": {"type": "dict", "required": ["base", "height"], "properties": {
@@ -103,9 +104,9 @@ def answer_from(ground_truth):
 
 
 def test_real_items_scored_with_a_scripted_model(bfcl_dir):
-    items = {c: B.load_category(bfcl_dir, c) for c in B.CATEGORIES}
-    assert [len(items[c]) for c in B.CATEGORIES] == [400, 200, 200, 200, 240]
-    for c in B.CATEGORIES[:-1]:
+    items = {c: BD.load_category(bfcl_dir, c) for c in BD.CATEGORIES}
+    assert [len(items[c]) for c in BD.CATEGORIES] == [400, 200, 200, 200, 240]
+    for c in BD.CATEGORIES[:-1]:
         for it in items[c][:5]:
             r = B.evaluate_item(ScriptedModel([answer_from(it["ground_truth"])]), it)
             assert r["correct"] and r["format_ok"], (it["id"], r["reason"])
@@ -138,11 +139,11 @@ def test_run_toolcall_summary_and_prompt(bfcl_dir):
 
 
 def test_bfcl_dir_errors(tmp_path):
-    with pytest.raises(B.BFCLDataError, match="holds no BFCL data"):
-        B.bfcl_data_dir(tmp_path)
-    with pytest.raises(B.BFCLDataError):
+    with pytest.raises(BD.BFCLDataError, match="holds no BFCL data"):
+        BD.bfcl_data_dir(tmp_path)
+    with pytest.raises(BD.BFCLDataError):
         (tmp_path / "x.whl").write_bytes(b"not a zip")
-        B.extract_bfcl_data(tmp_path / "x.whl", tmp_path / "out")
+        BD.extract_bfcl_data(tmp_path / "x.whl", tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -189,7 +190,7 @@ def test_ifeval_checkers(iid, kwargs, good, bad):
 
 
 def test_every_ifeval_type_in_the_data_has_a_checker(data_dir):
-    items = I.ifeval_items(data_dir / "ifeval" / "input_data.jsonl")
+    items = BD.ifeval_items(data_dir / "ifeval" / "input_data.jsonl")
     assert len(items) == 52  # the sample (tests/fixtures/data): IFEval's first 50 prompts and two more
     assert {i for it in items for i in it["instruction_id_list"]} == set(I.CHECKERS)  # all 25 types, each checked
     assert {p[0] for p in PASS_FAIL} == set(I.CHECKERS) - {"language:response_language"}

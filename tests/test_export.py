@@ -8,9 +8,13 @@ import pytest
 from gguf import GGMLQuantizationType as Q, GGUFReader
 from gguf.quants import dequantize, quantize
 
+import nanoagent
 from conftest import load_tiny
 from nanoagent import export, quant, weights
+from nanoagent.checkpoint import read_model, read_tokenizer
 from nanoagent.model import Model
+from nanoagent.quantize import quantize_folder
+from nanoagent.weights import default_dir
 from test_quant import TOKENS, tiny_folder
 
 
@@ -57,22 +61,22 @@ def test_tiny_round_trip(tmp_path, qtype):
     assert kinds["blk.0.attn_norm.weight"] == Q.F32
     assert kinds["blk.0.ffn_up.weight"] == (Q.F16 if qtype == "f16" else Q.Q8_0)
 
-    back = Model.from_folder(weights.convert_gguf(out, tmp_path / "back"))
+    back = read_model(weights.convert_gguf(out, tmp_path / "back"))
     assert back.config == tiny.config
     want = expected_params(tiny.params, qtype)
     for name, a in want.items():
         np.testing.assert_array_equal(back.params[name], a, err_msg=name)
     ids = np.arange(12)
     np.testing.assert_allclose(back.logits(ids), Model(tiny.config, want).logits(ids), rtol=1e-5, atol=1e-5)
-    assert back.tokenizer.encode("<|im_start|>abc") == [1, 127, TOKENS.index("c")]
+    assert read_tokenizer(tmp_path / "back").encode("<|im_start|>abc") == [1, 127, TOKENS.index("c")]
 
 
 def test_an_int8_folder_exports_its_dequantized_weights(tmp_path):
     src, _ = tiny_folder(tmp_path / "float")
-    int8 = quant.quantize_folder(src, tmp_path / "int8", group=16)
+    int8 = quantize_folder(src, tmp_path / "int8", group=16)
     out = export.export_gguf(int8, tmp_path / "int8.gguf", "f16")
-    back = Model.from_folder(weights.convert_gguf(out, tmp_path / "back"))
-    w = Model.from_folder(int8).params["model.layers.1.mlp.down_proj.weight"]
+    back = read_model(weights.convert_gguf(out, tmp_path / "back"))
+    w = read_model(int8).params["model.layers.1.mlp.down_proj.weight"]
     np.testing.assert_array_equal(back.params["model.layers.1.mlp.down_proj.weight"],
                                   quant.dequantize(w).astype(np.float16).astype(np.float32))
 
@@ -91,13 +95,13 @@ def test_cli_writes_a_gguf_and_errors_are_one_line(tmp_path):
 def test_real_model_q8_0_round_trip(real_model, tmp_path):
     """SmolLM2 exported as llama.cpp Q8_0 and read back: every tensor is its Q8_0 rounding, the
     tokenizer rebuilt from the file encodes a chat as the original does, and the logits follow."""
-    from nanoagent.weights import default_dir
     out = export.export_gguf(default_dir(), tmp_path / "smollm2-q8_0.gguf", "q8_0")
     assert out.stat().st_size < 150e6
-    back = Model.from_folder(weights.convert_gguf(out, tmp_path / "back"))
+    back = nanoagent.load(weights.convert_gguf(out, tmp_path / "back"))
     for name in ["model.embed_tokens.weight", "model.layers.7.self_attn.q_proj.weight",
                  "model.layers.7.self_attn.k_proj.weight", "model.norm.weight"]:
-        np.testing.assert_array_equal(back.params[name], expected_params({name: real_model.params[name]}, "q8_0")[name])
+        np.testing.assert_array_equal(back.model.params[name],
+                                      expected_params({name: real_model.model.params[name]}, "q8_0")[name])
     tok = real_model.tokenizer
     text = tok.render_chat([{"role": "user", "content": "Ünïcode, digits 12345 and\ttabs: what is 2+2?"}])
     ids = tok.encode(text)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from nanoagent.generate import GenerationStats, TextStream, generate_ids
-from nanoagent.model import ContextLengthError
+from nanoagent.decode import ContextLengthError
 
 
 class CharTokenizer:
@@ -52,7 +52,7 @@ def test_generation_stops_at_stop_ids_and_counts(tiny_model):
 
 
 def test_prompt_longer_than_the_context_is_a_clear_error(tiny_model):
-    with pytest.raises(ContextLengthError, match="context is 128"):
+    with pytest.raises(ContextLengthError, match="do not fit the context of 128.*Shorten the prompt"):
         next(generate_ids(tiny_model, np.zeros(200, dtype=int), stop_ids=()))
 
 
@@ -77,6 +77,6 @@ def test_cli_reads_the_prompt_from_stdin_with_a_system_prompt_and_sampling(real_
 
 def test_cli_errors_are_one_clear_line(real_model, tmp_path):
     r = run_cli("--prompt", "hi " * 9000)
-    assert r.returncode != 0 and "context is 8192" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode != 0 and "context of 8192" in r.stderr and "Traceback" not in r.stderr
     r = run_cli("--prompt", "hi", "--model", str(tmp_path))
     assert r.returncode != 0 and "not a model folder" in r.stderr and "Traceback" not in r.stderr

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from nanoagent.model import ContextLengthError
+from nanoagent.decode import ContextLengthError
 
 
 @pytest.fixture(scope="module")

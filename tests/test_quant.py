@@ -9,13 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import nanoagent
 from conftest import load_tiny
-from nanoagent import kernels, quant
-from nanoagent.kernels import decode_int8
-from nanoagent.model import ContextLengthError, Model
+from nanoagent import kernels_int8, quant
+from nanoagent.checkpoint import WeightsError, read_model, save_folder
+from nanoagent.decode import ContextLengthError
+from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_replies
+from nanoagent.eval.ppl import perplexity
+from nanoagent.kernels_int8 import decode_int8
+from nanoagent.model import Model
 from nanoagent.quant import Int8Weight
+from nanoagent.quantize import quantize_folder
 from nanoagent.tokenizer import tokenizer_from_gguf_vocab
-from nanoagent.weights import WeightsError, save_folder
+from nanoagent.weights import default_dir
 
 # ---- kernels and their twins ------------------------------------------------------------------
 
@@ -27,8 +33,8 @@ def test_quantize_rows_equals_twin(dtype, limit, gs, xdtype):
     x = np.random.default_rng(0).standard_normal((7, 48)).astype(xdtype) * 3
     x[2, :gs] = 0  # an all-zero group gets scale 0 and q 0
     x[3, 5] = 40.0  # an outlier
-    q, s = kernels.quantize_rows(x, gs, limit, dtype)
-    q_ref, s_ref = kernels.quantize_rows_ref(x, gs, limit, dtype)
+    q, s = kernels_int8.quantize_rows(x, gs, limit, dtype)
+    q_ref, s_ref = kernels_int8.quantize_rows_ref(x, gs, limit, dtype)
     assert q.dtype == dtype and s.dtype == np.float32 and s.shape == (7, 48 // gs)
     np.testing.assert_array_equal(q, q_ref)
     np.testing.assert_array_equal(s, s_ref)
@@ -40,8 +46,8 @@ def test_round_rows_equals_twin():
     x = rng.standard_normal((5, 64)).astype(np.float32)
     scale = (np.abs(x).reshape(5, 4, 16).max(-1) / 127 * rng.uniform(0.9, 1.1, (5, 4))).astype(np.float32)
     scale[1, 2] = 0
-    q = kernels.round_rows(x, scale, 127, np.int8)
-    np.testing.assert_array_equal(q, kernels.round_rows_ref(x, scale, 127, np.int8))
+    q = kernels_int8.round_rows(x, scale, 127, np.int8)
+    np.testing.assert_array_equal(q, kernels_int8.round_rows_ref(x, scale, 127, np.int8))
     assert np.abs(q.astype(int)).max() == 127 and not q[1, 32:48].any()  # clipped where the scale is small
 
 
@@ -53,16 +59,16 @@ def test_dequantize_rows_equals_twin():
     rng = np.random.default_rng(1)
     q = rng.integers(-127, 128, (9, 48)).astype(np.int8)
     s = rng.random((9, 3)).astype(np.float32)
-    np.testing.assert_array_equal(kernels.dequantize_rows(q, s), kernels.dequantize_rows_ref(q, s))
+    np.testing.assert_array_equal(kernels_int8.dequantize_rows(q, s), kernels_int8.dequantize_rows_ref(q, s))
 
 
 @pytest.mark.parametrize("N,Cout,Cin,gs", [(1, 37, 64, 16), (5, 37, 96, 32), (3, 20, 96, 96), (9, 7, 128, 64)])
 def test_matmul_int8_equals_twin(N, Cout, Cin, gs):
     rng = np.random.default_rng(2)
-    xq, sx = kernels.quantize_rows(rng.standard_normal((N, Cin)), gs, quant.activation_limit(gs), np.int16)
-    q, sw = kernels.quantize_rows(rng.standard_normal((Cout, Cin)), gs, 127, np.int8)
-    out = kernels.matmul_int8(xq, sx, q, sw)
-    ref = kernels.matmul_int8_ref(xq, sx, q, sw)
+    xq, sx = kernels_int8.quantize_rows(rng.standard_normal((N, Cin)), gs, quant.activation_limit(gs), np.int16)
+    q, sw = kernels_int8.quantize_rows(rng.standard_normal((Cout, Cin)), gs, 127, np.int8)
+    out = kernels_int8.matmul_int8(xq, sx, q, sw)
+    ref = kernels_int8.matmul_int8_ref(xq, sx, q, sw)
     assert out.shape == (N, Cout) and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
@@ -77,8 +83,8 @@ def test_matmul_int8_sums_the_largest_groups_without_overflow(gs):
     q[1] = -127
     sx = np.ones((2, 1536 // gs), np.float32)
     sw = np.ones((3, 1536 // gs), np.float32)
-    out = kernels.matmul_int8(xq, sx, q, sw)
-    np.testing.assert_allclose(out, kernels.matmul_int8_ref(xq, sx, q, sw), rtol=1e-6)
+    out = kernels_int8.matmul_int8(xq, sx, q, sw)
+    np.testing.assert_allclose(out, kernels_int8.matmul_int8_ref(xq, sx, q, sw), rtol=1e-6)
     assert out[0, 0] == pytest.approx(1536 * 127 * limit, rel=1e-6)
 
 
@@ -117,8 +123,8 @@ def test_linear_kernel_and_blas_paths_agree(N, monkeypatch):
     exact = x @ quant.dequantize(qw).T
     scale = np.abs(exact).max()
     if N < quant.BLAS_ROWS:
-        xq, sx = kernels.quantize_rows(x, 16, quant.activation_limit(16), np.int16)
-        np.testing.assert_allclose(y, kernels.matmul_int8_ref(xq, sx, qw.q, qw.scale), rtol=1e-5, atol=1e-6 * scale)
+        xq, sx = kernels_int8.quantize_rows(x, 16, quant.activation_limit(16), np.int16)
+        np.testing.assert_allclose(y, kernels_int8.matmul_int8_ref(xq, sx, qw.q, qw.scale), rtol=1e-5, atol=1e-6 * scale)
     else:
         np.testing.assert_allclose(y, exact, rtol=1e-5, atol=1e-6 * scale)
     np.testing.assert_allclose(y, exact, rtol=0, atol=2e-4 * scale)
@@ -171,7 +177,7 @@ def layered_steps(model, ids, n_prompt):
 @pytest.mark.parametrize("group", [16, None])
 def test_int8_compiled_decode_step_equals_the_layered_forward(group, monkeypatch):
     calls = []
-    monkeypatch.setattr(kernels, "decode_int8", lambda *a: calls.append(1) or decode_int8(*a))
+    monkeypatch.setattr(kernels_int8, "decode_int8", lambda *a: calls.append(1) or decode_int8(*a))
     tiny = load_tiny()
     model = Model(tiny.config, quant.quantize_params(tiny.params, group))
     assert model.int8 and not tiny.int8
@@ -204,32 +210,31 @@ def tiny_folder(path):
 
 
 def test_int8_checkpoint_round_trip(tmp_path):
-    import nanoagent
     src, tiny = tiny_folder(tmp_path / "float")
-    out = quant.quantize_folder(src, tmp_path / "int8", group=16)
+    out = quantize_folder(src, tmp_path / "int8", group=16)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["quantization"]["group_size"] == 16 and cfg["hidden_size"] == tiny.config.hidden_size
     assert sorted(p.name for p in tmp_path.iterdir()) == ["float", "int8", "tok.json"]  # nothing half-written
 
     loaded = nanoagent.load(out)  # an int8 folder loads as int8 with no flag
-    on_load = quant.load_int8(src, group=16)  # quantized while loading: the same weights
-    default = nanoagent.load(src, int8=True)  # groups of 64 where a row allows, else the largest that fits
+    on_load = nanoagent.ChatModel(read_model(src, int8=True, group=16), loaded.tokenizer)  # quantized while loading
+    default = nanoagent.load(src, int8=True).model  # groups of 32 where a row allows, else the largest that fits
     assert {w.group for w in default.params.values() if isinstance(w, Int8Weight)} == \
         {quant.group_for(c, quant.GROUP) for c in (64, 160)}  # C = 64, F = 160
     direct = quant.quantize_params(tiny.params, 16)
     for name, w in direct.items():
         for m in (loaded, on_load):
-            got = m.params[name]
+            got = m.model.params[name]
             if isinstance(w, Int8Weight):
                 np.testing.assert_array_equal(got.q, w.q, err_msg=name)
                 np.testing.assert_array_equal(got.scale, w.scale, err_msg=name)
             else:
                 np.testing.assert_array_equal(got, w, err_msg=name)
-    assert not loaded.params["model.embed_tokens.weight"].q.flags.owndata  # memory-mapped, not copied
+    assert not loaded.model.params["model.embed_tokens.weight"].q.flags.owndata  # memory-mapped, not copied
     ids = np.arange(10)
     np.testing.assert_array_equal(loaded.logits(ids), on_load.logits(ids))
     steps = []
-    for m in (loaded, on_load):  # read-only memory-mapped weights decode like quantized ones
+    for m in (loaded.model, on_load.model):  # read-only memory-mapped weights decode like quantized ones
         kv = m.new_kv_cache(12)
         m.prefill(ids, kv)
         steps.append([m.decode_step(t, kv) for t in (3, 4)])
@@ -243,7 +248,7 @@ def test_per_channel_checkpoint_and_cli(tmp_path):
                         str(tmp_path / "int8"), "--group", "channel"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Wrote" in r.stderr and "MB" in r.stderr
-    model = Model.from_folder(tmp_path / "int8")
+    model = read_model(tmp_path / "int8")
     assert all(w.scale.shape[1] == 1 for w in model.params.values() if isinstance(w, Int8Weight))
     assert json.loads((tmp_path / "int8" / "config.json").read_text())["quantization"]["group_size"] == "channel"
 
@@ -251,25 +256,26 @@ def test_per_channel_checkpoint_and_cli(tmp_path):
 def test_a_damaged_int8_checkpoint_is_one_clear_error(tmp_path):
     from safetensors.numpy import load_file, save_file
     src, _ = tiny_folder(tmp_path / "float")
-    out = quant.quantize_folder(src, tmp_path / "int8", group=16)
+    out = quantize_folder(src, tmp_path / "int8", group=16)
     tensors = load_file(str(out / "model.safetensors"))
     tensors["model.layers.0.mlp.up_proj.weight_scale"] = np.ones((3, 3), np.float32)
     save_file(tensors, str(out / "model.safetensors"))
     with pytest.raises(WeightsError, match="up_proj.weight .*not an int8 weight.*nanoagent.quantize"):
-        Model.from_folder(out)
+        read_model(out)
 
 
 # ---- the real weights ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
 def real_int8(real_model):
-    return Model(real_model.config, quant.quantize_params(real_model.params), real_model.tokenizer)
+    return nanoagent.ChatModel(Model(real_model.config, quant.quantize_params(real_model.model.params)),
+                               real_model.tokenizer)
 
 
 def test_every_real_tensor_error_is_bounded(real_model, real_int8):
-    for name, w in real_int8.params.items():
+    for name, w in real_int8.model.params.items():
         if isinstance(w, Int8Weight):
-            check_error_bound(np.asarray(real_model.params[name]), w)
+            check_error_bound(np.asarray(real_model.model.params[name]), w)
 
 
 def heldout_ids(tokenizer, data_dir, n=2048):
@@ -282,7 +288,7 @@ def heldout_ids(tokenizer, data_dir, n=2048):
 
 def test_real_perplexity_rises_less_than_one_percent(real_model, real_int8, data_dir):
     ids = heldout_ids(real_model.tokenizer, data_dir)
-    ppl32, ppl8 = quant.perplexity(real_model, ids), quant.perplexity(real_int8, ids)
+    ppl32, ppl8 = perplexity(real_model, ids), perplexity(real_int8, ids)
     assert 1.0 < ppl32 < 20
     assert ppl8 <= ppl32 * 1.01, (ppl32, ppl8)
 
@@ -292,19 +298,18 @@ def test_real_greedy_replies_agree(real_model, real_int8):
     tokens, int8 may pick the other one, and the rest of that reply goes its own way (88.6% of the
     positions agree; llama.cpp's Q8_0 weights give the same). Read along float32's own replies,
     int8 picks float32's top token at 99% of the positions."""
-    a = quant.greedy_replies(real_model, quant.CHECK_PROMPTS, 32)
-    b = quant.greedy_replies(real_int8, quant.CHECK_PROMPTS, 32)
-    assert quant.agreement(a, b) >= 0.85
-    assert quant.forced_agreement(real_model, real_int8, quant.CHECK_PROMPTS, a) >= 0.98
+    a = greedy_replies(real_model, CHECK_PROMPTS, 32)
+    b = greedy_replies(real_int8, CHECK_PROMPTS, 32)
+    assert agreement(a, b) >= 0.85
+    assert forced_agreement(real_model, real_int8, CHECK_PROMPTS, a) >= 0.98
 
 
 def test_real_int8_checkpoint_is_small_and_generates_in_little_memory(real_model, tmp_path):
     """The checkpoint is at most 150 MB, and `generate` on it peaks under 400 MB. The peak is the child's
     own VmHWM: its ru_maxrss would include this (large) test process, which it was forked from."""
-    from nanoagent.weights import default_dir
     if not Path("/proc/self/status").exists():
         pytest.skip("VmHWM needs Linux's /proc")
-    out = quant.quantize_folder(default_dir(), tmp_path / "int8")
+    out = quantize_folder(default_dir(), tmp_path / "int8")
     assert sum(f.stat().st_size for f in out.iterdir()) <= 150e6
     code = ("import sys; from nanoagent.generate import main; main(sys.argv[1:]); "
             "print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0], file=sys.stderr)")

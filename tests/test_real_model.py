@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from nanoagent.generate import generate_ids
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,7 @@ def test_logits_match_reference(gguf_model, ref):
 
 
 def test_greedy_continuation_matches_reference(gguf_model, ref):
-    from nanoagent.generate import generate_ids
-    out = list(generate_ids(gguf_model, ref["ids"], max_new_tokens=32, stop_ids=()))
+    out = list(generate_ids(gguf_model.model, ref["ids"], max_new_tokens=32, stop_ids=()))
     assert out == ref["greedy"].tolist()
 
 

@@ -6,8 +6,12 @@ import shutil
 import numpy as np
 import pytest
 
+import nanoagent
 from conftest import FIXTURES
 from nanoagent import train as T
+from nanoagent.checkpoint import read_model
+from nanoagent.data import batch as DB
+from nanoagent.data.io import DataError
 from nanoagent.model import Model
 from nanoagent.optim import adamw_init
 from nanoagent.tokenizer import render_chat
@@ -17,7 +21,7 @@ from nanoagent.tokenizer import render_chat
 
 def test_glaive_rows_convert_to_messages_and_tools(data_dir):
     rows = json.loads((data_dir / "glaive" / "glaive_toolcall_en_demo.json").read_text())
-    messages, tools = T.row_to_chat(rows[0])
+    messages, tools = DB.row_to_chat(rows[0])
     assert tools[0]["name"] == "search_recipes"
     assert [m["role"] for m in messages] == ["user", "assistant", "user", "assistant", "tool", "assistant",
                                              "user", "assistant"]
@@ -32,10 +36,10 @@ def test_glaive_rows_convert_to_messages_and_tools(data_dir):
     assert "<tools>" in text and '"name": "search_recipes"' in text
     # a row without any call: plain user/assistant turns, tools still offered
     plain = next(r for r in rows if all(t["from"] in ("human", "gpt") for t in r["conversations"]))
-    messages, tools = T.row_to_chat(plain)
+    messages, tools = DB.row_to_chat(plain)
     assert {m["role"] for m in messages} == {"user", "assistant"} and isinstance(tools, list)
     # every row of the sample converts and keeps assistant tokens within 1024 tokens but a few
-    assert all(T.row_to_chat(r) is not None for r in rows)
+    assert all(DB.row_to_chat(r) is not None for r in rows)
 
 
 def test_sharegpt_text_then_call_is_one_assistant_turn():
@@ -43,42 +47,42 @@ def test_sharegpt_text_then_call_is_one_assistant_turn():
                              {"from": "function_call", "value": '{"name": "f", "arguments": "{\\"x\\": 1}"}'},
                              {"from": "observation", "value": "2"}, {"from": "gpt", "value": "It is 2."}],
            "tools": '[{"name": "f", "description": "adds one", "parameters": {"type": "object", "properties": {}}}]'}
-    messages, tools = T.row_to_chat(row)
+    messages, tools = DB.row_to_chat(row)
     assert [t["name"] for t in tools] == ["f"]
     assert messages[1] == {"role": "assistant", "content": "Let me look.", "tool_calls": [{"name": "f", "arguments": {"x": 1}}]}
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant"]
     # a row in the common form is used as it is
     common = {"messages": messages, "tools": tools}
-    assert T.row_to_chat(common) == (messages, tools)
+    assert DB.row_to_chat(common) == (messages, tools)
 
 
 def test_collate_pads_right_and_shifts_the_mask():
-    a = T.Example(np.array([5, 6, 7, 8]), np.array([0, 0, 1, 1], bool))
-    b = T.Example(np.array([9, 10]), np.array([0, 1], bool))
-    batch = T.collate([a, b], pad_id=2)
+    a = DB.Example(np.array([5, 6, 7, 8]), np.array([0, 0, 1, 1], bool))
+    b = DB.Example(np.array([9, 10]), np.array([0, 1], bool))
+    batch = DB.collate([a, b], pad_id=2)
     np.testing.assert_array_equal(batch["inputs"], [[5, 6, 7], [9, 10, 2]])
     np.testing.assert_array_equal(batch["targets"], [[6, 7, 8], [10, 2, 2]])
     np.testing.assert_array_equal(batch["mask"], [[0, 1, 1], [1, 0, 0]])  # target t counts if token t+1 is the assistant's
     np.testing.assert_array_equal(batch["lengths"], [3, 1])
-    packed = T.pack([a, b, a], seq_len=6)
+    packed = DB.pack([a, b, a], seq_len=6)
     assert [len(p.ids) for p in packed] == [6, 4]
 
 
 def test_epoch_order_is_a_function_of_seed_and_epoch():
-    assert (T.epoch_order(10, 3, 1) == T.epoch_order(10, 3, 1)).all()
-    assert not (T.epoch_order(10, 3, 1) == T.epoch_order(10, 3, 2)).all()
+    assert (DB.epoch_order(10, 3, 1) == DB.epoch_order(10, 3, 1)).all()
+    assert not (DB.epoch_order(10, 3, 1) == DB.epoch_order(10, 3, 2)).all()
 
 
 def test_malformed_rows(tmp_path):
-    with pytest.raises(T.TrainingError, match="row 1"):
-        T.encode_rows([{"ids": [1, 2, 3]}, {"ids": [1, 2], "mask": [1]}], None, 16)
-    examples, skipped = T.encode_rows([{"ids": [1, 2, 3]}, {"text": "no messages"}, {"ids": [4, 5], "mask": [1, 0]}],
+    with pytest.raises(DataError, match="row 1"):
+        DB.encode_rows([{"ids": [1, 2, 3]}, {"ids": [1, 2], "mask": [1]}], None, 16)
+    examples, skipped = DB.encode_rows([{"ids": [1, 2, 3]}, {"text": "no messages"}, {"ids": [4, 5], "mask": [1, 0]}],
                                       None, 16)
     assert len(examples) == 1 and skipped == {"not a chat": 1, "no assistant token within --seq-len": 1}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"ids": [1, 2]}\n{oops\n')
-    with pytest.raises(T.TrainingError, match="bad.jsonl:2"):
-        T.read_rows(str(bad))
+    with pytest.raises(DataError, match="bad.jsonl:2"):
+        DB.load_examples(str(bad), None, 16)
 
 
 # ---- the optimizer loop on the tiny model ---------------------------------------------------------
@@ -86,7 +90,7 @@ def test_malformed_rows(tmp_path):
 def test_tiny_model_overfits_one_batch():
     model = T.load_model(FIXTURES / "tiny")
     rng = np.random.default_rng(0)
-    batch = T.collate([T.Example(rng.integers(0, 128, 17), np.ones(17, bool)) for _ in range(2)], pad_id=2)
+    batch = DB.collate([DB.Example(rng.integers(0, 128, 17), np.ones(17, bool)) for _ in range(2)], pad_id=2)
     state = adamw_init(model.params)
     losses = [T.train_step(model, [batch], state, lr=3e-3, kind="sft", clip=1.0).loss for _ in range(150)]
     assert losses[0] > 4.0
@@ -97,7 +101,7 @@ def test_nan_loss_stops_before_touching_the_weights():
     model = T.load_model(FIXTURES / "tiny")
     model.params["model.layers.0.mlp.up_proj.weight"][0, 0] = np.nan
     before = {k: p.copy() for k, p in model.params.items()}
-    batch = T.collate([T.Example(np.arange(10), np.ones(10, bool))], pad_id=2)
+    batch = DB.collate([DB.Example(np.arange(10), np.ones(10, bool))], pad_id=2)
     with pytest.raises(T.TrainingError, match="nan"):
         T.train_step(model, [batch], adamw_init(model.params), lr=1e-3)
     for k, p in model.params.items():
@@ -137,8 +141,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, token_data):
     losses_b = [h["loss"] for h in rest["history"]]
     np.testing.assert_allclose(losses_b, losses_a, rtol=1e-6)
     assert [h["step"] for h in rest["history"]] == list(range(1, 7))
-    a = Model.from_folder(tmp_path / "a" / "model")
-    b = Model.from_folder(tmp_path / "b" / "model")
+    a = read_model(tmp_path / "a" / "model")
+    b = read_model(tmp_path / "b" / "model")
     for k in a.params:
         np.testing.assert_allclose(b.params[k], a.params[k], rtol=1e-5, atol=1e-7, err_msg=k)
     # held-out evaluations: at the start, every 3 steps and at the end (random tokens: no trend to expect)
@@ -149,8 +153,8 @@ def test_resume_repeats_the_uninterrupted_run(tmp_path, token_data):
 def test_final_folder_and_interrupted_save(tmp_path, token_data, monkeypatch):
     out = tmp_path / "run"
     T.run(tiny_args(token_data, out))
-    final = Model.from_folder(out / "model")
-    start = Model.from_folder(FIXTURES / "tiny")
+    final = read_model(out / "model")
+    start = read_model(FIXTURES / "tiny")
     assert set(final.params) == set(start.params)
     assert not np.allclose(final.params["model.norm.weight"], start.params["model.norm.weight"])
     assert {p.name for p in (out / "checkpoint").iterdir()} >= {"config.json", "model.safetensors",
@@ -204,7 +208,7 @@ def test_real_weights_smoke(tmp_path, data_dir, real_model):
     data = tmp_path / "chats.jsonl"
     with open(data, "w") as f:
         for row in rows:
-            messages, tools = T.row_to_chat(row)
+            messages, tools = DB.row_to_chat(row)
             f.write(json.dumps({"messages": messages, "tools": tools}) + "\n")
     out = tmp_path / "real"
     summary = T.run(["--model", str(resolve(None)), "--data", str(data), "--out", str(out), "--steps", "2",
@@ -212,7 +216,7 @@ def test_real_weights_smoke(tmp_path, data_dir, real_model):
                      "--loss", "dft", "--quiet"])
     assert summary["done"] and all(np.isfinite(h["loss"]) for h in summary["history"])
     assert [e["step"] for e in summary["evals"]] == [0, 2] and all(0 < e["p"] < 1 for e in summary["evals"])
-    model = Model.from_folder(out / "model")
+    model = nanoagent.load(out / "model")
     assert model.tokenizer is not None and model.config == real_model.config
 
 

@@ -27,20 +27,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from nanoagent.checkpoint import read_model
+from nanoagent.data.batch import Example, collate
 from nanoagent.optim import adamw_init, lr_at
 from nanoagent.train import train_step
-
-try:  # the data helpers and the folder reader live in these modules since the package was split
-    from nanoagent.data.batch import Example, collate
-except ImportError:
-    from nanoagent.train import Example, collate
-try:
-    from nanoagent.checkpoint import read_model
-except ImportError:
-    from nanoagent.model import Model
-
-    def read_model(folder, dtype=np.float32):
-        return read_model(folder, dtype=dtype)
 
 FIXTURES = Path(__file__).parent / "fixtures"
 RTOL = 1e-10

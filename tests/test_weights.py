@@ -12,7 +12,8 @@ from gguf import GGMLQuantizationType as Q, GGUFWriter
 from gguf.quants import dequantize, quantize
 
 from conftest import FIXTURES, load_tiny
-from nanoagent import weights
+from nanoagent import checkpoint, weights
+from nanoagent.checkpoint import read_model
 from nanoagent.model import Model
 from nanoagent.tokenizer import tokenizer_from_gguf_vocab
 from nanoagent.weights import WeightsError
@@ -42,7 +43,7 @@ def test_unpermute_inverts_llama_cpp_permutation():
 def test_bf16_widens_exactly():
     x = np.random.default_rng(2).standard_normal(1000).astype(np.float32)
     bits = (x.view(np.uint32) >> 16).astype(np.uint16)  # bf16 = the top 16 bits
-    y = weights.bf16_to_f32(bits)
+    y = checkpoint.bf16_to_f32(bits)
     np.testing.assert_array_equal(y.view(np.uint32), x.view(np.uint32) & 0xFFFF0000)
 
 
@@ -65,7 +66,7 @@ def test_read_safetensors_is_zero_copy_and_reads_bf16(tmp_path):
     b = np.array([1.5, -2.25], dtype=np.float32)
     b16 = (b.view(np.uint32) >> 16).astype(np.uint16)
     write_safetensors(tmp_path / "m.safetensors", {"a": ("F32", (3, 4), a.tobytes()), "b": ("BF16", (2,), b16.tobytes())})
-    t = weights.read_safetensors(tmp_path / "m.safetensors")
+    t = checkpoint.read_safetensors(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(t["a"], a)
     np.testing.assert_array_equal(t["b"], b)
     assert not t["a"].flags.owndata and not t["a"].flags.writeable
@@ -78,17 +79,17 @@ def test_broken_safetensors_raise_one_clear_error(tmp_path, damage):
     data = path.read_bytes()
     path.write_bytes({"truncate": data[:-100], "garbage": b"\x13" * 300, "empty": b""}[damage])
     with pytest.raises(WeightsError, match="model.safetensors.*(Delete|delete)"):
-        weights.read_safetensors(path)
+        checkpoint.read_safetensors(path)
 
 
 def test_mismatched_tensors_name_the_file(tiny_model):
     params = dict(tiny_model.params)
     params["model.norm.weight"] = np.zeros(3, np.float32)
     with pytest.raises(WeightsError, match=r"x\.safetensors: tensor model\.norm\.weight has shape"):
-        weights.check_params(params, tiny_model.config, Path("x.safetensors"))
+        checkpoint.check_params(params, tiny_model.config, Path("x.safetensors"))
     del params["model.norm.weight"]
     with pytest.raises(WeightsError, match="has no tensor model.norm.weight"):
-        weights.check_params(params, tiny_model.config, Path("x.safetensors"))
+        checkpoint.check_params(params, tiny_model.config, Path("x.safetensors"))
 
 
 def test_resolve_rejects_an_incomplete_folder(tmp_path):
@@ -100,11 +101,11 @@ def test_resolve_rejects_an_incomplete_folder(tmp_path):
 def test_atomic_dir_leaves_nothing_behind_on_failure(tmp_path):
     dest = tmp_path / "model"
     with pytest.raises(RuntimeError):
-        with weights.atomic_dir(dest) as tmp:
+        with checkpoint.atomic_dir(dest) as tmp:
             (tmp / "config.json").write_text("{}")
             raise RuntimeError("interrupted")
     assert list(tmp_path.iterdir()) == []
-    with weights.atomic_dir(dest) as tmp:
+    with checkpoint.atomic_dir(dest) as tmp:
         (tmp / "a").write_text("new")
     assert (dest / "a").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
 
@@ -168,14 +169,14 @@ def test_gguf_with_quantized_and_permuted_tensors_converts_to_the_same_model(tmp
     w.close()
 
     out = weights.convert_gguf(tmp_path / "tiny.gguf", tmp_path / "converted")
-    model = Model.from_folder(out)
+    model = read_model(out)
     assert model.config == cfg
     for name, a in expected.items():
         np.testing.assert_array_equal(model.params[name], a, err_msg=name)
     ids = np.arange(10)
     want = Model(cfg, expected).logits(ids)
     np.testing.assert_allclose(model.logits(ids), want, atol=1e-5)
-    assert model.tokenizer.encode("<|im_start|>abc") == [1, 127, TINY_TOKENS.index("c")]
+    assert checkpoint.read_tokenizer(out).encode("<|im_start|>abc") == [1, 127, TINY_TOKENS.index("c")]
 
 
 @pytest.fixture
@@ -222,7 +223,7 @@ def test_first_use_fetches_from_the_hub_and_widens_bf16(fake_hub, capsys):
     assert folder == weights.default_dir() and weights.is_complete(folder)
     assert "from the Hugging Face hub" in capsys.readouterr().err
     assert weights.source_of(folder) == "hub"
-    model = Model.from_folder(folder)
+    model = read_model(folder)
     for name, a in tiny.params.items():  # bf16 of the tiny weights, widened exactly
         np.testing.assert_array_equal(model.params[name].view(np.uint32), a.view(np.uint32) & 0xFFFF0000)
     n = len(requests)

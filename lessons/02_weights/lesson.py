@@ -14,12 +14,14 @@ from gguf.quants import quantize
 
 import nanoagent
 from nanoagent.layers import rope_tables
-from nanoagent.weights import bf16_to_f32, dequantize_q4_1, dequantize_q8_0, unpermute_qk
+from nanoagent.checkpoint import bf16_to_f32
+from nanoagent.weights import dequantize_q4_1, dequantize_q8_0, unpermute_qk
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"
 Q8_0, Q4_1 = GGMLQuantizationType.Q8_0, GGMLQuantizationType.Q4_1
 
-model = nanoagent.load()  # an HF folder under weights/, obtained on first use
+lm = nanoagent.load()  # the network and its tokenizer (an HF folder under weights/, obtained on first use)
+model, tok = lm.model, lm.tokenizer
 params, cfg = model.params, model.config
 C, F, H, KV, D = cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 
@@ -82,7 +84,7 @@ print("hub (bf16)" if is_bf16 else "GGUF (Q8_0 embedding, Q4_1 linear layers)" i
 # 34 bytes per 32 weights: a float16 scale d, then 32 int8 values; weight = d * q.
 
 # %%
-paris = model.tokenizer.encode(" Paris")[0]
+paris = tok.encode(" Paris")[0]
 block = emb[paris, :32].copy()  # (32,) the first block of the row of " Paris"
 
 d = np.abs(block).max() / 127  # the largest weight maps to +-127
@@ -179,7 +181,7 @@ def scores(wq, wk, rope, x):
     return np.einsum("thd,shd->hts", q, k)
 
 
-x = emb[model.tokenizer.encode("The capital of France is Paris.")]  # (T,C) real inputs
+x = emb[tok.encode("The capital of France is Paris.")]  # (T,C) real inputs
 wq, wk = params["model.layers.0.self_attn.q_proj.weight"], params["model.layers.0.self_attn.k_proj.weight"]
 wq_gguf, wk_gguf = permute_like_llama_cpp(wq, H), permute_like_llama_cpp(wk, KV)
 

@@ -12,7 +12,8 @@ import nanoagent
 from nanoagent import kernels
 from nanoagent.layers import rmsnorm_forward
 
-model = nanoagent.load()
+lm = nanoagent.load()  # the network and its tokenizer (an HF folder under weights/, obtained on first use)
+model, tok = lm.model, lm.tokenizer
 params, cfg = model.params, model.config
 eps = cfg.rms_norm_eps  # 1e-5, from config.json
 
@@ -22,8 +23,8 @@ eps = cfg.rms_norm_eps  # 1e-5, from config.json
 # the embedding rows of the prompt's tokens.
 
 # %%
-prompt = model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
-ids = np.array(model.tokenizer.encode(prompt))[None]  # (B,T) = (1,37)
+prompt = tok.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+ids = np.array(tok.encode(prompt))[None]  # (B,T) = (1,37)
 x = params["model.embed_tokens.weight"][ids]  # (B,T,C)
 w = params["model.layers.0.input_layernorm.weight"]  # (C,)
 print("x", x.shape, "w", w.shape)

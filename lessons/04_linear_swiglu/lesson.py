@@ -11,7 +11,8 @@ import numpy as np
 import nanoagent
 from nanoagent.layers import block_forward, linear_forward, swiglu_forward
 
-model = nanoagent.load()
+lm = nanoagent.load()  # the network and its tokenizer (an HF folder under weights/, obtained on first use)
+model, tok = lm.model, lm.tokenizer
 params, cfg = model.params, model.config
 C, F = cfg.hidden_size, cfg.intermediate_size
 
@@ -21,8 +22,8 @@ C, F = cfg.hidden_size, cfg.intermediate_size
 # hidden state h the MLP reads, `cache.norm2.x` the residual stream before the MLP is added.
 
 # %%
-prompt = model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
-ids = np.array(model.tokenizer.encode(prompt))[None]  # (B,T)
+prompt = tok.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+ids = np.array(tok.encode(prompt))[None]  # (B,T)
 T = ids.shape[1]
 x0 = params["model.embed_tokens.weight"][ids]  # (B,T,C)
 out0, cache = block_forward(x0, model.blocks[0], cfg.num_attention_heads, cfg.num_key_value_heads,

@@ -11,7 +11,8 @@ import numpy as np
 import nanoagent
 from nanoagent.layers import block_forward, rope_forward, rope_tables
 
-model = nanoagent.load()
+lm = nanoagent.load()  # the network and its tokenizer (an HF folder under weights/, obtained on first use)
+model, tok = lm.model, lm.tokenizer
 params, cfg = model.params, model.config
 H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 theta, Tmax = cfg.rope_theta, cfg.max_position_embeddings  # 100000, 8192
@@ -47,8 +48,8 @@ print(f"max|cos(float32 angles) - cos(float64 angles)| = {np.abs(np.cos(angles32
 # and `cache.attn.q` the rotated queries that attention used.
 
 # %%
-prompt = model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
-ids = np.array(model.tokenizer.encode(prompt))[None]  # (B,T)
+prompt = tok.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+ids = np.array(tok.encode(prompt))[None]  # (B,T)
 B, T = ids.shape
 x0 = params["model.embed_tokens.weight"][ids]  # (B,T,C)
 _, cache = block_forward(x0, model.blocks[0], H, KV, cfg.rms_norm_eps, cos_pkg[:T], sin_pkg[:T])

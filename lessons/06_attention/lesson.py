@@ -12,7 +12,8 @@ import numpy as np
 import nanoagent
 from nanoagent.layers import attention_forward, block_forward
 
-model = nanoagent.load()
+lm = nanoagent.load()  # the network and its tokenizer (an HF folder under weights/, obtained on first use)
+model, tok = lm.model, lm.tokenizer
 params, cfg = model.params, model.config
 H, KV, D = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
 G = H // KV  # 3 query heads per KV head
@@ -23,8 +24,8 @@ G = H // KV  # 3 query heads per KV head
 # its attention used (lessons 04 and 05 built the projections and RoPE).
 
 # %%
-prompt = model.tokenizer.render_chat([{"role": "user", "content": "What is the capital of France?"}])
-ids = np.array(model.tokenizer.encode(prompt))[None]  # (B,T)
+prompt = tok.render_chat([{"role": "user", "content": "What is the capital of France?"}])
+ids = np.array(tok.encode(prompt))[None]  # (B,T)
 B, T = ids.shape
 x0 = params["model.embed_tokens.weight"][ids]  # (B,T,C)
 _, cache = block_forward(x0, model.blocks[0], H, KV, cfg.rms_norm_eps, model.cos[:T], model.sin[:T])

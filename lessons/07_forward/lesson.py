@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nanoagent.checkpoint import check_params, read_model, read_safetensors, read_tokenizer
 from nanoagent.config import ModelConfig
 from nanoagent.model import Model
-from nanoagent.weights import check_params, read_safetensors, resolve_gguf
+from nanoagent.weights import resolve_gguf
 
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 FIXTURES = HERE.parents[1] / "tests" / "fixtures"
@@ -88,7 +89,8 @@ def forward(params, cfg, ids, trace=None):
 # default folder came from the hub in bf16 (the same model, different last digits).
 
 # %%
-model = Model.from_folder(resolve_gguf())
+model = read_model(resolve_gguf())
+tok = read_tokenizer(resolve_gguf())
 ref = np.load(FIXTURES / "real_reference.npz")
 ids = ref["ids"]  # (T,) = (37,)
 print(str(ref["prompt"]))
@@ -107,7 +109,7 @@ z = logits[-1].astype(np.float64)
 probs = np.exp(z - z.max())
 probs /= probs.sum()
 for t in np.argsort(-probs)[:5]:
-    print(f"{probs[t]:6.1%}  {model.tokenizer.decode([t])!r}")
+    print(f"{probs[t]:6.1%}  {tok.decode([t])!r}")
 
 # %% [markdown]
 # ## 5. Against the package and the reference
@@ -121,8 +123,8 @@ same_argmax = np.array_equal(logits[:, ref["vocab_subset"]].argmax(-1), ref["log
 print(f"hand vs Model.logits {diff_pkg:.1e} | hand vs transformers: subset {diff_ref:.1e}, last position "
       f"{diff_last:.1e} (logits span {logits.min():.0f}..{logits.max():.0f}) | argmax at every position equal: "
       f"{same_argmax}")
-print("first greedy token:", repr(model.tokenizer.decode([int(logits[-1].argmax())])),
-      "| reference:", repr(model.tokenizer.decode(ref["greedy"][:1])))
+print("first greedy token:", repr(tok.decode([int(logits[-1].argmax())])),
+      "| reference:", repr(tok.decode(ref["greedy"][:1])))
 
 # %% [markdown]
 # ## 6. The tiny model: the same code on another shape

@@ -15,12 +15,13 @@ import time
 import numpy as np
 
 import nanoagent
-from nanoagent.model import single_blas_thread
+from nanoagent.kernels import single_blas_thread
 from nanoagent.sampling import SamplingParams, filter_probs, sample_next
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"
-model = nanoagent.load()
-cfg, tok = model.config, model.tokenizer
+lm = nanoagent.load()  # the network and its tokenizer
+model, tok = lm.model, lm.tokenizer
+cfg = model.config
 L, H, KV, D, C = cfg.num_hidden_layers, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim, cfg.hidden_size
 G, eps = H // KV, cfg.rms_norm_eps
 
@@ -209,7 +210,7 @@ print("same draws by hand:", my_draws == pkg_draws)
 # temperature 0 is argmax at every step; the reply stops at <|im_end|>.
 
 # %%
-reply = model.chat(question, max_new_tokens=16)
+reply = lm.chat(question, max_new_tokens=16)
 print(repr(reply))
 
 # %% [markdown]

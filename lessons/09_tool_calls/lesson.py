@@ -125,7 +125,7 @@ print("real model wrote:", repr(real.steps[0].reply), "| calls:", real.steps[0].
 # %%
 prefix = '<tool_call>[{"name": "calculator", "arguments": {"expression": "'
 prompt = model.tokenizer.render_chat(question, tools=[calculator.schema]) + prefix
-filled = "".join(stream_ids_text(model, model.tokenizer.encode(prompt), 12, stop=['"']))
+filled = "".join(stream_ids_text(model.model, model.tokenizer, model.tokenizer.encode(prompt), 12, stop=['"']))
 forced = parse_reply(prefix + filled + '"}}]</tool_call>')
 outcome = run_call(forced.calls[0], tools) if forced.calls else None
 print("model filled in:", repr(filled), "->", outcome)

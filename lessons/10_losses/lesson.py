@@ -12,8 +12,8 @@ import numpy as np
 import nanoagent
 from nanoagent.loss import lm_head_loss, log_softmax
 
-model = nanoagent.load()
-tok = model.tokenizer
+lm = nanoagent.load()  # the network and its tokenizer
+model, tok = lm.model, lm.tokenizer
 W = model.params["model.embed_tokens.weight"]  # (V,C) the tied embedding / LM head
 
 # %% [markdown]

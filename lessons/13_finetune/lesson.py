@@ -13,7 +13,9 @@ import numpy as np
 
 import nanoagent
 from nanoagent.optim import adamw_init, adamw_step, lr_at
-from nanoagent.train import Example, collate, train_step
+from nanoagent.data.batch import Example, collate
+from nanoagent.generate import ChatModel
+from nanoagent.train import train_step
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"  # three steps, no "before" reply
 
@@ -54,18 +56,19 @@ print(" ".join(f"{lr_at(s, 5e-5, warmup=3, total=30):.1e}" for s in range(0, 30,
 # with its assistant mask, and a few full steps taken: forward, loss, backward, AdamW.
 
 # %%
+from nanoagent.checkpoint import read_tokenizer
 from nanoagent.train import load_model
 from nanoagent.weights import resolve
 
 model = load_model(resolve(None))
-tok = model.tokenizer
+tok = read_tokenizer(resolve(None))
 tools = [{"name": "get_weather", "description": "Current weather in a city",
           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 question = [{"role": "user", "content": "Is it raining in Lisbon?"}]
 chat = question + [{"role": "assistant", "content": "",
                     "tool_calls": [{"name": "get_weather", "arguments": {"city": "Lisbon"}}]}]
 if not QUICK:
-    print("before:", repr(model.chat(question, tools=tools, max_new_tokens=30)))
+    print("before:", repr(ChatModel(model, tok).chat(question, tools=tools, max_new_tokens=30)))
 
 ids, mask = tok.encode_chat(chat, tools, add_generation_prompt=False)
 batch = collate([Example(np.array(ids), mask)], pad_id=tok.im_end_id)
@@ -77,7 +80,7 @@ for step in range(steps):
     losses.append(r.loss)
     print(f"step {step + 1}: loss {r.loss:.4f} (geometric-mean target probability {math.exp(-r.loss):.3f}), "
           f"grad norm {r.grad_norm:.2f}")
-answer = model.chat(question, tools=tools, max_new_tokens=40)
+answer = ChatModel(model, tok).chat(question, tools=tools, max_new_tokens=40)
 print("after: ", repr(answer))
 
 # %% [markdown]

@@ -17,14 +17,17 @@ from pathlib import Path
 import numpy as np
 
 import nanoagent
-from nanoagent import kernels, quant
+from nanoagent import kernels_int8, quant
 from nanoagent.data.io import find_data_dir
-from nanoagent.generate import GenerationStats, generate_ids
+from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, greedy_replies
+from nanoagent.eval.ppl import perplexity
+from nanoagent.generate import ChatModel, GenerationStats, generate_ids
 from nanoagent.layers import embedding_forward, rmsnorm_forward
 from nanoagent.model import Model
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"
-model = nanoagent.load()
+lm = nanoagent.load()  # the network and its tokenizer
+model, tok = lm.model, lm.tokenizer
 P = model.params
 
 # %% [markdown]
@@ -77,24 +80,24 @@ for group in (None, 64, 32):
 # vanishes. Below, the real hidden state of a prompt going into layer 0's gate.
 
 # %%
-ids = model.tokenizer.encode("Natalia sold clips to 48 of her friends in April.")
+ids = tok.encode("Natalia sold clips to 48 of her friends in April.")
 x, _ = embedding_forward(np.array([ids]), P["model.embed_tokens.weight"])
 h, _ = rmsnorm_forward(x[0], P["model.layers.0.post_attention_layernorm.weight"], model.config.rms_norm_eps)  # (T,C)
 qw = quant.quantize(w, quant.GROUP)
 gs = qw.group
-xq, sx = kernels.quantize_rows(h, gs, quant.activation_limit(gs), np.int16)  # (T,C) int16, (T,G)
+xq, sx = kernels_int8.quantize_rows(h, gs, quant.activation_limit(gs), np.int16)  # (T,C) int16, (T,G)
 by_hand = sum(qw.scale[0, g] * sx[0, g] * int(np.dot(qw.q[0, g * gs:(g + 1) * gs].astype(np.int64),
                                                       xq[0, g * gs:(g + 1) * gs].astype(np.int64)))
               for g in range(h.shape[1] // gs))
-y8 = kernels.matmul_int8(xq, sx, qw.q, qw.scale)  # (T,F): the Numba kernel
+y8 = kernels_int8.matmul_int8(xq, sx, qw.q, qw.scale)  # (T,F): the Numba kernel
 assert np.isclose(y8[0, 0], by_hand, rtol=1e-5)
-assert np.allclose(y8, kernels.matmul_int8_ref(xq, sx, qw.q, qw.scale), rtol=1e-5, atol=1e-5)
+assert np.allclose(y8, kernels_int8.matmul_int8_ref(xq, sx, qw.q, qw.scale), rtol=1e-5, atol=1e-5)
 
 y = h @ w.T  # float32
-xq8, sx8 = kernels.quantize_rows(h, gs, 127, np.int16)  # int8-range activations, for comparison
+xq8, sx8 = kernels_int8.quantize_rows(h, gs, 127, np.int16)  # int8-range activations, for comparison
 for label, approx in [("int8 weights, float input", h @ quant.dequantize(qw).T),
                       ("int8 weights, int16 input", y8),
-                      ("int8 weights, int8 input", kernels.matmul_int8(xq8, sx8, qw.q, qw.scale))]:
+                      ("int8 weights, int8 input", kernels_int8.matmul_int8(xq8, sx8, qw.q, qw.scale))]:
     print(f"{label:27s} relative error of y: {np.linalg.norm(approx - y) / np.linalg.norm(y):.5f}")
 
 # %% [markdown]
@@ -109,19 +112,19 @@ if data is None:  # a fresh clone: the GSM8K sample shipped with the tests (it h
     data = here.parents[1] / "tests" / "fixtures" / "data"
     print("no data folder found: reading the GSM8K test sample in tests/fixtures/data")
 rows = [json.loads(line) for line in (data / "gsm8k" / "test.jsonl").read_text().splitlines()[:300]]
-text_ids = model.tokenizer.encode("\n\n".join(r["answer"] for r in rows))[:256 if QUICK else 2048]
-prompts = quant.CHECK_PROMPTS[:6] if QUICK else quant.CHECK_PROMPTS
+text_ids = tok.encode("\n\n".join(r["answer"] for r in rows))[:256 if QUICK else 2048]
+prompts = CHECK_PROMPTS[:6] if QUICK else CHECK_PROMPTS
 n_new = 12 if QUICK else 32
 
-ppl32 = quant.perplexity(model, text_ids)
-greedy32 = quant.greedy_replies(model, prompts, n_new)
+ppl32 = perplexity(lm, text_ids)
+greedy32 = greedy_replies(lm, prompts, n_new)
 print(f"{len(text_ids)} held-out tokens; {len(prompts)} prompts x {n_new} greedy tokens")
 print(f"float32              perplexity {ppl32:.4f}")
 results = {}
 for group in (quant.GROUP, None):
-    m8 = Model(model.config, quant.quantize_params(P, group), model.tokenizer)
-    ppl8 = quant.perplexity(m8, text_ids)
-    agree = quant.agreement(greedy32, quant.greedy_replies(m8, prompts, n_new))
+    m8 = ChatModel(Model(model.config, quant.quantize_params(P, group)), tok)
+    ppl8 = perplexity(m8, text_ids)
+    agree = agreement(greedy32, greedy_replies(m8, prompts, n_new))
     results[group] = (m8, ppl8, agree)
     label = "int8 per row" if group is None else f"int8 per {group}"
     print(f"{label:20s} perplexity {ppl8:.4f} ({ppl8 / ppl32 - 1:+.2%}), greedy agreement {agree:.1%}")
@@ -135,8 +138,8 @@ for group in (quant.GROUP, None):
 # the careful measurement.
 
 # %%
-model8 = results[quant.GROUP][0]
-chat = model.tokenizer.encode(model.tokenizer.render_chat([{"role": "user", "content": "Tell me a story."}]))
+model8 = results[quant.GROUP][0].model
+chat = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a story."}]))
 prompt = np.random.default_rng(0).integers(100, 40000, 64 if QUICK else 512)
 
 

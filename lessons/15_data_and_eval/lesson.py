@@ -16,7 +16,8 @@ from nanoagent.agent import ScriptedModel
 from nanoagent.data import adapters as A
 from nanoagent.data.clean import MinHashLSH, jaccard, vary_tools
 from nanoagent.data.io import find_data_dir
-from nanoagent.data.mix import LOCAL, Options, build, eval_prompts, stats_table
+from nanoagent.data.benchmarks import eval_prompts
+from nanoagent.data.mix import LOCAL, Options, build, stats_table
 from nanoagent.eval import bfcl, ifeval
 from nanoagent.tokenizer import render_chat
 

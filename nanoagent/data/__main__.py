@@ -8,13 +8,16 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
+from ..checkpoint import WeightsError
+from ..tokenizer import Tokenizer
+from ..weights import hub_reachable, resolve
+from .benchmarks import eval_prompts
 from .io import DataError, find_data_dir
-from .mix import RECIPES, Options, build, eval_prompts, stats_table, write_jsonl
+from .mix import RECIPES, Options, build, stats_table, write_jsonl
 
 
 def default_recipe() -> str:
     """'nanoagent' when the hub is reachable and `datasets` is installed, else 'local'."""
-    from ..weights import hub_reachable
     try:
         import datasets  # noqa: F401
     except ImportError:
@@ -47,8 +50,6 @@ def main(argv=None) -> None:
     b.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    from ..weights import WeightsError, resolve
-    from ..tokenizer import Tokenizer
     try:
         name = args.recipe or default_recipe()
         recipe = [s for s in RECIPES[name]]

@@ -19,9 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
 
 from .adapters import ADAPTERS, Drop
 from .clean import ExactDedup, MinHashLSH, chat_text, normalize_text, shorten_casual, user_prompts, vary_tools
+from ..tokenizer import render_chat_spans
 from .io import DataError, find_data_dir, iter_rows
 
 
@@ -106,28 +108,11 @@ class Stats:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
 
 
-# ---- evaluation prompts never go into training --------------------------------------------------------
-
-def eval_prompts(data_dir: Path | None, bfcl_dir=None, fetch_bfcl: bool = True) -> set[str]:
-    """Normalized prompts of IFEval (shared folder) and BFCL (when its data is at hand), to drop from the mix."""
-    out = set()
-    if data_dir is not None and (data_dir / "ifeval" / "input_data.jsonl").is_file():
-        out |= {normalize_text(r["prompt"]) for r in iter_rows(str(data_dir / "ifeval" / "input_data.jsonl"))}
-    try:
-        from ..eval.bfcl import bfcl_cache_dir, bfcl_prompts
-        if bfcl_dir is not None or fetch_bfcl or bfcl_cache_dir().is_dir():
-            out |= {normalize_text(p) for p in bfcl_prompts(bfcl_dir)}
-    except Exception as e:  # no network and no cache: IFEval alone, said aloud
-        print(f"note: BFCL prompts not available for decontamination ({e})", file=sys.stderr)
-    return out
-
-
 # ---- building -----------------------------------------------------------------------------------------
 
 def token_counter(tokenizer):
     """chat -> (tokens, assistant tokens); without a tokenizer, about 4 characters a token."""
     if tokenizer is None:
-        from ..tokenizer import render_chat_spans
 
         def approx(row):
             text, spans = render_chat_spans(row["messages"], row.get("tools"), add_generation_prompt=False)
@@ -143,7 +128,6 @@ def token_counter(tokenizer):
 def build(recipe: list[Source], data_dir: Path | None = None, tokenizer=None, options: Options = Options(),
           blocked_prompts: set[str] = frozenset(), limit: int | None = None, progress: bool = False):
     """-> (rows, {source: Stats}). `limit` caps every source's rows read (for quick runs)."""
-    from tqdm import tqdm
     rng = np.random.default_rng(options.seed)
     exact, near = ExactDedup(), MinHashLSH(threshold=options.near_dup_threshold, seed=options.seed)
     count = token_counter(tokenizer)

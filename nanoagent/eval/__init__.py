@@ -8,7 +8,8 @@ Each evaluation takes any object with `chat(messages, tools=None, **generation) 
 (a `nanoagent.Model`, or `nanoagent.agent.ScriptedModel` in tests).
 Lesson: lessons/15_data_and_eval/README.md.
 """
-from .bfcl import CATEGORIES, bfcl_data_dir, bfcl_tools, check_call, check_item, normalize_string, run_toolcall
+from ..data.benchmarks import CATEGORIES, bfcl_data_dir
+from .bfcl import bfcl_tools, check_call, check_item, normalize_string, run_toolcall
 from .ifeval import CHECKERS, check_instruction, check_prompt, run_ifeval
 from .ppl import run_ppl
 

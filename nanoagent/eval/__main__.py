@@ -7,6 +7,10 @@ import sys
 import time
 from pathlib import Path
 
+from ..checkpoint import WeightsError
+from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
+from ..data.io import DataError
+from ..generate import load
 from . import bfcl, ifeval, ppl
 
 
@@ -17,12 +21,12 @@ def parse_args(argv=None):
     ap.add_argument("task", choices=("toolcall", "ifeval", "ppl", "all"),
                     help="'all' runs toolcall and ifeval")
     ap.add_argument("--model", default=None, help="HF model folder (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--limit", type=int, default=None, help="items per BFCL category / IFEval prompts / ppl rows")
+    ap.add_argument("--limit", type=int, default=None, help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N IFEval prompts, or N ppl rows")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="reply length cap (default: 256 for toolcall, 512 for ifeval)")
-    ap.add_argument("--categories", default=",".join(bfcl.CATEGORIES), help="BFCL categories, comma-separated")
+    ap.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
     ap.add_argument("--bfcl-dir", default=None,
-                    help=f"unzipped bfcl_eval/data/ of {bfcl.BFCL_WHEEL} (default: fetched on first use and cached)")
+                    help=f"unzipped bfcl_eval/data/ of {BFCL_WHEEL} (default: fetched on first use and cached)")
     ap.add_argument("--ifeval-data", default=None,
                     help="IFEval input_data.jsonl (default: the shared data folder, else google/IFEval)")
     ap.add_argument("--data", default=None, help="ppl: a text file, a .jsonl/.json/.parquet file or a hub dataset")
@@ -34,9 +38,6 @@ def parse_args(argv=None):
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
-    from .. import load
-    from ..data.io import DataError
-    from ..weights import WeightsError
     try:
         if args.task == "ppl" and not args.data:
             raise DataError("ppl needs --data (a text file, a .jsonl/.json/.parquet file or a hub dataset name)")
@@ -66,7 +67,7 @@ def main(argv=None) -> dict:
         tmp.replace(out)
         print(f"wrote {out}", file=sys.stderr)
         return report
-    except (WeightsError, DataError, bfcl.BFCLDataError, ValueError, OSError) as e:
+    except (WeightsError, DataError, BFCLDataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
 
 

@@ -20,6 +20,10 @@ import re
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
+from ..data.benchmarks import ifeval_items
+
 UNCHECKED = None  # what a checker returns when it cannot decide here
 
 
@@ -301,20 +305,7 @@ def summarize(results: list[dict]) -> dict:
 
 # ---- data and the run ---------------------------------------------------------------------------------
 
-def ifeval_items(path: str | Path | None = None) -> list[dict]:
-    """IFEval prompts: a local input_data.jsonl, else the shared data folder, else the hub copy."""
-    from ..data.io import find_data_dir, read_rows
-    if path is None:
-        local = find_data_dir(required=False)
-        if local is not None and (local / "ifeval" / "input_data.jsonl").is_file():
-            path = local / "ifeval" / "input_data.jsonl"
-        else:
-            path = "google/IFEval"
-    return read_rows(str(path))
-
-
 def run_ifeval(model, path=None, limit: int | None = None, max_new_tokens: int = 512, progress: bool = True) -> dict:
-    from tqdm import tqdm
     items = ifeval_items(path)[:limit]
     results = []
     for it in tqdm(items, desc="ifeval", unit="prompt", disable=not progress, file=sys.stderr):

@@ -1,4 +1,4 @@
-"""Perplexity: exp of the mean next-token cross-entropy over a text file or a dataset.
+"""Perplexity: exp of the mean next-token cross-entropy over token ids, a text file or a dataset.
 
 Plain text is cut into windows of `seq_len + 1` tokens (no overlap); chat rows
 (`messages`) count only the assistant's tokens, as in training; rows with a `text` field
@@ -11,6 +11,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from tqdm import tqdm
+
+from ..data.adapters import to_messages
+from ..data.io import read_rows
+from ..loss import log_softmax
 
 
 def nll_sum(model, ids, mask=None) -> tuple[float, int]:
@@ -18,12 +23,20 @@ def nll_sum(model, ids, mask=None) -> tuple[float, int]:
     ids = np.asarray(ids, dtype=np.int64)
     if len(ids) < 2:
         return 0.0, 0
-    z = model.logits(ids[:-1]).astype(np.float64)  # (T-1, V)
-    z -= z.max(axis=-1, keepdims=True)
-    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))  # stable log-softmax
+    logp = log_softmax(model.logits(ids[:-1]).astype(np.float64))  # (T-1, V)
     nll = -logp[np.arange(len(ids) - 1), ids[1:]]  # (T-1,)
     keep = np.ones(len(ids) - 1, bool) if mask is None else np.asarray(mask[1:], bool)
     return float(nll[keep].sum()), int(keep.sum())
+
+
+def perplexity(model, ids, window: int = 512) -> float:
+    """exp(mean negative log-likelihood) of ids, read in windows of `window` tokens (each window
+    predicts its own tokens 1..; the first token of each window is context only)."""
+    nll, count = 0.0, 0
+    for s in range(0, len(ids) - 1, window):
+        window_nll, n = nll_sum(model, ids[s:s + window])
+        nll, count = nll + window_nll, count + n
+    return math.exp(nll / count)
 
 
 def sequences(model, source: str, seq_len: int, limit: int | None):
@@ -36,8 +49,6 @@ def sequences(model, source: str, seq_len: int, limit: int | None):
         for p in pieces[:limit]:
             yield p, None
         return
-    from ..data.io import read_rows
-    from ..data.adapters import to_messages
     for row in read_rows(source, limit=limit):
         if "text" in row and isinstance(row["text"], str):
             yield tok.encode(row["text"])[:seq_len + 1], None
@@ -50,7 +61,6 @@ def sequences(model, source: str, seq_len: int, limit: int | None):
 
 
 def run_ppl(model, source: str, seq_len: int = 1024, limit: int | None = None, progress: bool = True) -> dict:
-    from tqdm import tqdm
     total, count, n_seq = 0.0, 0, 0
     for ids, mask in tqdm(sequences(model, source, seq_len, limit), desc="ppl", unit="seq",
                           disable=not progress, file=sys.stderr):

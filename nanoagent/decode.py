@@ -1,0 +1,74 @@
+"""Inference only: the KV cache, and attention over it.
+
+Generating a token attends to every position before it; the keys and values of those
+positions never change, so each layer keeps them in a cache instead of recomputing them.
+Nothing here has a backward pass: training runs `layers.attention_forward` on whole
+sequences. Lesson: lessons/08_kv_cache_and_sampling/README.md.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from . import kernels
+from .layers import attention_forward
+
+
+class ContextLengthError(ValueError):
+    """A prompt (plus the tokens to generate) does not fit the context or the KV cache."""
+
+
+def check_fits(n_tokens: int, capacity: int, hint: str = "") -> None:
+    """Raise ContextLengthError unless n_tokens positions fit `capacity` (the one place this is checked)."""
+    if n_tokens > capacity:
+        raise ContextLengthError(f"{n_tokens} tokens do not fit the context of {capacity}{hint}")
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for the positions seen so far (run state, not parameters).
+
+    Keys are stored transposed, so a new query's scores q.k_j run along contiguous memory.
+    """
+    kt: np.ndarray  # (L,B,KV,D,Tmax)
+    v: np.ndarray  # (L,B,KV,Tmax,D)
+    length: int = 0  # P: positions filled
+
+    @property
+    def capacity(self) -> int:
+        return self.v.shape[3]
+
+    def attend(self, layer: int, q, k, v):
+        """q (B,H,T,D), k/v (B,KV,T,D) at positions P..P+T-1 -> out (B,H,T,D), None (no backward cache).
+
+        Writes k and v at P..P+T-1 of this layer's cache, then the queries attend to all P+T
+        cached positions. `length` moves on once every layer has its keys (Model.forward does it).
+        """
+        P, T = self.length, q.shape[2]
+        kt_cache, v_cache = self.kt[layer], self.v[layer]  # (B,KV,D,Tmax), (B,KV,Tmax,D)
+        kt_cache[..., P:P + T], v_cache[:, :, P:P + T] = k.swapaxes(-1, -2), v
+        if q.shape[0] == 1 and T == 1:  # decoding one token: attend to the cache as stored
+            return attention_decode(q, kt_cache, v_cache, P + 1), None
+        k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
+        return attention_forward(q, k, v)[0], None
+
+
+def new_kv_cache(config, dtype, capacity: int | None = None, batch: int = 1) -> KVCache:
+    """An empty cache for `batch` sequences of up to `capacity` positions (default: the context)."""
+    capacity = min(capacity or config.max_position_embeddings, config.max_position_embeddings)
+    L, KV, D = config.num_hidden_layers, config.num_key_value_heads, config.head_dim
+    return KVCache(np.zeros((L, batch, KV, D, capacity), dtype), np.zeros((L, batch, KV, capacity, D), dtype))
+
+
+def attention_decode(q, kt_cache, v_cache, n):
+    """One new query per head q (1,H,1,D) at position n-1 against the caches as stored, keys
+    transposed (1,KV,D,Tmax) and values (1,KV,Tmax,D), holding n positions -> out (1,H,1,D).
+
+    The same function as `layers.attention_forward` for T = 1 (no mask needed: every cached key
+    is in the past), computed by the cache kernel, which reads the contiguous cache directly:
+    out[h] = softmax(q[h] . kt[h // (H/KV)] / sqrt(D)) @ v[h // (H/KV)]   (kernels.attend_cache_ref).
+    """
+    _, H, _, D = q.shape
+    out, _ = kernels.attend_cache(q[0, :, 0], kt_cache[0], v_cache[0], n)  # (H,D)
+    return out.reshape(1, H, 1, D)
