@@ -83,7 +83,7 @@ def round_rows_ref(x, scale, limit, dtype):
 
 # ---- back to float: w[r, i] = q[r, i] * scale[r, i // gs] -----------------------------------
 # One thread: it runs between BLAS calls, and Numba's threads waking while BLAS's still spin
-# made a 512-token int8 prefill 2.5x slower on two cores (lessons/14_int8/README.md).
+# fight them for the cores (lessons/14_int8/README.md has the measurement).
 
 @njit
 def _dequantize_rows(q, scale, out):
@@ -156,10 +156,10 @@ def matmul_int8_ref(xq, sx, q, sw):
 # other within microseconds while the worker still spins. The math is the layered forward's
 # (layers.block_forward with the kernels above, a test pins the two equal); only the order of
 # the loops differs: q, k and v share one parallel loop over their rows, and so do gate and up.
-# One call for the whole step decoded 69 tokens/s against 58, but needs the 30 layers as one
-# Numba argument: a tuple, whose type (so the compiled code) changes with the number of layers,
-# or a numba.typed.List, whose building compiles code costing about 60 MB, which took
-# `generate --int8` past 400 MB.
+# One call for the whole step is faster still, but needs the 30 layers as one Numba argument:
+# a tuple, whose type (so the compiled code) changes with the number of layers, or a
+# numba.typed.List, whose building compiles code that costs more memory than int8 saves
+# (lessons/14_int8/README.md has the figures).
 
 @njit
 def int16_limit(gs):
@@ -250,7 +250,7 @@ def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, 
     P positions, and this token's keys and values are written at P.
     """
     x, eps = np.ascontiguousarray(x, np.float32), np.float32(eps)
-    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them 100x slower
+    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
         x = _decode_layer_int8(x, b.attn_norm, *b.q, *b.k, *b.v, *b.o, b.mlp_norm, *b.gate, *b.up, *b.down,
                                cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps)
     logits = np.empty(head.q.shape[0], np.float32)
