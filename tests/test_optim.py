@@ -7,7 +7,6 @@ import pytest
 
 from nanoagent.checkpoint import read_model
 from nanoagent import kernels
-from nanoagent.model import Model
 from nanoagent.optim import (adamw_init, adamw_step, clip_scale, decays, global_norm, load_state, lr_at,
                              save_state)
 

@@ -12,7 +12,6 @@ from nanoagent import train as T
 from nanoagent.checkpoint import read_model
 from nanoagent.data import batch as DB
 from nanoagent.data.io import DataError
-from nanoagent.model import Model
 from nanoagent.optim import adamw_init
 from nanoagent.tokenizer import render_chat
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-from pathlib import Path
 
 from tqdm import tqdm
 
