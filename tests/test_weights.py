@@ -3,6 +3,7 @@ clear errors for broken files, atomic writes, and both ways of obtaining a model
 (a GGUF written by the `gguf` library, and a stand-in for the hub on 127.0.0.1)."""
 import http.server
 import json
+import os
 import threading
 from pathlib import Path
 
@@ -108,6 +109,20 @@ def test_atomic_dir_leaves_nothing_behind_on_failure(tmp_path):
     with checkpoint.atomic_dir(dest) as tmp:
         (tmp / "a").write_text("new")
     assert (dest / "a").read_text() == "new" and len(list(tmp_path.iterdir())) == 1
+
+
+def test_saved_folders_have_the_usual_permissions(tmp_path):
+    """Other tools and users read a model folder: its files get the umask's usual mode (0644 under 022),
+    not the private 0600 of a temporary file."""
+    tiny = load_tiny()
+    old = os.umask(0o022)
+    try:
+        out = checkpoint.save_folder(tmp_path / "m", tiny.config, tiny.params)
+    finally:
+        os.umask(old)
+    assert (out.stat().st_mode & 0o777) == 0o755
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {"config.json": 0o644,
+                                                                         "model.safetensors": 0o644}
 
 
 # ---- obtaining a model end to end --------------------------------------------------------
