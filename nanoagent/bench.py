@@ -129,6 +129,7 @@ def main(argv=None) -> None:
     except (DataError, WeightsError, OSError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
         sys.exit(130)
 
 

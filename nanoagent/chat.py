@@ -13,32 +13,70 @@ instance named by NANOAGENT_SEARXNG_URL, else DuckDuckGo's HTML page;
 NANOAGENT_SEARCH=local|searxng|duckduckgo forces one (see nanoagent/agent/search.py).
 """
 
-import argparse
 import json
+import re
 import sys
 
 from .agent import Agent
 from .agent.builtin import BUILTIN_TOOLS, builtin_tools
-from .generate import load
+from .checkpoint import WeightsError
+from .generate import CommandLine, add_generation_args, generation_kwargs, load, number
 
 HELP = "Commands: /reset forgets the conversation, /exit or /quit leaves, /help shows this."
 RESULT_PREVIEW_CHARS = 500
+OPEN_TAG = re.compile(r"<\s*tool_calls?\s*>", re.IGNORECASE)  # the spellings of <tool_call> the parser reads
+TAG_STARTS = ("<tool_call>", "<tool_calls>")
 
 
-def _show_event(out, stream):
-    """An on_event callback printing streamed text, tool calls and their results to `out`."""
-    def show(kind, data):
-        if kind == "token" and stream:
-            out.write(data)
-            out.flush()
-        elif kind == "call":
-            out.write(f"\n-> {data['name']} {json.dumps(data['arguments'], ensure_ascii=False)}\n")
-            out.flush()
+class ShowEvents:
+    """An on_event callback printing streamed text, tool calls and their results to `out`.
+
+    A reply is streamed up to its first <tool_call> tag: the call is shown once, parsed
+    (`-> name {...}`), not also as the raw markup. Text that may begin a tag ("<tool") is
+    held back until it is clear either way, and let out at the end of the reply.
+    """
+
+    def __init__(self, out, stream=True):
+        self.out, self.stream = out, stream
+        self.text, self.shown, self.in_call = "", 0, False  # this reply so far; characters written; tag seen
+
+    def __call__(self, kind, data):
+        if kind == "token":
+            if self.stream and not self.in_call:
+                self.push(data)
+            return
+        self.end_reply()  # a call, a result or the answer: the reply's text is complete
+        if kind == "call":
+            self.write(f"\n-> {data['name']} {json.dumps(data['arguments'], ensure_ascii=False)}\n")
         elif kind == "result":
             text = data.content if len(data.content) <= RESULT_PREVIEW_CHARS else data.content[:RESULT_PREVIEW_CHARS] + " ..."
-            out.write("<- " + text.replace("\n", "\n   ") + "\n")
-            out.flush()
-    return show
+            self.write("<- " + text.replace("\n", "\n   ") + "\n")
+
+    def push(self, piece):
+        """Write what may be shown of the reply so far: up to a tag, holding back a possible tag start."""
+        self.text += piece
+        tag = OPEN_TAG.search(self.text, self.shown)
+        if tag:
+            self.in_call = True
+            self.write(self.text[self.shown:tag.start()])
+            self.shown = tag.start()
+            return
+        end = len(self.text)
+        start = self.text.rfind("<", max(self.shown, end - 32))  # a tag is short
+        if start != -1 and any(t.startswith(re.sub(r"\s", "", self.text[start:]).lower()) for t in TAG_STARTS):
+            end = start  # "<", "<tool_c", ...: maybe a tag, wait for more
+        self.write(self.text[self.shown:end])
+        self.shown = end
+
+    def end_reply(self):
+        if not self.in_call:
+            self.write(self.text[self.shown:])
+        self.text, self.shown, self.in_call = "", 0, False
+
+    def write(self, text):
+        if text:
+            self.out.write(text)
+            self.out.flush()
 
 
 def repl(model, tools=(), input_stream=None, output_stream=None, max_steps=5, system=None, stream=True,
@@ -72,7 +110,7 @@ def repl(model, tools=(), input_stream=None, output_stream=None, max_steps=5, sy
         if question == "/help":
             out.write(HELP + "\n")
             continue
-        result = agent.run(question, history=history, on_event=_show_event(out, stream))
+        result = agent.run(question, history=history, on_event=ShowEvents(out, stream))
         if not stream:
             out.write(result.answer)
         if not result.finished:
@@ -86,34 +124,39 @@ def repl(model, tools=(), input_stream=None, output_stream=None, max_steps=5, sy
 
 
 def build_parser():
-    """The command line's arguments."""
-    p = argparse.ArgumentParser(prog="python -m nanoagent.chat", description=__doc__.split("\n\n")[0])
+    """The command line's arguments, each checked before the model loads."""
+    p = CommandLine(prog="python -m nanoagent.chat", description=__doc__.split("\n\n")[0])
     p.add_argument("--tools", default="", help=f"comma-separated tools: {','.join(BUILTIN_TOOLS)} (none: plain chat)")
     p.add_argument("--docs", default=None, help="a folder of .txt/.md/.html files for web_search to search offline")
     p.add_argument("--model", default=None, help="a model folder (default: SmolLM2-135M-Instruct)")
     p.add_argument("--int8", action="store_true", help="load int8 weights")
     p.add_argument("--system", default=None, help="a system prompt")
-    p.add_argument("--max-steps", type=int, default=5, help="most model replies per question (default 5)")
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-steps", type=number(int, 1), default=5, help="most model replies per question (default 5)")
+    add_generation_args(p)
     p.add_argument("--no-stream", action="store_true", help="print each reply when it is complete")
     return p
 
 
 def main(argv=None):
     """Parse arguments, load the model, run the REPL on stdin/stdout."""
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
+    if args.docs is not None and "web_search" not in names:
+        ap.error("argument --docs: only web_search reads documents; add it to --tools")
     try:
         tools = builtin_tools(names, docs=args.docs)
     except ValueError as e:
-        raise SystemExit(f"error: {e}") from None
-    model = load(args.model, int8=args.int8)
-    repl(model, tools, sys.stdin, sys.stdout, max_steps=args.max_steps, system=args.system,
-         stream=not args.no_stream, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-         top_p=args.top_p, seed=args.seed)
+        ap.error(str(e))
+    try:
+        model = load(args.model, int8=args.int8)
+        repl(model, tools, sys.stdin, sys.stdout, max_steps=args.max_steps, system=args.system,
+             stream=not args.no_stream, **generation_kwargs(args))
+    except (WeightsError, ValueError, OSError) as e:  # ContextLengthError is a ValueError
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,24 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 
+SIZES = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+         "num_key_value_heads", "max_position_embeddings")
+TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"}
+
+
+def _is(value, kind: str) -> bool:
+    """Whether a JSON value fits a field annotated `kind` ('int', 'float' or 'bool'); true is not a number."""
+    if kind == "bool":
+        return isinstance(value, bool)
+    return isinstance(value, (int, float) if kind == "float" else int) and not isinstance(value, bool)
+
+
+def _show(value) -> str:
+    """A JSON value as config.json spells it, cut short."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     vocab_size: int = 49152  # V
@@ -29,6 +47,12 @@ class ModelConfig:
     eos_token_id: int = 2
 
     def __post_init__(self):
+        for name in SIZES:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        for name in ("rope_theta", "rms_norm_eps"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be above 0, not {getattr(self, name)}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(f"hidden_size {self.hidden_size} is not a multiple of num_attention_heads {self.num_attention_heads}")
         if self.num_attention_heads % self.num_key_value_heads:
@@ -49,16 +73,25 @@ class ModelConfig:
     # ---- HF config.json ----
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
+        """HF config.json's fields -> ModelConfig; a field of the wrong type or value is a ValueError naming it."""
+        if not isinstance(d, dict):
+            raise ValueError(f"the config must be a JSON object of fields, not {_show(d)}")
         if d.get("model_type", "llama") != "llama":
             raise ValueError(f"model_type {d.get('model_type')!r} is not a LLaMA-style model")
         if d.get("hidden_act", "silu") != "silu":
             raise ValueError(f"hidden_act {d.get('hidden_act')!r} is not supported (SwiGLU needs silu)")
         rope = d.get("rope_parameters") or d.get("rope_scaling") or {}  # newer HF configs nest theta here
+        if not isinstance(rope, dict):
+            raise ValueError(f"rope_parameters must be an object, not {_show(rope)}")
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"rope type {rope['rope_type']!r} is not supported")
         d = {"rope_theta": rope.get("rope_theta", 100000.0), **d}
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        kinds = {f.name: f.type for f in fields(cls)}  # 'int', 'float' or 'bool'
+        values = {k: v for k, v in d.items() if k in kinds}
+        for name, value in values.items():
+            if not _is(value, kinds[name]):
+                raise ValueError(f"{name} must be {TYPE_WORDS[kinds[name]]}, not {_show(value)}")
+        return cls(**values)
 
     @classmethod
     def from_json(cls, path: str | Path) -> "ModelConfig":

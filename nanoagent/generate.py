@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import pickle
 import resource
 import sys
 import time
@@ -17,8 +19,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from numba.core.dispatcher import Dispatcher
 
-from . import kernels
+from . import kernels, kernels_int8
 from .checkpoint import WeightsError, read_model, read_tokenizer
 from .decode import check_fits
 from .model import Model
@@ -189,35 +192,144 @@ def load(path=None, int8: bool = False) -> ChatModel:
 
 # ---- command line -------------------------------------------------------------------------
 
+class CommandLine(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line (the flag and what is wrong), status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def number(kind, low=-math.inf, high=math.inf, open_low=False, open_high=False):
+    """An argparse type: a finite `kind` (int or float) in the range, else an error that says the range."""
+    if high == math.inf:
+        wanted = f"{'above' if open_low else 'at least'} {low}"
+    else:
+        wanted = f"in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number {wanted}, not {text}")
+        if value < low or value > high or (open_low and value == low) or (open_high and value == high):
+            raise argparse.ArgumentTypeError(f"must be {wanted}, not {text}")
+        return value
+    return parse
+
+
+def add_generation_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of one reply (generate's and chat's), each checked before the model loads."""
+    ap.add_argument("--max-new-tokens", type=number(int, 1), default=256, help="most tokens of one reply (default 256)")
+    ap.add_argument("--temperature", type=number(float, 0), default=0.0, help="0 is greedy (default)")
+    ap.add_argument("--top-p", type=number(float, 0, 1, open_low=True), default=1.0,
+                    help="nucleus sampling: keep the most likely tokens up to this probability, in (0, 1] (default 1)")
+    ap.add_argument("--top-k", type=number(int, 0), default=0, help="keep the k most likely tokens (default 0: all)")
+    ap.add_argument("--min-p", type=number(float, 0, 1, open_high=True), default=0.0,
+                    help="drop tokens below this share of the top one's probability, in [0, 1) (default 0)")
+    ap.add_argument("--repetition-penalty", type=number(float, 0, open_low=True), default=1.0,
+                    help="above 1 discourages tokens already seen (default 1: none)")
+    ap.add_argument("--seed", type=number(int, 0), default=None, help="random seed for sampling")
+
+
+def generation_kwargs(args) -> dict:
+    """The parsed flags of `add_generation_args` as keyword arguments of `ChatModel.stream`."""
+    return {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "top_p": args.top_p,
+            "top_k": args.top_k, "min_p": args.min_p, "repetition_penalty": args.repetition_penalty,
+            "seed": args.seed}
+
+
+def json_kind(value) -> str:
+    """What a decoded JSON value is, in words: "an object", "a list", "a string", ..."""
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number")
+
+
+def read_tools(path: str) -> list[dict]:
+    """A JSON file holding a list of tools, OpenAI-style `{"type": "function", "function": {...}}` or bare
+    `{name, description, parameters}` -> that list; ValueError naming the file and the tool otherwise."""
+    try:
+        tools = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}") from None
+    if not isinstance(tools, list):
+        raise ValueError(f"{path} holds {json_kind(tools)}; it must hold a JSON list of tools")
+    for i, t in enumerate(tools, 1):
+        spec = t.get("function", t) if isinstance(t, dict) and t.get("type", "function") == "function" else t
+        if not isinstance(spec, dict):
+            raise ValueError(f"{path}: tool {i} is {json_kind(spec)}, not an object: give each tool as "
+                             '{"type": "function", "function": {...}} or {"name", "description", "parameters"}')
+        if not isinstance(spec.get("name"), str) or not spec["name"]:
+            raise ValueError(f"{path}: tool {i} has no \"name\" string")
+        if not isinstance(spec.get("description", ""), str):
+            raise ValueError(f"{path}: tool {i} ({spec['name']}): \"description\" is {json_kind(spec['description'])}, "
+                             "not a string")
+        if not isinstance(spec.get("parameters", {}), dict):
+            raise ValueError(f"{path}: tool {i} ({spec['name']}): \"parameters\" is {json_kind(spec['parameters'])}, "
+                             "not a JSON Schema object")
+    return tools
+
+
+def kernels_cached(int8: bool = False) -> bool:
+    """Whether Numba's disk cache holds compiled kernels for the current kernels.py (and kernels_int8.py).
+
+    A cheap look, not a guarantee: a module counts as cached when one of its kernels has an index
+    file stamped with the module's present source (what Numba itself checks before loading),
+    and every kernel of a source file goes stale at once when that file changes.
+    """
+    def cached(module) -> bool:
+        for d in vars(module).values():
+            if isinstance(d, Dispatcher) and d.py_func.__module__ == module.__name__:
+                try:
+                    if d._cache._cache_file._load_index():  # {} when missing or stale
+                        return True
+                except (AttributeError, OSError, ValueError, EOFError, pickle.UnpicklingError):
+                    return True  # no way to tell: say nothing rather than something wrong
+        return False
+    return cached(kernels) and (not int8 or cached(kernels_int8))
+
+
+def warm_up(model: Model) -> None:
+    """Run the prefill and decoding kernels once on a scratch cache, so that compiling (or loading)
+    them is not counted in the speed the stats report."""
+    kv = model.new_kv_cache(3)
+    model.prefill([0, 0], kv)
+    model.decode_step(0, kv)
+
+
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoagent.generate",
-                                 description="Reply to one prompt with SmolLM2-135M-Instruct (greedy by default).")
+    ap = CommandLine(prog="python -m nanoagent.generate",
+                     description="Reply to one prompt with SmolLM2-135M-Instruct (greedy by default).")
     ap.add_argument("--prompt", required=True, help="the user message; '-' reads it from stdin")
     ap.add_argument("--system", help="a system prompt (default: SmolLM2's own)")
     ap.add_argument("--model", help="an HF model folder (default: SmolLM2-135M-Instruct, obtained on first use)")
     ap.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
-    ap.add_argument("--max-new-tokens", type=int, default=256)
-    ap.add_argument("--temperature", type=float, default=0.0)
-    ap.add_argument("--top-p", type=float, default=1.0)
-    ap.add_argument("--top-k", type=int, default=0)
-    ap.add_argument("--min-p", type=float, default=0.0)
-    ap.add_argument("--repetition-penalty", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=None)
+    add_generation_args(ap)
     ap.add_argument("--tools", help="a JSON file with a list of tools (OpenAI-style or bare {name, description, parameters})")
     ap.add_argument("--no-stream", action="store_true", help="print the reply once it is complete")
     args = ap.parse_args(argv)
 
     try:
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
-        tools = json.loads(Path(args.tools).read_text()) if args.tools else None
+        if not prompt.strip():
+            ap.error("argument --prompt: the message is empty")
+        try:
+            tools = read_tools(args.tools) if args.tools else None
+        except ValueError as e:
+            ap.error(f"argument --tools: {e}")
         messages = ([{"role": "system", "content": args.system}] if args.system else []) + \
                    [{"role": "user", "content": prompt}]
+        if not kernels_cached(args.int8):
+            print("compiling kernels (first run only)", file=sys.stderr, flush=True)
         model = load(args.model, int8=args.int8)
+        warm_up(model.model)
         stats = GenerationStats()
-        pieces = model.stream(messages, tools=tools, max_new_tokens=args.max_new_tokens,
-                              temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-                              min_p=args.min_p, repetition_penalty=args.repetition_penalty, seed=args.seed,
-                              stats=stats)
+        pieces = model.stream(messages, tools=tools, stats=stats, **generation_kwargs(args))
         if args.no_stream:
             print("".join(pieces), flush=True)
         else:
@@ -226,6 +338,9 @@ def main(argv=None) -> None:
             print(flush=True)
     except (WeightsError, ValueError, OSError) as e:  # ContextLengthError is a ValueError
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     print(stats.report(), file=sys.stderr)
 
 

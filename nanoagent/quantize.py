@@ -33,20 +33,31 @@ def quantize_folder(src: str | Path, dest: str | Path, group: int | None = GROUP
     return save_folder(dest, config, params, src / "tokenizer.json", extra)
 
 
+def group_arg(text: str) -> int | None:
+    """--group: a positive number of inputs per scale, or 'channel' (None: one scale per row)."""
+    if text == "channel":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive number of inputs or 'channel', not {text!r}")
+    return int(text)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.quantize", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default=None, help="a float model folder (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--out", required=True, type=Path, help="the int8 folder to write")
-    ap.add_argument("--group", default=str(GROUP),
+    ap.add_argument("--group", type=group_arg, default=GROUP,
                     help=f"inputs per scale, or 'channel' for one scale per output row (default {GROUP})")
     args = ap.parse_args(argv)
     try:
-        group = None if args.group == "channel" else int(args.group)
         src = resolve(args.model)
         t0 = time.perf_counter()
-        out = quantize_folder(src, args.out, group)
+        out = quantize_folder(src, args.out, args.group)
     except (WeightsError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # the folder is written atomically: nothing half-written stays
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     log(f"Wrote {out}: {folder_bytes(out) / 1e6:.1f} MB (from {folder_bytes(src) / 1e6:.1f} MB) "
         f"in {time.perf_counter() - t0:.1f} s")
 

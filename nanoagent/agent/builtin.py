@@ -8,9 +8,11 @@ tool that runs model-written code needs a real container, which this project doe
 assume.
 """
 
+from pathlib import Path
+
 from .calculator import calculator
 from .clock import get_current_time
-from .search import make_web_search, web_search
+from .search import DOC_SUFFIXES, make_web_search, web_search
 from .web import visit_webpage
 
 BUILTIN_TOOLS = {
@@ -21,11 +23,22 @@ BUILTIN_TOOLS = {
 }
 
 
+def check_docs(folder):
+    """A folder for web_search to search offline -> its Path; ValueError unless it holds a document."""
+    root = Path(folder).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"the documents folder {folder} does not exist")
+    if not any(p.suffix.lower() in DOC_SUFFIXES and p.is_file() for p in root.rglob("*")):
+        raise ValueError(f"the documents folder {folder} holds no documents ({', '.join(DOC_SUFFIXES)} files)")
+    return root
+
+
 def builtin_tools(names, docs=None):
-    """Tool names ("calculator", ...) -> [Tool]; `docs` makes web_search search that folder offline."""
-    tools = []
+    """Tool names ("calculator", ...) -> [Tool]; `docs` makes web_search search that folder offline
+    (ValueError for an unknown name, or a folder that holds no documents)."""
     for name in names:
         if name not in BUILTIN_TOOLS:
             raise ValueError(f"unknown tool '{name}'; built-in tools are: {', '.join(BUILTIN_TOOLS)}")
-        tools.append(make_web_search(docs=docs) if name == "web_search" and docs else BUILTIN_TOOLS[name])
-    return tools
+    if docs is not None:
+        check_docs(docs)
+    return [make_web_search(docs=docs) if name == "web_search" and docs else BUILTIN_TOOLS[name] for name in names]

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import importlib.util
 import json
+import os
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..checkpoint import WeightsError
@@ -16,52 +19,89 @@ from .io import DataError, find_data_dir
 from .mix import RECIPES, Options, build, stats_table, write_jsonl
 
 
+@functools.cache
+def hub_available() -> bool:
+    """Whether hub datasets can be read here: `datasets` is installed and the hub answers."""
+    return importlib.util.find_spec("datasets") is not None and hub_reachable()
+
+
 def default_recipe() -> str:
-    """'nanoagent' when the hub is reachable and `datasets` is installed, else 'local'."""
-    try:
-        import datasets  # noqa: F401
-    except ImportError:
-        return "local"
-    return "nanoagent" if hub_reachable() else "local"
+    """'nanoagent' when hub datasets can be read, else 'local'."""
+    return "nanoagent" if hub_available() else "local"
+
+
+def local_data(data_dir: str | None) -> Path | None:
+    """Where recipe local reads: the data folder, else (None) the same datasets on the hub; DataError if neither."""
+    folder = find_data_dir(data_dir, required=data_dir is not None)
+    if folder is not None:
+        return folder
+    if not hub_available():
+        named = os.environ.get("NANOAGENT_DATA")
+        raise DataError("recipe local found no data" + (f" (NANOAGENT_DATA names {named}, which does not exist)"
+                                                         if named else "") +
+                        ": set NANOAGENT_DATA or pass --data-dir to the shared data folder (with glaive/ and gsm8k/), "
+                        "or install the `data` extra (pip install 'nanoagent[data]') and be online to read the "
+                        "same datasets from the hub")
+    print("no data folder: reading recipe local's datasets from the hub", file=sys.stderr, flush=True)
+    return None
+
+
+def with_overrides(recipe, name, source_limit, weight):
+    """The recipe's sources with --source-limit NAME=N and --weight NAME=W applied."""
+    recipe = list(recipe)
+    for flag, items, attr, cast in (("--source-limit", source_limit, "limit", int),
+                                    ("--weight", weight, "weight", float)):
+        for item in items:
+            key, _, value = item.partition("=")
+            matches = [s for s in recipe if s.name == key]
+            if not matches:
+                raise DataError(f"no source {key!r} in recipe {name}: {', '.join(s.name for s in recipe)}")
+            try:
+                value = cast(value)
+            except ValueError:
+                kind = "an integer" if cast is int else "a number"
+                raise DataError(f"{flag} {item}: {value!r} is not {kind}") from None
+            for s in matches:
+                recipe[recipe.index(s)] = replace(s, **{attr: value})
+    return recipe
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.data", description=__doc__.split(":")[1].strip())
     sub = ap.add_subparsers(dest="command", required=True)
-    b = sub.add_parser("build", help="build a training mix (jsonl of {messages, tools?, source})",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    b = sub.add_parser("build", help="build a training mix (jsonl of {messages, tools?, source})")
     b.add_argument("--recipe", choices=sorted(RECIPES), default=None,
-                   help="sources to mix (default: nanoagent when the hub is reachable, else local)")
-    b.add_argument("--out", type=Path, default=Path("mix.jsonl"))
+                   help="sources to mix (default: nanoagent when hub datasets can be read, else local; local reads "
+                        "the shared data folder, or the same datasets from the hub when there is none)")
+    b.add_argument("--out", type=Path, default=Path("mix.jsonl"), help="the mix to write (default: %(default)s)")
     b.add_argument("--data-dir", default=None, help="the shared data folder (default: $NANOAGENT_DATA or "
                                                     "shared/data beside the checkout)")
     b.add_argument("--limit", type=int, default=None, help="read at most this many rows per source")
     b.add_argument("--source-limit", action="append", default=[], metavar="NAME=N",
                    help="rows read from one source (repeatable)")
     b.add_argument("--weight", action="append", default=[], metavar="NAME=W", help="weight of one source (repeatable)")
-    b.add_argument("--max-tokens", type=int, default=1024, help="longest chat kept, in tokens")
-    b.add_argument("--min-tokens", type=int, default=16)
-    b.add_argument("--near-dup", type=float, default=0.8, help="MinHash Jaccard threshold for near duplicates")
-    b.add_argument("--short-answer-words", type=int, default=120, help="casual chats: longest reply kept, in words")
-    b.add_argument("--p-distractor", type=float, default=0.5, help="share of tool chats given distractor tools")
-    b.add_argument("--p-system", type=float, default=0.5, help="share of tool chats given a varied system prompt")
+    b.add_argument("--max-tokens", type=int, default=1024, help="longest chat kept, in tokens (default: %(default)s)")
+    b.add_argument("--min-tokens", type=int, default=16, help="shortest chat kept, in tokens (default: %(default)s)")
+    b.add_argument("--near-dup", type=float, default=0.8,
+                   help="MinHash Jaccard threshold for near duplicates (default: %(default)s)")
+    b.add_argument("--short-answer-words", type=int, default=120,
+                   help="casual chats: longest reply kept, in words (default: %(default)s)")
+    b.add_argument("--p-distractor", type=float, default=0.5,
+                   help="share of tool chats given distractor tools (default: %(default)s)")
+    b.add_argument("--p-system", type=float, default=0.5,
+                   help="share of tool chats given a varied system prompt (default: %(default)s)")
     b.add_argument("--model", default=None, help="model folder whose tokenizer counts tokens (default: SmolLM2)")
     b.add_argument("--bfcl-dir", default=None, help="BFCL data, to keep its prompts out (default: fetched)")
-    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--seed", type=int, default=0, help="random seed of the mix (default: %(default)s)")
     args = ap.parse_args(argv)
 
     try:
         name = args.recipe or default_recipe()
-        recipe = [s for s in RECIPES[name]]
-        for flag, attr, cast in ((args.source_limit, "limit", int), (args.weight, "weight", float)):
-            for item in flag:
-                key, _, value = item.partition("=")
-                matches = [s for s in recipe if s.name == key]
-                if not matches:
-                    raise DataError(f"no source {key!r} in recipe {name}: {', '.join(s.name for s in recipe)}")
-                for s in matches:
-                    recipe[recipe.index(s)] = type(s)(**{**asdict(s), attr: cast(value)})
-        data_dir = find_data_dir(args.data_dir, required=name == "local")
+        recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight)
+        if name == "local":
+            data_dir = local_data(args.data_dir)
+        else:
+            data_dir = find_data_dir(args.data_dir, required=args.data_dir is not None)
         tokenizer = Tokenizer.from_file(resolve(args.model) / "tokenizer.json")
         options = Options(max_tokens=args.max_tokens, min_tokens=args.min_tokens, near_dup_threshold=args.near_dup,
                           short_answer_words=args.short_answer_words, p_distractor=args.p_distractor,
@@ -75,8 +115,11 @@ def main(argv=None) -> None:
         stats_path = args.out.with_suffix(".stats.json")
         stats_path.write_text(json.dumps({"recipe": name, "options": asdict(options),
                                           "sources": {k: asdict(v) for k, v in stats.items()}}, indent=1) + "\n")
-    except (DataError, WeightsError) as e:
+    except (DataError, WeightsError, OSError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
     print(f"recipe {name}: {len(rows)} chats in {args.out} ({time.perf_counter() - t0:.0f} s)\n{stats_table(stats)}")
 
 

@@ -7,14 +7,13 @@ needs the evaluation code and the evaluation reads its items through data.
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 
 from ..checkpoint import atomic_dir
-from ..weights import weights_home
+from ..weights import pip_download, weights_home
 from .clean import normalize_text
 from .io import find_data_dir, iter_rows, read_rows
 
@@ -67,8 +66,7 @@ def bfcl_data_dir(bfcl_dir: str | Path | None = None) -> Path:
         return dest
     with tempfile.TemporaryDirectory(prefix="nanoagent-bfcl-") as work:
         print(f"Fetching the BFCL data ({BFCL_WHEEL}, data files only) into {dest}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", BFCL_WHEEL, "-d", work]
-        if subprocess.run(cmd, stdout=subprocess.DEVNULL).returncode != 0:
+        if not pip_download(BFCL_WHEEL, Path(work)):
             raise BFCLDataError(f"could not download {BFCL_WHEEL} with pip. Check the connection, or run "
                                 f"`pip download --no-deps {BFCL_WHEEL}`, unzip bfcl_eval/data/ and pass --bfcl-dir.")
         wheel = next(Path(work).glob("bfcl_eval-*.whl"))

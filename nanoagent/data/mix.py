@@ -1,6 +1,6 @@
 """The training mix: sources, per-source limits and weights, cleaning, and a stats table.
 
-    python -m nanoagent.data build --recipe local --out mix.jsonl       # the shared data folder only
+    python -m nanoagent.data build --recipe local --out mix.jsonl       # the shared data folder (else the hub)
     python -m nanoagent.data build --recipe nanoagent --out mix.jsonl   # every source, from the hub
 
 A recipe is a list of `Source`s. Each is read (a local file, or a hub dataset streamed up to
@@ -38,20 +38,27 @@ class Source:
     split: str = "train"
     casual: bool = False  # apply the short-answer filter
     local: bool = False  # spec is relative to the data folder
+    hub: str | None = None  # a local source's dataset on the hub, read when there is no data folder
+    hub_config: str | None = None
 
-    def resolve(self, data_dir: Path | None) -> str:
+    def where(self, data_dir: Path | None) -> tuple[str, str | None]:
+        """(file or hub name, hub config) to read: a local source's file in the data folder, else its hub dataset."""
         if not self.local:
-            return self.spec
-        if data_dir is None:
+            return self.spec, self.config
+        if data_dir is not None:
+            return str(data_dir / self.spec), self.config
+        if self.hub is None:
             raise DataError(f"{self.name}: no local data folder (pass --data-dir or set NANOAGENT_DATA)")
-        return str(data_dir / self.spec)
+        return self.hub, self.hub_config
 
 
 # ---- the recipes --------------------------------------------------------------------------------------
 
+# The shared data folder's files; without one, the datasets they were taken from, on the hub.
 LOCAL = [
-    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", local=True),
-    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=200, local=True),
+    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, local=True,
+           hub="glaiveai/glaive-function-calling-v2"),
+    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=200, local=True, hub="openai/gsm8k", hub_config="main"),
 ]
 
 # What NanoAgent trained on, sized for a laptop (about 60k chats, a few days of CPU at 1024 tokens).
@@ -125,57 +132,78 @@ def token_counter(tokenizer):
     return count
 
 
+class Checks:
+    """The checks a converted chat goes through, in order; the duplicate finders remember every chat kept."""
+
+    def __init__(self, options: Options, blocked_prompts, count):
+        self.options, self.blocked, self.count = options, blocked_prompts, count
+        self.exact = ExactDedup()
+        self.near = MinHashLSH(threshold=options.near_dup_threshold, seed=options.seed)
+
+    def __call__(self, chat: dict, casual: bool) -> tuple[dict, int, int]:
+        """chat -> (chat, tokens, assistant tokens) as kept; raises Drop(reason) when it is not."""
+        if casual and not chat.get("tools"):
+            chat = shorten_casual(chat, self.options.short_answer_words)
+            if chat is None:
+                raise Drop("long answer")
+        if self.options.decontaminate and any(normalize_text(p) in self.blocked for p in user_prompts(chat)):
+            raise Drop("eval prompt")
+        text = chat_text(chat)
+        if self.exact.seen(text):
+            raise Drop("exact duplicate")
+        n_tok, n_asst = self.count(chat)
+        if n_tok > self.options.max_tokens:
+            raise Drop("too long")
+        if n_tok < self.options.min_tokens or n_asst == 0:
+            raise Drop("too short")
+        if self.near.add(text):
+            raise Drop("near duplicate")
+        return chat, n_tok, n_asst
+
+
+def read_source(src: Source, data_dir: Path | None, limit: int | None, checks: Checks, st: Stats,
+                progress: bool = False) -> list[tuple[dict, int, int]]:
+    """One source's rows, converted by its adapter and checked -> [(chat, tokens, assistant tokens)] kept;
+    every row counted in `st`, as kept or under the reason it was dropped."""
+    adapter = ADAPTERS[src.adapter]
+    n = min((x for x in (src.limit, limit) if x is not None), default=None)  # None: every row
+    kept = []
+    try:
+        spec, config = src.where(data_dir)
+        for row in tqdm(itertools.islice(iter_rows(spec, config, src.split), n), desc=src.name, total=n,
+                        disable=not progress, file=sys.stderr):
+            st.read += 1
+            try:
+                chat = adapter(row, src.name)
+            except Drop as e:
+                st.drop(e.reason)
+                continue
+            except (KeyError, TypeError, AttributeError, ValueError) as e:
+                st.drop(f"malformed ({type(e).__name__})")
+                continue
+            try:
+                kept.append(checks(chat, src.casual))
+            except Drop as e:
+                st.drop(e.reason)
+                continue
+            st.kept += 1
+    except DataError as e:
+        print(f"warning: {src.name}: {e}", file=sys.stderr)
+        st.drop("source unavailable")
+    return kept
+
+
 def build(recipe: list[Source], data_dir: Path | None = None, tokenizer=None, options: Options = Options(),
           blocked_prompts: set[str] = frozenset(), limit: int | None = None, progress: bool = False):
     """-> (rows, {source: Stats}). `limit` caps every source's rows read (for quick runs)."""
     rng = np.random.default_rng(options.seed)
-    exact, near = ExactDedup(), MinHashLSH(threshold=options.near_dup_threshold, seed=options.seed)
     count = token_counter(tokenizer)
+    checks = Checks(options, blocked_prompts, count)
     stats: dict[str, Stats] = {}
     kept: list[tuple[Source, dict, int, int]] = []
     for src in recipe:
         st = stats.setdefault(src.name, Stats())
-        adapter = ADAPTERS[src.adapter]
-        n = min((x for x in (src.limit, limit) if x is not None), default=None)  # None: every row
-        try:
-            rows = itertools.islice(iter_rows(src.resolve(data_dir), src.config, src.split), n)
-            for row in tqdm(rows, desc=src.name, total=n, disable=not progress, file=sys.stderr):
-                st.read += 1
-                try:
-                    chat = adapter(row, src.name)
-                except Drop as e:
-                    st.drop(e.reason)
-                    continue
-                except (KeyError, TypeError, AttributeError, ValueError) as e:
-                    st.drop(f"malformed ({type(e).__name__})")
-                    continue
-                if src.casual and not chat.get("tools"):
-                    chat = shorten_casual(chat, options.short_answer_words)
-                    if chat is None:
-                        st.drop("long answer")
-                        continue
-                if options.decontaminate and any(normalize_text(p) in blocked_prompts for p in user_prompts(chat)):
-                    st.drop("eval prompt")
-                    continue
-                text = chat_text(chat)
-                if exact.seen(text):
-                    st.drop("exact duplicate")
-                    continue
-                n_tok, n_asst = count(chat)
-                if n_tok > options.max_tokens:
-                    st.drop("too long")
-                    continue
-                if n_tok < options.min_tokens or n_asst == 0:
-                    st.drop("too short")
-                    continue
-                if near.add(text):
-                    st.drop("near duplicate")
-                    continue
-                st.kept += 1
-                kept.append((src, chat, n_tok, n_asst))
-        except DataError as e:
-            print(f"warning: {src.name}: {e}", file=sys.stderr)
-            st.drop("source unavailable")
+        kept += [(src, *k) for k in read_source(src, data_dir, limit, checks, st, progress)]
     # distractor tools come from the tools of every kept row
     pool = list({t["name"]: t for _, c, _, _ in kept for t in c.get("tools") or []}.values())
     out = []
@@ -202,7 +230,29 @@ def stats_table(stats: dict[str, Stats]) -> str:
     w = [max(len(r[i]) for r in rows) for i in range(len(head))]
     lines = ["  ".join(c.ljust(w[i]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r)) for r in rows]
     lines.insert(1, "  ".join("-" * x for x in w))
-    return "\n".join(lines) + ("\n(dropped columns: " + ", ".join(reasons) + ")" if reasons else "")
+    if reasons:
+        lines.append("Rows read but not kept, by reason (the columns after 'asst tokens'):")
+        lines += [f"  {r.ljust(max(map(len, reasons)))}  {why_dropped(r)}" for r in reasons]
+    return "\n".join(lines)
+
+
+WHY_DROPPED = {  # the checks' reasons; the rest are the adapters' (a row that does not fit its source's format)
+    "long answer": "a casual chat whose reply runs past short_answer_words",
+    "eval prompt": "its prompt is an IFEval or BFCL prompt (kept out of training)",
+    "exact duplicate": "the same text as a chat already kept",
+    "near duplicate": "nearly the same text as a chat already kept (MinHash)",
+    "too long": "more tokens than max_tokens",
+    "too short": "fewer tokens than min_tokens, or no assistant reply",
+    "source unavailable": "the source could not be read (counted once; see the warning)",
+}
+
+
+def why_dropped(reason: str) -> str:
+    if reason in WHY_DROPPED:
+        return WHY_DROPPED[reason]
+    if reason.startswith("malformed"):
+        return "a field the adapter reads is missing or of the wrong type"
+    return "the row does not fit its source's format"
 
 
 def write_jsonl(rows: list[dict], path: Path) -> None:
@@ -210,7 +260,10 @@ def write_jsonl(rows: list[dict], path: Path) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            for r in rows:
+                f.write(json.dumps(r, ensure_ascii=False) + "\n")
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only there when writing failed or was interrupted
