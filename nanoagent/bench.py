@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import quant
 from .bench_train import add_train_args, bench_train
@@ -23,11 +24,14 @@ from .checkpoint import WeightsError
 from .data.io import DataError, find_data_dir
 from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_replies
 from .eval.ppl import perplexity
+from .batch import BatchDecoder
 from .generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
 from .model import Model
 
 
 def bench_generate(args) -> None:
+    if args.batch or args.batch_worker:
+        return bench_batch(args)
     if args.int8:  # float32, then int8, each in a fresh process: separate peak RSS, no shared caches
         for precision in ("float32", "int8"):
             cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--precision", precision,
@@ -61,11 +65,58 @@ def bench_generate(args) -> None:
     prefill = [prefill_rate() for _ in range(args.repeats)]
     decode = [decode_rate() for _ in range(args.repeats)]
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {model.num_params() / 1e6:.1f}M parameters")
+    print(blas_line())
     print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
           f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
     print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
           f"{len(chat_prompt)}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
     print(f"peak RSS: {peak_rss_gib():.3f} GiB")
+
+
+def blas_line() -> str:
+    """Which BLAS library, kernel (core type) and thread count this process runs: figures from
+    different machines or settings are comparable only with it."""
+    pools = [p for p in ThreadpoolController().info() if p.get("user_api") == "blas"]
+    return "BLAS: " + "; ".join(f"{p.get('internal_api')} {p.get('version') or ''}, {p.get('architecture') or '?'} "
+                                f"kernels, {p.get('num_threads')} threads" for p in pools) if pools else "BLAS: none found"
+
+
+def batch_rate(model, prompt, batch: int, new_tokens: int) -> float:
+    """Aggregate decoding tokens/s of `batch` copies of a prompt decoded together (prefill excluded)."""
+    decoder = BatchDecoder(model, slots=batch, capacity=len(prompt) + new_tokens)
+    for _ in range(batch):
+        decoder.submit(prompt, new_tokens)
+    decoder.step()  # prefills every slot and samples the first tokens
+    t0 = time.perf_counter()
+    while decoder.busy:
+        decoder.step()
+    return batch * (new_tokens - 1) / (time.perf_counter() - t0)
+
+
+def bench_batch(args) -> None:
+    """Decoding tokens/s and peak RSS for each batch size, each in a fresh process."""
+    if args.batch_worker:
+        lm = load(args.model, int8=args.precision == "int8")
+        tok = lm.tokenizer
+        prompt = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
+        batch_rate(lm.model, prompt, min(args.batch_worker, 2), 4)  # warm-up: compiled kernels, page cache
+        rates = [batch_rate(lm.model, prompt, args.batch_worker, args.new_tokens) for _ in range(args.repeats)]
+        print(json.dumps({"rates": rates, "peak_rss_gib": peak_rss_gib()}))
+        return
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}; {args.new_tokens} tokens per sequence "
+          f"after a chat prompt, median of {args.repeats}, each batch size in a fresh process\n{blas_line()}")
+    base = None
+    for b in [int(x) for x in args.batch.split(",")]:
+        print(f"measuring batch {b}", file=sys.stderr, flush=True)
+        cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(b), "--precision",
+               args.precision, "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)] + \
+            (["--model", args.model] if args.model else [])
+        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+        rate = statistics.median(r["rates"])
+        base = base or rate
+        print(f"batch {b:3d}: {rate:7.1f} tokens/s  ({rate / base:4.1f}x batch {args.batch.split(',')[0]})  "
+              f"peak RSS {r['peak_rss_gib']:.2f} GiB  (runs: {', '.join(f'{x:.1f}' for x in r['rates'])})",
+              flush=True)
 
 
 def bench_quant(args) -> None:
@@ -113,6 +164,9 @@ def main(argv=None) -> None:
     g.add_argument("--precision", choices=("float32", "int8"), default="float32",
                    help="weights to run in this process (int8: quantized while loading a float folder)")
     g.add_argument("--int8", action="store_true", help="float32 and int8 figures side by side, one process each")
+    g.add_argument("--batch", default=None, metavar="B,B,...",
+                   help="batched decoding: aggregate tokens/s and peak RSS for each batch size (e.g. 1,4,8,16)")
+    g.add_argument("--batch-worker", type=int, default=0, help=argparse.SUPPRESS)
     g.set_defaults(run=bench_generate)
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)

@@ -61,6 +61,46 @@ def new_kv_cache(config, dtype, capacity: int | None = None, batch: int = 1) -> 
     return KVCache(np.zeros((L, batch, KV, D, capacity), dtype), np.zeros((L, batch, KV, capacity, D), dtype))
 
 
+@dataclass
+class SlotCache:
+    """Keys and values for up to S sequences decoded together, a cache row (slot) each, every slot
+    with its own length: sequences of different lengths join and leave while others go on."""
+    kt: np.ndarray  # (L,S,KV,D,Tmax)
+    v: np.ndarray  # (L,S,KV,Tmax,D)
+    lengths: np.ndarray  # (S,) int64: positions filled in each slot
+
+    @property
+    def capacity(self) -> int:
+        return self.v.shape[3]
+
+    def slot(self, s: int) -> KVCache:
+        """Slot s as a one-sequence cache (views, so a prefill through it fills the slot), empty."""
+        self.lengths[s] = 0
+        return KVCache(self.kt[:, s:s + 1], self.v[:, s:s + 1], 0)
+
+    def copy_slot(self, src: int, dst: int) -> None:
+        """dst holds what src holds (a shared prompt prefilled once, then sampled several ways)."""
+        n = self.lengths[src]
+        self.kt[:, dst, ..., :n], self.v[:, dst, :, :n] = self.kt[:, src, ..., :n], self.v[:, src, :, :n]
+        self.lengths[dst] = n
+
+    def attend_rows(self, layer: int, rows, q, k, v):
+        """q (1,H,A,D), k/v (1,KV,A,D): token a of this step belongs to slot rows[a], at that slot's next
+        position -> out (1,H,A,D), None. Writes each key and value into its slot, then each query
+        attends to its own slot only."""
+        P = self.lengths[rows]  # (A,)
+        self.kt[layer, rows, :, :, P] = k[0].transpose(1, 0, 2)  # (KV,A,D) -> (A,KV,D)
+        self.v[layer, rows, :, P, :] = v[0].transpose(1, 0, 2)
+        out = kernels.attend_rows(q[0].transpose(1, 0, 2), self.kt[layer], self.v[layer], rows, P + 1)  # (A,H,D)
+        return out.transpose(1, 0, 2)[None], None  # (A,H,D) -> (1,H,A,D)
+
+
+def new_slot_cache(config, dtype, slots: int, capacity: int | None = None) -> SlotCache:
+    """An empty cache of `slots` rows, each of up to `capacity` positions (default: the context)."""
+    kv = new_kv_cache(config, dtype, capacity, slots)
+    return SlotCache(kv.kt, kv.v, np.zeros(slots, np.int64))
+
+
 def attention_decode(q, kt_cache, v_cache, n):
     """One new query per head q (1,H,1,D) at position n-1 against the caches as stored, keys
     transposed (1,KV,D,Tmax) and values (1,KV,Tmax,D), holding n positions -> out (1,H,1,D).

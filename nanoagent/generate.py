@@ -22,6 +22,7 @@ import numpy as np
 from numba.core.dispatcher import Dispatcher
 
 from . import kernels, kernels_int8
+from .batch import generate_batch
 from .checkpoint import WeightsError, read_model, read_tokenizer
 from .decode import check_fits
 from .model import Model
@@ -129,6 +130,16 @@ class TextStream:
         return self._take(len(self.text))
 
 
+def reply_text(tokenizer: Tokenizer, ids, stop=None) -> str:
+    """The text of a whole reply, cut before the first stop string (as streaming it would be)."""
+    out = TextStream(tokenizer, stop)
+    for token in ids:
+        out.push(token)
+        if out.stopped:
+            break
+    return out.text
+
+
 def stream_ids_text(model: Model, tokenizer: Tokenizer, prompt_ids, max_new_tokens=256, sampling=SamplingParams(),
                     stop=None, stats=None) -> Iterator[str]:
     """Yield the text of the reply to `prompt_ids` piece by piece, up to the end of the turn."""
@@ -177,6 +188,19 @@ class ChatModel:
 
     def chat(self, messages, tools=None, **generation) -> str:
         return "".join(self.stream(messages, tools, **generation))
+
+    def chat_batch(self, conversations, tools=None, max_new_tokens=256, stop=None, slots: int = 8,
+                   **sampling) -> list[str]:
+        """The reply to each of several conversations, decoded `slots` at a time (batch.py): the same
+        replies as `chat` one by one, sooner. `tools`: one list for all, or a list (or None) per
+        conversation; `sampling`: temperature, top_p, top_k, min_p, repetition_penalty, seed."""
+        each = tools if tools and all(t is None or isinstance(t, list) for t in tools) else [tools] * len(conversations)
+        if len(each) != len(conversations):
+            raise ValueError(f"{len(each)} tool lists for {len(conversations)} conversations")
+        tok = self.tokenizer
+        prompts = [tok.encode(tok.render_chat(m, t)) for m, t in zip(conversations, each)]
+        replies = generate_batch(self.model, prompts, max_new_tokens, SamplingParams(**sampling), tok.stop_ids, slots)
+        return [reply_text(tok, ids, stop) for ids in replies]
 
 
 def load(path=None, int8: bool = False) -> ChatModel:

@@ -212,6 +212,32 @@ def attend_cache_ref(q, kt, v, n):
     return np.einsum("hn,hnd->hd", probs, vv), probs
 
 
+# ---- one new query per sequence of a batch, each against its own cache row ----------------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _attend_rows(q, kt, v, rows, n, scale, out):
+    A, H = q.shape[0], q.shape[1]
+    group = H // kt.shape[1]
+    for t in numba.prange(A * H):  # each (sequence, head) pair written by one thread only
+        a, h = t // H, t % H
+        probs = np.empty(n[a], q.dtype)
+        _attend_head(q[a, h], kt[rows[a], h // group], v[rows[a], h // group], n[a], scale, out[a, h], probs)
+
+
+def attend_rows(q, kt, v, rows, n):
+    """q (A,H,D), one query per sequence; kt (S,KV,D,Tmax) and v (S,KV,Tmax,D), a cache row per
+    slot; sequence a reads row rows[a], holding n[a] positions -> out (A,H,D)."""
+    A, H, D = q.shape
+    out = np.empty_like(q)
+    _attend_rows(np.ascontiguousarray(q), kt, v, np.asarray(rows, np.int64), np.asarray(n, np.int64),
+                 q.dtype.type(1.0 / math.sqrt(D)), out)
+    return out
+
+
+def attend_rows_ref(q, kt, v, rows, n):
+    return np.stack([attend_cache_ref(q[a], kt[r], v[r], m)[0] for a, (r, m) in enumerate(zip(rows, n))])
+
+
 # ==== backward kernels (training) ======================================================
 # Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels_int8
 from .config import ModelConfig
-from .decode import KVCache, check_fits, new_kv_cache
+from .decode import KVCache, SlotCache, check_fits, new_kv_cache
 from .layers import (BLOCK_NAMES, BlockWeights, attention_forward, block_backward, block_forward, block_weights,
                      embedding_backward, embedding_forward, linear_forward, rmsnorm_backward, rmsnorm_forward,
                      rope_tables)
@@ -141,6 +141,27 @@ class Model:
                                           cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1
         return logits
+
+    def decode_rows(self, tokens, rows, cache: SlotCache) -> np.ndarray:
+        """One new token for each of A sequences, token a in slot rows[a] at that slot's own position
+        -> logits (A,V); each slot grows by one.
+
+        The A tokens go through the network side by side as one sequence of A positions, so each
+        weight matrix is read once for all of them ((A,C) @ (C,N) products); RoPE turns each token
+        by its own position, and attention reads each token's own slot (SlotCache.attend_rows).
+        """
+        rows = np.asarray(rows, np.int64)
+        P = cache.lengths[rows]  # (A,)
+        check_fits(int(P.max()) + 1, cache.capacity)
+        cfg = self.config
+        x, _ = embedding_forward(np.asarray(tokens).reshape(1, -1), self.params["model.embed_tokens.weight"])
+        cos, sin = self.cos[P], self.sin[P]  # (A, D/2): each token at its own position
+        for i, w in enumerate(self.blocks):
+            x, _ = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
+                                 cos, sin, partial(cache.attend_rows, i, rows))
+        cache.lengths[rows] += 1
+        h, _ = rmsnorm_forward(x, self.params["model.norm.weight"], cfg.rms_norm_eps)  # (1,A,C)
+        return self.lm_head(h[0])
 
     def num_params(self) -> int:
         return sum(v.size for v in self.params.values())

@@ -1,0 +1,134 @@
+"""Batched decoding: every sequence decoded in a batch gets what it would get decoded alone,
+whatever the others do (different lengths, finishing early, joining later, int8 weights)."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import load_tiny
+from test_quant import tiny_folder
+from nanoagent import kernels, quant
+from nanoagent.batch import BatchDecoder, generate_batch
+from nanoagent.decode import ContextLengthError, new_slot_cache
+from nanoagent.generate import generate_ids
+from nanoagent.model import Model
+from nanoagent.sampling import SamplingParams
+
+PROMPTS = [[5, 9, 3], [7, 1, 2, 8, 4, 4, 6, 10, 11], [42], [3, 3, 3, 3, 100, 7]]
+
+
+@pytest.fixture(scope="module")
+def int8_model():
+    tiny = load_tiny()
+    return Model(tiny.config, quant.quantize_params(tiny.params, 16))
+
+
+def alone(model, prompt, n, **kw):
+    return list(generate_ids(model, prompt, n, **kw))
+
+
+def test_attend_rows_kernel_equals_its_twin():
+    rng = np.random.default_rng(0)
+    S, KV, H, D, Tmax = 5, 2, 4, 8, 12
+    kt, v = rng.standard_normal((S, KV, D, Tmax)), rng.standard_normal((S, KV, Tmax, D))
+    q, rows, n = rng.standard_normal((3, H, D)), np.array([4, 0, 2]), np.array([12, 1, 7])
+    np.testing.assert_allclose(kernels.attend_rows(q, kt, v, rows, n), kernels.attend_rows_ref(q, kt, v, rows, n),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_decode_rows_equals_the_full_forward(tiny_model):
+    """Two sequences at different positions, one step each: their logits are the full forward's."""
+    cache = new_slot_cache(tiny_model.config, tiny_model.dtype, slots=3, capacity=16)
+    a, b = PROMPTS[1], PROMPTS[0]
+    for slot, p in ((2, a), (0, b)):
+        tiny_model.prefill(p, cache.slot(slot))
+        cache.lengths[slot] = len(p)
+    logits = tiny_model.decode_rows([17, 23], [2, 0], cache)  # (2,V)
+    np.testing.assert_allclose(logits[0], tiny_model.logits(a + [17])[-1], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits[1], tiny_model.logits(b + [23])[-1], rtol=1e-4, atol=1e-4)
+    assert list(cache.lengths) == [len(b) + 1, 0, len(a) + 1]
+
+
+@pytest.mark.parametrize("slots", [1, 2, 4])
+def test_every_row_greedy_equals_decoding_it_alone(tiny_model, slots):
+    """Mixed prompt lengths; with fewer slots than prompts the rest wait and join as slots free up."""
+    got = generate_batch(tiny_model, PROMPTS, max_new_tokens=12, slots=slots)
+    assert got == [alone(tiny_model, p, 12) for p in PROMPTS]
+
+
+def test_int8_rows_equal_decoding_alone(int8_model):
+    got = generate_batch(int8_model, PROMPTS, max_new_tokens=10, slots=4)
+    assert got == [alone(int8_model, p, 10) for p in PROMPTS]
+
+
+def test_a_row_that_stops_early_does_not_disturb_the_others(tiny_model):
+    free = [alone(tiny_model, p, 12) for p in PROMPTS]
+    stop = free[1][3]  # row 1 stops at its 4th token; others may contain it too
+    want = [alone(tiny_model, p, 12, stop_ids=(stop,)) for p in PROMPTS]
+    decoder = BatchDecoder(tiny_model, slots=4)
+    seqs = [decoder.submit(p, 12, stop_ids=(stop,)) for p in PROMPTS]
+    while decoder.busy:
+        decoder.step()
+    assert [s.new for s in seqs] == want
+    assert seqs[1].finish_reason == "stop" and len(seqs[1].new) == 3
+    assert all(s.finish_reason in ("stop", "length") for s in seqs)
+
+
+def test_each_sequence_has_its_own_sampling(tiny_model):
+    """Seeded sampling in a batch equals the same seed decoded alone; greedy rows stay greedy."""
+    hot = SamplingParams(temperature=1.0, top_p=0.9, seed=7)
+    decoder = BatchDecoder(tiny_model, slots=2)
+    a, b = decoder.submit(PROMPTS[0], 10, hot), decoder.submit(PROMPTS[1], 10)
+    while decoder.busy:
+        decoder.step()
+    assert a.new == alone(tiny_model, PROMPTS[0], 10, sampling=hot)
+    assert b.new == alone(tiny_model, PROMPTS[1], 10)
+
+
+def test_a_shared_prompt_is_prefilled_once_and_copied(tiny_model):
+    decoder = BatchDecoder(tiny_model, slots=4)
+    group = decoder.submit(PROMPTS[1], 8, SamplingParams(temperature=1.0, seed=3), n=3)
+    greedy = decoder.submit(PROMPTS[1], 8)
+    while decoder.busy:
+        decoder.step()
+    assert greedy.new == alone(tiny_model, PROMPTS[1], 8)
+    assert len({tuple(s.new) for s in group}) > 1  # different samples of one prompt
+    assert len({s.slot for s in group + [greedy]}) == 4
+
+
+def test_the_cache_limit_and_bad_requests(tiny_model):
+    decoder = BatchDecoder(tiny_model, slots=2, capacity=8)
+    seq = decoder.submit(PROMPTS[1][:6], 50)
+    while decoder.busy:
+        decoder.step()
+    assert seq.finish_reason == "length" and len(seq.new) == 3  # 6 + 2 fill the 8 positions; the 3rd needs none
+    with pytest.raises(ContextLengthError):
+        decoder.submit(list(range(8)), 4)
+    with pytest.raises(ValueError, match="empty"):
+        decoder.submit([], 4)
+    with pytest.raises(ValueError, match="n must be"):
+        decoder.submit([1], 4, n=3)
+
+
+def test_chat_batch_gives_the_replies_of_chat(real_model):
+    """On the real weights: four conversations (one with tools) batched give chat's replies one by one."""
+    calc = {"name": "calculator", "description": "Evaluate an arithmetic expression",
+            "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
+                           "required": ["expression"]}}
+    chats = [[{"role": "user", "content": q}] for q in
+             ("What is the capital of France?", "Name three colors.", "What is 12 times 12?", "Say hi.")]
+    tools = [None, None, [calc], None]
+    batched = real_model.chat_batch(chats, tools, max_new_tokens=24, slots=4)
+    assert batched == [real_model.chat(c, t, max_new_tokens=24) for c, t in zip(chats, tools)]
+    assert "Paris" in batched[0]
+
+
+def test_bench_batch_runs_each_size_in_its_own_process(tmp_path):
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "generate", "--model", str(folder), "--batch", "1,3",
+                        "--new-tokens", "6", "--repeats", "1"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[1].startswith("BLAS: ") and [line.split(":")[0] for line in lines[2:]] == ["batch   1", "batch   3"]
+    assert "1.0x batch 1" in lines[2] and "peak RSS" in lines[3]
