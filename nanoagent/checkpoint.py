@@ -1,7 +1,10 @@
 """Model folders on disk: reading and writing an HF folder of weights, float or int8.
 
 A model folder holds `config.json`, `model.safetensors` (HF tensor names) and
-`tokenizer.json`. An int8 folder (`python -m nanoagent.quantize`) holds `NAME` (int8) and
+`tokenizer.json`, with `tokenizer_config.json` (NanoAgent's chat template, tokenizer.CHAT_TEMPLATE)
+and `generation_config.json` (`<|im_end|>` ends a reply), so that other tools (transformers,
+and llama.cpp or Ollama through export.py) render chats, tools and tool results as we do.
+An int8 folder (`python -m nanoagent.quantize`) holds `NAME` (int8) and
 `NAME_scale` (float16) for each quantized tensor, and its config.json says so under
 "quantization". A training checkpoint is a model folder plus the optimizer's moments and the
 run's state (train.py writes those into the same temporary folder).
@@ -26,7 +29,7 @@ import numpy as np
 from .config import ModelConfig
 from .model import Model
 from .quant import GROUP, Int8Weight, group_for, quantize
-from .tokenizer import Tokenizer
+from .tokenizer import CHAT_TEMPLATE, ENDOFTEXT, IM_END, IM_START, Tokenizer
 
 SCALE_SUFFIX = "_scale"  # the tensor holding NAME's int8 scales
 
@@ -217,10 +220,56 @@ def quantization_entry(params: dict) -> dict:
             "activations": "int16, quantized per group while computing", "norms": "float32"}
 
 
+def tokenizer_config(config: ModelConfig, existing: dict | None = None) -> dict:
+    """tokenizer_config.json: an existing folder's keys kept, SmolLM2's where it has none, and our template.
+
+    GPT2Tokenizer (its fast twin reads tokenizer.json) adds no BOS: the template writes every special token.
+    """
+    defaults = {"tokenizer_class": "GPT2Tokenizer", "bos_token": IM_START, "eos_token": IM_END, "pad_token": IM_END,
+                "unk_token": ENDOFTEXT, "add_prefix_space": False, "clean_up_tokenization_spaces": False,
+                "model_max_length": config.max_position_embeddings}
+    return defaults | (existing or {}) | {"chat_template": CHAT_TEMPLATE}
+
+
+def generation_config(config: ModelConfig, im_end_id: int, existing: dict | None = None) -> dict:
+    """generation_config.json: an existing folder's keys kept; a reply ends at `<|im_end|>`, which also pads."""
+    return (existing or {}) | {"bos_token_id": config.bos_token_id, "eos_token_id": im_end_id, "pad_token_id": im_end_id}
+
+
+def _json_beside(tokenizer_json: str | Path | None, name: str, extra_files: dict[str, str]) -> dict | None:
+    """The JSON file `name` a writer passes in `extra_files`, else the one beside the source tokenizer.json.
+    One that is not a JSON object counts as none: its defaults are written rather than a save lost."""
+    beside = Path(tokenizer_json).with_name(name) if tokenizer_json is not None else None
+    try:
+        if name in extra_files:
+            found = json.loads(extra_files[name])
+        elif beside is not None and beside.is_file():
+            found = json.loads(beside.read_text())
+        else:
+            return None
+    except (OSError, ValueError):
+        return None
+    return found if isinstance(found, dict) else None
+
+
+def _im_end_id(tokenizer_json: str | Path | None, config: ModelConfig) -> int:
+    """`<|im_end|>`'s id in tokenizer.json's added tokens, else the config's eos (2 in SmolLM2-Instruct)."""
+    if tokenizer_json is None or not Path(tokenizer_json).is_file():
+        return config.eos_token_id
+    added = json.loads(Path(tokenizer_json).read_text()).get("added_tokens", [])
+    return next((t["id"] for t in added if t.get("content") == IM_END), config.eos_token_id)
+
+
 def write_folder(into: Path, config: ModelConfig, params: dict, tokenizer_json: str | Path | None = None,
                  extra_files: dict[str, str] | None = None) -> None:
     """config.json, model.safetensors (Int8Weights as NAME + NAME_scale), tokenizer.json and any
-    extra text files, into the folder `into` (inside `atomic_dir`, so that it appears whole)."""
+    extra text files, into the folder `into` (inside `atomic_dir`, so that it appears whole).
+
+    With a tokenizer come tokenizer_config.json and generation_config.json, which keep the keys of
+    the ones in `extra_files`, else of the ones beside `tokenizer_json` (the folder a fine-tune
+    started from); the chat template and the token ids are always ours (see `tokenizer_config`,
+    `generation_config`). A folder of token ids alone (no tokenizer) gets neither.
+    """
     from safetensors.numpy import save_file  # the library's writer; only reading needed our own
     tensors, int8 = {}, any(isinstance(w, Int8Weight) for w in params.values())
     for name, w in params.items():
@@ -231,9 +280,15 @@ def write_folder(into: Path, config: ModelConfig, params: dict, tokenizer_json: 
     cfg = config.to_dict() | ({"quantization": quantization_entry(params)} if int8 else {})
     (into / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     save_file(tensors, str(into / "model.safetensors"), metadata={"format": "nanoagent-int8" if int8 else "pt"})
+    extra_files = dict(extra_files or {})
     if tokenizer_json is not None and Path(tokenizer_json).is_file():
         shutil.copyfile(tokenizer_json, into / "tokenizer.json")
-    for name, text in (extra_files or {}).items():
+        tok_config = tokenizer_config(config, _json_beside(tokenizer_json, "tokenizer_config.json", extra_files))
+        gen_config = generation_config(config, _im_end_id(tokenizer_json, config),
+                                       _json_beside(tokenizer_json, "generation_config.json", extra_files))
+        extra_files["tokenizer_config.json"] = json.dumps(tok_config, indent=2) + "\n"
+        extra_files["generation_config.json"] = json.dumps(gen_config, indent=2) + "\n"
+    for name, text in extra_files.items():
         (into / name).write_text(text)
 
 

@@ -3,7 +3,8 @@
 `python -m nanoagent.export --model DIR --gguf OUT.gguf --type f16|q8_0` writes the model
 (float or int8 folder) with the metadata llama.cpp reads: the LLaMA hyper-parameters, the
 byte-level BPE vocabulary from the folder's tokenizer.json (tokens, token types, merges,
-pre-tokenizer 'smollm', special ids), the chat template, and every tensor under its GGUF name.
+pre-tokenizer 'smollm', special ids), NanoAgent's chat template (tokenizer.CHAT_TEMPLATE, the one
+every model folder carries), and every tensor under its GGUF name.
 Two conventions differ from HF's:
   - Q and K rows are permuted within each head for llama.cpp's RoPE, which rotates adjacent
     pairs (2i, 2i+1) where HF rotates (i, i + D/2); `weights.unpermute_qk` is the inverse.
@@ -27,14 +28,11 @@ from gguf.quants import quantize as gguf_quantize
 from .checkpoint import WeightsError, read_params
 from .config import ModelConfig
 from .quant import Int8Weight, dequantize
+from .tokenizer import CHAT_TEMPLATE
 from .weights import GGUF_NAMES, log, resolve
 
 TYPES = ("f16", "q8_0")
-DEFAULT_CHAT_TEMPLATE = (  # SmolLM2's ChatML template, used when the folder has none
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}"
-    "{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
 
 
 def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
@@ -91,7 +89,7 @@ def gguf_vocab(folder: Path, config: ModelConfig) -> dict:
     return {"tokens": tokens, "types": [int(t) for t in types], "merges": merges,
             "bos": config.bos_token_id, "eos": config.eos_token_id,
             "unk": special("unk_token", vocab.get("<|endoftext|>", 0)), "pad": special("pad_token", config.eos_token_id),
-            "chat_template": tok_config.get("chat_template") or DEFAULT_CHAT_TEMPLATE}
+            "chat_template": CHAT_TEMPLATE}  # ours, whatever an older folder holds: llama.cpp renders tools as we do
 
 
 # ---- writing the file ---------------------------------------------------------------------------

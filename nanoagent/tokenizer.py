@@ -99,6 +99,90 @@ def render_chat_spans(messages, tools=None, add_generation_prompt=True) -> tuple
     return text, spans
 
 
+def _jinja_set(name: str, text: str) -> str:
+    """`{% set name = "text" %}`: a JSON string literal is a Jinja one (only \\n and \\" escapes here)."""
+    return "{%- set " + name + " = " + json.dumps(text) + " -%}"
+
+
+_TOOLS_BEFORE, _TOOLS_AFTER = TOOLS_INSTRUCTIONS.format(tools="\0").split("\0")
+
+# render_chat as a Jinja chat template, for the tools that open our folders (transformers'
+# apply_chat_template, llama.cpp and Ollama through GGUF export). tests/test_chat_template.py pins
+# it to render_chat: same strings and token ids, with tools, tool calls and tool results.
+# It is chat_turns line by line: a first pass builds the turns (a tool result merges into the
+# previous user turn when that turn holds results), a second writes them. Every tag trims the
+# whitespace around it, so the output is the expressions alone whatever trim settings a renderer
+# uses. `tojson` is transformers' (json.dumps with ensure_ascii=False and its default separators),
+# which is what tools_system_prompt and format_tool_calls write; jinja2's own `tojson` would escape
+# <, >, & and '. Arguments given as a JSON string are written as given: Jinja cannot parse JSON, so
+# the string equals render_chat's only when it is json.dumps(arguments, ensure_ascii=False).
+CHAT_TEMPLATE = _jinja_set("default_system", DEFAULT_SYSTEM) + _jinja_set("tools_preamble", TOOLS_PREAMBLE) \
+    + _jinja_set("tools_before", _TOOLS_BEFORE) + _jinja_set("tools_after", _TOOLS_AFTER) + r"""
+{%- set ns = namespace(turns=[], calls=[], tools=[]) -%}
+{%- for message in messages -%}
+    {%- set role = message['role'] if 'role' in message else none -%}
+    {%- set content = message['content'] if 'content' in message and message['content'] else '' -%}
+    {%- if role not in ['system', 'user', 'assistant', 'tool'] -%}
+        {{- raise_exception('message role must be system, user, assistant or tool') -}}
+    {%- endif -%}
+    {%- if content is not string -%}
+        {{- raise_exception('message content must be a string') -}}
+    {%- endif -%}
+    {%- if role == 'assistant' and 'tool_calls' in message and message['tool_calls'] -%}
+        {%- set ns.calls = [] -%}
+        {%- for call in message['tool_calls'] -%}
+            {%- set fn = call['function'] if 'function' in call else call -%}
+            {%- set args = fn['arguments'] if 'arguments' in fn else {} -%}
+            {%- set args = args if args is string else args | tojson -%}
+            {%- set ns.calls = ns.calls + ['{"name": ' + fn['name'] | tojson + ', "arguments": ' + args + '}'] -%}
+        {%- endfor -%}
+        {%- set content = (content + '\n' if content else '') + '<tool_call>[' + ns.calls | join(', ') + ']</tool_call>' -%}
+    {%- endif -%}
+    {%- if role == 'tool' -%}
+        {%- set block = '<tool_result>' + content + '</tool_result>' -%}
+        {%- if ns.turns and ns.turns[-1][0] == 'user' and ns.turns[-1][1].startswith('<tool_result>') -%}
+            {%- set ns.turns = ns.turns[:-1] + [['user', ns.turns[-1][1] + '\n' + block]] -%}
+        {%- else -%}
+            {%- set ns.turns = ns.turns + [['user', block]] -%}
+        {%- endif -%}
+    {%- else -%}
+        {%- set ns.turns = ns.turns + [[role, content]] -%}
+    {%- endif -%}
+{%- endfor -%}
+{%- if tools -%}
+    {%- for tool in tools -%}
+        {%- if tool is not mapping -%}
+            {{- raise_exception('a tool must be a dict with a name') -}}
+        {%- endif -%}
+        {%- set kind = tool['type'] if 'type' in tool else 'function' -%}
+        {%- set fn = tool['function'] if kind == 'function' and 'function' in tool else tool -%}
+        {%- if 'name' not in fn -%}
+            {{- raise_exception('a tool has no name') -}}
+        {%- endif -%}
+        {%- set ns.tools = ns.tools + [{'name': fn['name'],
+                                        'description': fn['description'] if 'description' in fn else '',
+                                        'parameters': fn['parameters'] if 'parameters' in fn
+                                                      else {'type': 'object', 'properties': {}}}] -%}
+    {%- endfor -%}
+    {%- set part = tools_before + ns.tools | tojson + tools_after -%}
+    {%- if ns.turns and ns.turns[0][0] == 'system' -%}
+        {%- set system = ns.turns[0][1] if ns.turns[0][1] else tools_preamble -%}
+        {%- set ns.turns = [['system', system + '\n\n' + part]] + ns.turns[1:] -%}
+    {%- else -%}
+        {%- set ns.turns = [['system', tools_preamble + '\n\n' + part]] + ns.turns -%}
+    {%- endif -%}
+{%- elif not ns.turns or ns.turns[0][0] != 'system' -%}
+    {%- set ns.turns = [['system', default_system]] + ns.turns -%}
+{%- endif -%}
+{%- for turn in ns.turns -%}
+    {{- '<|im_start|>' + turn[0] + '\n' + turn[1] + '<|im_end|>\n' -}}
+{%- endfor -%}
+{%- if add_generation_prompt -%}
+    {{- '<|im_start|>assistant\n' -}}
+{%- endif -%}
+""".strip()
+
+
 # ---- the tokenizer ------------------------------------------------------------------
 
 class Tokenizer:
@@ -167,6 +251,6 @@ def tokenizer_from_gguf_vocab(tokens: list[str], merges: list[str], token_types:
     return tok
 
 
-__all__ = ["Tokenizer", "render_chat", "render_chat_spans", "chat_turns", "tools_system_prompt",
+__all__ = ["Tokenizer", "render_chat", "render_chat_spans", "chat_turns", "tools_system_prompt", "CHAT_TEMPLATE",
            "normalize_tools", "tokenizer_from_gguf_vocab", "DEFAULT_SYSTEM",
            "IM_START", "IM_END", "ENDOFTEXT"]

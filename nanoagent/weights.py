@@ -256,7 +256,7 @@ def convert_gguf(gguf_path: Path, dest: Path, source: dict | None = None) -> Pat
         raise WeightsError(f"{gguf_path} is not a readable GGUF file ({e}). Delete it and download it again.") from e
     meta = {k: f.contents() for k, f in reader.fields.items()
             if k.startswith(("llama.", "tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.bos",
-                             "tokenizer.ggml.eos", "tokenizer.chat_template", "general.architecture"))}
+                             "tokenizer.ggml.eos", "general.architecture"))}
     if meta.get("general.architecture") != "llama":
         raise WeightsError(f"{gguf_path} holds a {meta.get('general.architecture')!r} model, not a LLaMA-style one.")
     config = ModelConfig(
@@ -301,11 +301,7 @@ def convert_gguf(gguf_path: Path, dest: Path, source: dict | None = None) -> Pat
     with tempfile.TemporaryDirectory() as work:
         tok_path = Path(work) / "tokenizer.json"
         tok.save(str(tok_path))
-        tok_config = {"tokenizer_class": "GPT2Tokenizer", "bos_token": "<|im_start|>", "eos_token": "<|im_end|>",
-                      "pad_token": "<|im_end|>", "unk_token": "<|endoftext|>", "add_prefix_space": False,
-                      "clean_up_tokenization_spaces": False, "model_max_length": config.max_position_embeddings,
-                      "chat_template": meta.get("tokenizer.chat_template", "")}
-        extra = {"tokenizer_config.json": json.dumps(tok_config, indent=2)}
+        extra = {}  # tokenizer_config.json and generation_config.json: write_folder's, with our chat template
         if source:
             extra[SOURCE_FILE] = json.dumps(source, indent=2)
         return save_folder(dest, config, params, tok_path, extra)
