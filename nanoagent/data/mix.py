@@ -2,12 +2,15 @@
 
     python -m nanoagent.data build --recipe local --out mix.jsonl       # the shared data folder (else the hub)
     python -m nanoagent.data build --recipe nanoagent --out mix.jsonl   # every source, from the hub
+    python -m nanoagent.data build --recipe agent --out mix.jsonl       # glaive + derived families + GSM8K
 
 A recipe is a list of `Source`s. Each is read (a local file, or a hub dataset streamed up to
 `limit` rows), converted by its adapter, cleaned (exact and near duplicates across the whole
 mix, eval prompts, length in tokens, short answers for casual chats), given rendering variety
 (shuffled and distractor tools, varied system prompts), and kept `weight` times (a weight
 below 1 keeps that share of the rows). Every dropped row is counted under its reason.
+A derived source (adapter "derived", spec the family's name) makes its rows from the glaive and
+GSM8K train inputs (derived.py) and goes through the same checks.
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .adapters import ADAPTERS, Drop
+from .derived import WHY_NOT_MADE, Inputs, derive
 from .clean import ExactDedup, MinHashLSH, chat_text, normalize_text, shorten_casual, user_prompts, vary_tools
 from ..tokenizer import render_chat_spans
 from .io import DataError, find_data_dir, iter_rows
@@ -40,6 +44,8 @@ class Source:
     local: bool = False  # spec is relative to the data folder
     hub: str | None = None  # a local source's dataset on the hub, read when there is no data folder
     hub_config: str | None = None
+    distractors: bool = True  # may get distractor tools from other rows (derived rows choose their own)
+    only_calls: bool = False  # keep only chats with a tool call
 
     def where(self, data_dir: Path | None) -> tuple[str, str | None]:
         """(file or hub name, hub config) to read: a local source's file in the data folder, else its hub dataset."""
@@ -87,7 +93,38 @@ NANOAGENT = [
     Source("code-feedback", "m-a-p/Code-Feedback", "chat", limit=2000),
 ]
 
-RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT}
+# What derived sources are made from: the glaive sample and GSM8K *train* (never its test split).
+DERIVED_INPUTS = {
+    "glaive": Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, local=True,
+                     hub="glaiveai/glaive-function-calling-v2"),
+    "gsm8k": Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", local=True, hub="openai/gsm8k", hub_config="main"),
+}
+
+
+def derived(family: str, n: int, weight: float = 1.0) -> Source:
+    return Source(family, family, "derived", limit=n, weight=weight, distractors=False)
+
+
+# An agent for this machine: one SFT epoch is about 200K tokens, so two epochs take about 45 minutes at
+# about 150 tokens/s on 2 cores. Glaive's single calls, then what it lacks: parallel calls (the same
+# function, several functions, more tools than called), no call when no tool fits (balanced: math
+# questions are never offered a calculator-like tool there, and calc-chain shows the calculator in use),
+# calculator chains, the project's own tools, and a share of plain GSM8K.
+AGENT = [
+    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, weight=0.8, local=True,
+           hub="glaiveai/glaive-function-calling-v2", only_calls=True),  # its tool-less chats: see nocall-chat
+    derived("parallel-same", 45),
+    derived("parallel-mixed", 32),
+    derived("parallel-calc", 26),
+    derived("nocall-chat", 40),
+    derived("nocall-math", 22),
+    derived("ask-missing", 25),
+    derived("calc-chain", 38),
+    derived("own-tools", 28),
+    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=30, local=True, hub="openai/gsm8k", hub_config="main"),
+]
+
+RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT}
 
 
 @dataclass
@@ -161,20 +198,42 @@ class Checks:
         return chat, n_tok, n_asst
 
 
+def read_inputs(recipe: list[Source], data_dir: Path | None, blocked) -> Inputs:
+    """The derived sources' inputs: the glaive sample and GSM8K train past the rows the recipe uses plainly."""
+    rows = {}
+    for key, src in DERIVED_INPUTS.items():
+        try:
+            spec, config = src.where(data_dir)
+            rows[key] = list(itertools.islice(iter_rows(spec, config, src.split), src.limit))
+        except DataError as e:
+            print(f"warning: derived inputs: {key}: {e}", file=sys.stderr)
+            rows[key] = []
+    plain = sum(s.limit or 0 for s in recipe if s.adapter == "gsm8k")
+    return Inputs.make(rows["glaive"], rows["gsm8k"][plain:], blocked)
+
+
 def read_source(src: Source, data_dir: Path | None, limit: int | None, checks: Checks, st: Stats,
-                progress: bool = False) -> list[tuple[dict, int, int]]:
-    """One source's rows, converted by its adapter and checked -> [(chat, tokens, assistant tokens)] kept;
-    every row counted in `st`, as kept or under the reason it was dropped."""
-    adapter = ADAPTERS[src.adapter]
+                progress: bool = False, inputs: Inputs | None = None, seed: int = 0) -> list[tuple[dict, int, int]]:
+    """One source's rows, converted by its adapter (or made by its derived family) and checked ->
+    [(chat, tokens, assistant tokens)] kept; every row counted in `st`, as kept or under the reason it was dropped."""
+    made = src.adapter == "derived"
+    adapter = (lambda chat, _: chat) if made else ADAPTERS[src.adapter]
     n = min((x for x in (src.limit, limit) if x is not None), default=None)  # None: every row
     kept = []
     try:
-        spec, config = src.where(data_dir)
-        for row in tqdm(itertools.islice(iter_rows(spec, config, src.split), n), desc=src.name, total=n,
-                        disable=not progress, file=sys.stderr):
+        if made:  # a family makes up to n rows (and yields a Drop for each candidate that failed)
+            rows = derive(src.spec, inputs, src.limit if n is None else n, seed)
+        else:
+            spec, config = src.where(data_dir)
+            rows = itertools.islice(iter_rows(spec, config, src.split), n)
+        for row in tqdm(rows, desc=src.name, total=n, disable=not progress, file=sys.stderr):
             st.read += 1
             try:
+                if isinstance(row, Drop):
+                    raise row
                 chat = adapter(row, src.name)
+                if src.only_calls and not any(m.get("tool_calls") for m in chat["messages"]):
+                    raise Drop("no call")
             except Drop as e:
                 st.drop(e.reason)
                 continue
@@ -201,16 +260,18 @@ def build(recipe: list[Source], data_dir: Path | None = None, tokenizer=None, op
     checks = Checks(options, blocked_prompts, count)
     stats: dict[str, Stats] = {}
     kept: list[tuple[Source, dict, int, int]] = []
+    inputs = read_inputs(recipe, data_dir, blocked_prompts) if any(s.adapter == "derived" for s in recipe) else None
     for src in recipe:
         st = stats.setdefault(src.name, Stats())
-        kept += [(src, *k) for k in read_source(src, data_dir, limit, checks, st, progress)]
+        kept += [(src, *k) for k in read_source(src, data_dir, limit, checks, st, progress, inputs, options.seed)]
     # distractor tools come from the tools of every kept row
     pool = list({t["name"]: t for _, c, _, _ in kept for t in c.get("tools") or []}.values())
     out = []
     for src, chat, n_tok, n_asst in kept:
         copies = int(src.weight) + (rng.random() < src.weight % 1)
         for _ in range(copies):
-            row = vary_tools(chat, rng, pool, options.p_distractor, p_system=options.p_system)
+            row = vary_tools(chat, rng, pool, options.p_distractor if src.distractors else 0.0,
+                             p_system=options.p_system)
             if row is not chat:
                 n_tok, n_asst = count(row)
             st = stats[src.name]
@@ -236,20 +297,22 @@ def stats_table(stats: dict[str, Stats]) -> str:
     return "\n".join(lines)
 
 
-WHY_DROPPED = {  # the checks' reasons; the rest are the adapters' (a row that does not fit its source's format)
+WHY_DROPPED = {  # the checks' reasons; derived families' are WHY_NOT_MADE; the rest are the adapters'
+    # (a row that does not fit its source's format)
     "long answer": "a casual chat whose reply runs past short_answer_words",
     "eval prompt": "its prompt is an IFEval or BFCL prompt (kept out of training)",
     "exact duplicate": "the same text as a chat already kept",
     "near duplicate": "nearly the same text as a chat already kept (MinHash)",
     "too long": "more tokens than max_tokens",
     "too short": "fewer tokens than min_tokens, or no assistant reply",
+    "no call": "a chat without a tool call, from a source that keeps only calls",
     "source unavailable": "the source could not be read (counted once; see the warning)",
 }
 
 
 def why_dropped(reason: str) -> str:
-    if reason in WHY_DROPPED:
-        return WHY_DROPPED[reason]
+    if reason in WHY_DROPPED or reason in WHY_NOT_MADE:
+        return WHY_DROPPED.get(reason) or WHY_NOT_MADE[reason]
     if reason.startswith("malformed"):
         return "a field the adapter reads is missing or of the wrong type"
     return "the row does not fit its source's format"

@@ -1,0 +1,238 @@
+"""Derived training examples (data/derived.py) and the agent recipe, on the sample data under tests/fixtures/data."""
+import json
+import re
+import zoneinfo
+
+import pytest
+
+from nanoagent.agent.builtin import BUILTIN_TOOLS
+from nanoagent.agent.calculator import calculator
+from nanoagent.agent.schema import validate_arguments
+from nanoagent.data import derived as D
+from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
+from nanoagent.data.clean import normalize_text
+from nanoagent.data.io import read_rows
+from nanoagent.data.mix import AGENT, RECIPES, Options, build, stats_table
+from nanoagent.toolcalls import parse_reply
+from nanoagent.tokenizer import render_chat
+
+
+@pytest.fixture(scope="module")
+def inputs(data_dir):
+    glaive = read_rows(str(data_dir / "glaive" / "glaive_toolcall_en_demo.json"))
+    gsm8k = read_rows(str(data_dir / "gsm8k" / "train.jsonl"))
+    return D.Inputs.make(glaive, gsm8k)
+
+
+@pytest.fixture(scope="module")
+def made(inputs):
+    """family -> its rows (Drops left out), 200 asked of each."""
+    return {f: [r for r in D.derive(f, inputs, 200) if isinstance(r, dict)] for f in D.FAMILIES}
+
+
+def calls_of(row):
+    return [m["tool_calls"] for m in row["messages"] if m.get("tool_calls")]
+
+
+def tool_names(row):
+    return {t["name"] for t in row.get("tools") or []}
+
+
+# ---- the project's tools, copied into data (which may not import agent) -------------------------------------
+
+def test_copied_schemas_equal_the_real_tools():
+    assert D.CALCULATOR == BUILTIN_TOOLS["calculator"].schema
+    assert D.GET_CURRENT_TIME == BUILTIN_TOOLS["get_current_time"].schema
+    assert D.WEB_SEARCH == BUILTIN_TOOLS["web_search"].schema
+    assert D.VISIT_WEBPAGE == BUILTIN_TOOLS["visit_webpage"].schema
+
+
+@pytest.mark.parametrize("expr", ["48/2", "12/60", "0.2*50", "3750*.2", "1/3*600", "2**10", "7//2", "10%3", "-4+2"])
+def test_arithmetic_and_format_equal_the_calculator(expr):
+    assert D.format_number(D.arithmetic(expr)) == calculator(expr)
+
+
+# ---- every family -------------------------------------------------------------------------------------------
+
+def test_every_family_makes_rows_in_the_common_form(made):
+    for family, rows in made.items():
+        assert rows, family
+        for r in rows:
+            assert r["source"] == family and r["messages"][0]["role"] == "user"
+            assert r["messages"][-1]["role"] == "assistant" and not r["messages"][-1].get("tool_calls")
+            assert r["messages"][-1]["content"].strip()
+            for c in (c for cs in calls_of(r) for c in cs):
+                assert c["name"] in tool_names(r)  # every call names an offered tool
+            text = render_chat(r["messages"], r.get("tools"), add_generation_prompt=False)
+            text = text.split("<|im_end|>", 1)[1]  # after the tools prompt, which shows the format
+            assert text.count("<tool_call>") == len(calls_of(r))
+            assert text.count("<tool_result>") == sum(m["role"] == "tool" for m in r["messages"])
+
+
+def test_families_are_deterministic_for_a_seed(inputs):
+    for family in D.FAMILIES:
+        first = [r if isinstance(r, dict) else r.reason for r in D.derive(family, inputs, 30, seed=3)]
+        assert first == [r if isinstance(r, dict) else r.reason for r in D.derive(family, inputs, 30, seed=3)]
+    assert list(D.derive("parallel-mixed", inputs, 30, seed=3)) != list(D.derive("parallel-mixed", inputs, 30, seed=4))
+
+
+def test_build_of_the_agent_recipe_is_deterministic(data_dir):
+    a, _ = build(AGENT, data_dir, None, Options(seed=5))
+    b, _ = build(AGENT, data_dir, None, Options(seed=5))
+    assert a == b
+
+
+# ---- parallel calls -----------------------------------------------------------------------------------------
+
+def test_parallel_rows_are_one_list_of_calls_then_results_in_call_order(made, inputs):
+    results = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.episodes()}
+    for family in ("parallel-same", "parallel-mixed"):
+        for r in made[family]:
+            (calls,) = calls_of(r)  # one assistant message holds every call
+            assert 2 <= len(calls) <= 4
+            names = [c["name"] for c in calls]
+            assert len(set(names)) == 1 if family == "parallel-same" else len(set(names)) >= 2
+            if family == "parallel-same":
+                assert len({json.dumps(c["arguments"], sort_keys=True) for c in calls}) == len(calls)
+            eps = [results[(c["name"], json.dumps(c["arguments"], sort_keys=True))] for c in calls]
+            tool_turns = [m["content"] for m in r["messages"] if m["role"] == "tool"]
+            assert tool_turns == [e.result for e in eps]  # in call order
+            final = r["messages"][-1]["content"]
+            for e in eps:  # the answer uses each result: each original answer is in it (its closing question aside)
+                assert re.sub(r"\s*[^.!?]*\?\s*$", "", e.answer).strip()[:40] in final
+            for e in eps:  # the joined request asks for each call
+                assert e.request in r["messages"][0]["content"] or e.request[1:] in r["messages"][0]["content"]
+    assert any(len(tool_names(r)) > len({c["name"] for c in calls_of(r)[0]}) for r in made["parallel-mixed"])
+    assert len({r["messages"][0]["content"].split(" ")[0] for r in made["parallel-mixed"]}) > 3  # varied wording
+
+
+def test_parallel_calc_results_are_the_calculators(made):
+    for r in made["parallel-calc"]:
+        (calls,) = calls_of(r)
+        assert len(calls) >= 2 and {c["name"] for c in calls} == {"calculator"}
+        results = [m["content"] for m in r["messages"] if m["role"] == "tool"]
+        assert results == [calculator(c["arguments"]["expression"]) for c in calls]
+        assert all(res in r["messages"][-1]["content"] for res in results)
+
+
+def test_the_parallel_reply_renders_as_one_tool_call_list(made):
+    r = made["parallel-same"][0]
+    text = render_chat(r["messages"], r["tools"], add_generation_prompt=False)
+    reply = text.split("<|im_start|>assistant\n")[1].split("<|im_end|>")[0]
+    parsed = parse_reply(reply)
+    assert not parsed.errors and parsed.calls == calls_of(r)[0]
+    assert text.split("<|im_start|>user\n")[2].startswith("<tool_result>")  # results in one user turn
+
+
+# ---- no call when no tool fits ------------------------------------------------------------------------------
+
+def test_nocall_rows_answer_directly_with_tools_that_do_not_fit(made, inputs):
+    answers = {normalize_text(r["question"]): r["answer"] for r in inputs.gsm8k}
+    for r in made["nocall-math"] + made["nocall-chat"]:
+        assert not calls_of(r) and [m["role"] for m in r["messages"]] == ["user", "assistant"]
+        assert 1 <= len(r["tools"]) <= 4
+    for r in made["nocall-math"]:
+        question, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert reply.endswith(f"The answer is {answers[normalize_text(question)].rsplit('####', 1)[1].strip()}.")
+        assert "calculator" not in tool_names(r)  # never "don't call for math" when a calculator is there
+        assert not any(D.ARITHMETIC.search(t["name"] + " " + t["description"]) for t in r["tools"])
+    for r in made["nocall-chat"]:
+        question = r["messages"][0]["content"]
+        own = [c for c in inputs.chats if c["messages"][0]["content"] == question and c.get("tools")]
+        if not own:  # a tool-less question: no offered tool shares a content word with it
+            assert all(not D.content_words(t["name"] + " " + t["description"]) & D.content_words(question)
+                       for t in r["tools"])
+
+
+def test_ask_missing_offers_the_fitting_tool_and_asks(made, inputs):
+    for r in made["ask-missing"]:
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"] and not calls_of(r)
+        assert r["messages"][1]["content"].rstrip().endswith("?")
+        full = next(c for c in inputs.chats if c["messages"][:2] == r["messages"])
+        assert full["messages"][3]["tool_calls"][0]["name"] in tool_names(r)  # the tool it will call is offered
+
+
+# ---- calculator chains --------------------------------------------------------------------------------------
+
+def test_chain_results_are_the_calculators_and_end_at_the_answer(made, inputs):
+    answers = {normalize_text(r["question"]): r["answer"].rsplit("####", 1)[1].strip() for r in inputs.gsm8k}
+    rows = made["calc-chain"]
+    assert len(rows) > 20
+    for r in rows:
+        assert "calculator" in tool_names(r)
+        ms, results = r["messages"], []
+        for i, m in enumerate(ms):
+            if m.get("tool_calls"):
+                outs = [x["content"] for x in ms[i + 1:i + 1 + len(m["tool_calls"])]]
+                assert [x["role"] for x in ms[i + 1:i + 1 + len(m["tool_calls"])]] == ["tool"] * len(outs)
+                assert outs == [calculator(c["arguments"]["expression"]) for c in m["tool_calls"]]
+                results += outs
+        final = answers[normalize_text(ms[0]["content"])]
+        assert float(results[-1]) == float(final.replace(",", ""))
+        assert ms[-1]["content"] == f"The answer is {final}."
+    assert any(len(cs) > 1 for r in rows for cs in calls_of(r))  # independent steps go in one call list
+    assert any(len(calls_of(r)) > 1 for r in rows)  # and dependent ones in later rounds
+
+
+def test_a_step_that_disagrees_with_gsm8k_is_dropped():
+    with pytest.raises(D.Drop) as e:
+        D.chain_steps({"question": "q", "answer": "He has 10/3 = <<10/3=3.33>>3.33.\n#### 3.33"})
+    assert e.value.reason == "step disagrees"
+    with pytest.raises(D.Drop) as e:
+        D.chain_steps({"question": "q", "answer": "She has 2+2 = <<2+2=4>>4.\n#### 5"})
+    assert e.value.reason == "last step is not the answer"
+    assert D.rounds("A has 4 and B has 6.", [("4*2", "8"), ("6*2", "12"), ("8+12", "20")]) == [
+        [("4*2", "8"), ("6*2", "12")], [("8+12", "20")]]
+
+
+# ---- the project's own tools --------------------------------------------------------------------------------
+
+def test_own_tool_calls_are_right(made):
+    for r in made["own-tools"]:
+        schemas = {t["name"]: t for t in r["tools"]}
+        for calls in calls_of(r):
+            for c in calls:
+                assert c["name"] in ("get_current_time", "web_search", "visit_webpage")
+                _, errors = validate_arguments(c["arguments"], schemas[c["name"]]["parameters"])
+                assert errors == []
+                if c["name"] == "get_current_time":
+                    zoneinfo.ZoneInfo(c["arguments"]["timezone"])
+        for i, m in enumerate(r["messages"]):
+            if m.get("tool_calls") and m["tool_calls"][0]["name"] == "get_current_time":
+                zones = [c["arguments"]["timezone"] for c in m["tool_calls"]]
+                outs = [x["content"] for x in r["messages"][i + 1:i + 1 + len(zones)]]
+                assert all(o.endswith(f", {z})") for o, z in zip(outs, zones))  # the tool's own output format
+    assert any(len(cs) > 1 for r in made["own-tools"] for cs in calls_of(r))  # several cities in one call list
+    assert any(len(calls_of(r)) == 2 for r in made["own-tools"])  # a search, then a visit
+
+
+# ---- the agent recipe: stats, decontamination ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bfcl_dir():
+    return bfcl_data_dir()
+
+
+def test_agent_recipe_builds_and_counts_every_family(data_dir):
+    rows, stats = build(RECIPES["agent"], data_dir, None, Options())
+    assert set(stats) == {s.name for s in AGENT} and set(D.FAMILIES) <= set(stats)
+    for name, s in stats.items():
+        assert s.read == s.kept + sum(s.dropped.values()) and s.tokens > 0, name
+    assert stats["glaive"].dropped.get("no call", 0) > 0  # the recipe keeps glaive's calls only
+    table = stats_table(stats)
+    assert all(f in table for f in D.FAMILIES)
+
+
+def test_the_agent_mix_shares_no_prompt_with_the_evaluations(data_dir, bfcl_dir, inputs):
+    episode = inputs.episodes()[0].request  # a request glaive holds: treated as an eval prompt, it must vanish
+    blocked = eval_prompts(data_dir, bfcl_dir) | {normalize_text(episode)}
+    rows, _ = build(AGENT, data_dir, None, Options(), blocked)
+    prompts = [normalize_text(m["content"]) for r in rows for m in r["messages"] if m["role"] == "user"]
+    ifeval = {normalize_text(r["prompt"]) for r in read_rows(str(data_dir / "ifeval" / "input_data.jsonl"))}
+    bfcl = {normalize_text(p) for p in bfcl_prompts(bfcl_dir)}
+    test = {normalize_text(r["question"]) for r in read_rows(str(data_dir / "gsm8k" / "test.jsonl"))}
+    assert ifeval <= blocked and bfcl <= blocked
+    assert not set(prompts) & (ifeval | bfcl | test)
+    joined = "\n".join(prompts)  # nor inside a joined request
+    assert normalize_text(episode) not in joined
+    assert not [p for p in ifeval | test if p in joined]
