@@ -257,3 +257,11 @@ def test_real_model_eval_command_smoke(real_model, data_dir, bfcl_dir, tmp_path,
     text.write_text("The quick brown fox jumps over the lazy dog. " * 4)
     ppl = run_ppl(real_model, str(text), seq_len=32, progress=False)["summary"]
     assert ppl["tokens"] > 30 and 1 < ppl["perplexity"] < 1000
+
+
+def test_batched_evaluation_gives_the_one_by_one_results(real_model, bfcl_dir):
+    cats = ("simple_python", "parallel", "irrelevance")
+    one = B.run_toolcall(real_model, cats, limit=2, bfcl_dir=bfcl_dir, max_new_tokens=24, progress=False, batch=1)
+    many = B.run_toolcall(real_model, cats, limit=2, bfcl_dir=bfcl_dir, max_new_tokens=24, progress=False, batch=4)
+    assert [r["reply"] for r in many["results"]] == [r["reply"] for r in one["results"]]
+    assert many["summary"] == one["summary"]

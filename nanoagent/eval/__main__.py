@@ -24,6 +24,8 @@ def parse_args(argv=None):
     ap.add_argument("--limit", type=int, default=None, help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N IFEval prompts, or N ppl rows")
     ap.add_argument("--max-new-tokens", type=int, default=None,
                     help="reply length cap (default: 256 for toolcall, 512 for ifeval)")
+    ap.add_argument("--batch", type=int, default=8,
+                    help="replies decoded together (the same replies as one at a time, sooner; 1: one at a time)")
     ap.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
     ap.add_argument("--bfcl-dir", default=None,
                     help=f"unzipped bfcl_eval/data/ of {BFCL_WHEEL} (default: fetched on first use and cached)")
@@ -49,11 +51,11 @@ def main(argv=None) -> dict:
             if task == "toolcall":
                 cats = [c.strip() for c in args.categories.split(",") if c.strip()]
                 res = bfcl.run_toolcall(model, cats, args.limit, args.bfcl_dir, args.max_new_tokens or 256,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, batch=args.batch)
                 table = bfcl.format_table(res["summary"])
             elif task == "ifeval":
                 res = ifeval.run_ifeval(model, args.ifeval_data, args.limit, args.max_new_tokens or 512,
-                                        progress=not args.quiet)
+                                        progress=not args.quiet, batch=args.batch)
                 table = ifeval.format_table(res["summary"])
             else:
                 res = ppl.run_ppl(model, args.data, args.seq_len, args.limit, progress=not args.quiet)

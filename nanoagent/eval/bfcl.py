@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
-
-from tqdm import tqdm
 
 from ..data.benchmarks import CATEGORIES, bfcl_data_dir, load_category
 from ..toolcalls import parse_reply
+from .replies import greedy_replies
 
 # ---- BFCL function docs -> JSON Schema for the tools prompt ------------------------------
 
@@ -183,6 +181,11 @@ def evaluate_item(model, item: dict, max_new_tokens: int = 256) -> dict:
     """Ask the model one BFCL question with its functions as tools; parse and check the reply."""
     reply = model.chat(item["messages"], tools=bfcl_tools(item["functions"]), max_new_tokens=max_new_tokens,
                        temperature=0.0)
+    return score_reply(item, reply)
+
+
+def score_reply(item: dict, reply: str) -> dict:
+    """A reply to a BFCL item -> its verdict: parsed calls checked against the ground truth."""
     parsed = parse_reply(reply)
     has_tag = "<tool_call" in reply.lower()
     ok, reason = check_item(item, parsed.calls)
@@ -212,12 +215,14 @@ def summarize(results: list[dict]) -> dict:
 
 
 def run_toolcall(model, categories=CATEGORIES, limit: int | None = None, bfcl_dir=None,
-                 max_new_tokens: int = 256, progress: bool = True) -> dict:
-    """The whole tool-call evaluation: the first `limit` items of each category (BFCL's order)."""
+                 max_new_tokens: int = 256, progress: bool = True, batch: int = 8) -> dict:
+    """The whole tool-call evaluation: the first `limit` items of each category (BFCL's order),
+    decoded `batch` at a time."""
     folder = bfcl_data_dir(bfcl_dir)
     items = [it for c in categories for it in load_category(folder, c)[:limit]]
-    results = [evaluate_item(model, it, max_new_tokens)
-               for it in tqdm(items, desc="toolcall", unit="item", disable=not progress, file=sys.stderr)]
+    replies = greedy_replies(model, [it["messages"] for it in items], [bfcl_tools(it["functions"]) for it in items],
+                             max_new_tokens, batch, progress, "toolcall")
+    results = [score_reply(it, r) for it, r in zip(items, replies)]
     return {"summary": summarize(results), "results": results}
 
 

@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 
-from tqdm import tqdm
 
 from ..data.benchmarks import ifeval_items
+from .replies import greedy_replies
 
 UNCHECKED = None  # what a checker returns when it cannot decide here
 
@@ -304,13 +303,13 @@ def summarize(results: list[dict]) -> dict:
 
 # ---- data and the run ---------------------------------------------------------------------------------
 
-def run_ifeval(model, path=None, limit: int | None = None, max_new_tokens: int = 512, progress: bool = True) -> dict:
+def run_ifeval(model, path=None, limit: int | None = None, max_new_tokens: int = 512, progress: bool = True,
+               batch: int = 8) -> dict:
+    """The first `limit` IFEval prompts, replies decoded `batch` at a time, each checked strictly and loosely."""
     items = ifeval_items(path)[:limit]
-    results = []
-    for it in tqdm(items, desc="ifeval", unit="prompt", disable=not progress, file=sys.stderr):
-        reply = model.chat([{"role": "user", "content": it["prompt"]}], max_new_tokens=max_new_tokens,
-                           temperature=0.0)
-        results.append(check_prompt(it, reply) | {"reply": reply})
+    replies = greedy_replies(model, [[{"role": "user", "content": it["prompt"]}] for it in items], None,
+                             max_new_tokens, batch, progress, "ifeval")
+    results = [check_prompt(it, reply) | {"reply": reply} for it, reply in zip(items, replies)]
     return {"summary": summarize(results), "results": results}
 
 
