@@ -8,7 +8,10 @@ import pytest
 from nanoagent.agent.builtin import BUILTIN_TOOLS
 from nanoagent.agent.calculator import calculator
 from nanoagent.agent.schema import validate_arguments
+from nanoagent.data import chains as C
 from nanoagent.data import derived as D
+from nanoagent.data import families as F
+from nanoagent.data import own_tools as O
 from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.io import read_rows
@@ -27,7 +30,7 @@ def inputs(data_dir):
 @pytest.fixture(scope="module")
 def made(inputs):
     """family -> its rows (Drops left out), 200 asked of each."""
-    return {f: [r for r in D.derive(f, inputs, 200) if isinstance(r, dict)] for f in D.FAMILIES}
+    return {f: [r for r in F.derive(f, inputs, 200) if isinstance(r, dict)] for f in F.FAMILIES}
 
 
 def calls_of(row):
@@ -41,15 +44,15 @@ def tool_names(row):
 # ---- the project's tools, copied into data (which may not import agent) -------------------------------------
 
 def test_copied_schemas_equal_the_real_tools():
-    assert D.CALCULATOR == BUILTIN_TOOLS["calculator"].schema
-    assert D.GET_CURRENT_TIME == BUILTIN_TOOLS["get_current_time"].schema
-    assert D.WEB_SEARCH == BUILTIN_TOOLS["web_search"].schema
-    assert D.VISIT_WEBPAGE == BUILTIN_TOOLS["visit_webpage"].schema
+    assert O.CALCULATOR == BUILTIN_TOOLS["calculator"].schema
+    assert O.GET_CURRENT_TIME == BUILTIN_TOOLS["get_current_time"].schema
+    assert O.WEB_SEARCH == BUILTIN_TOOLS["web_search"].schema
+    assert O.VISIT_WEBPAGE == BUILTIN_TOOLS["visit_webpage"].schema
 
 
 @pytest.mark.parametrize("expr", ["48/2", "12/60", "0.2*50", "3750*.2", "1/3*600", "2**10", "7//2", "10%3", "-4+2"])
 def test_arithmetic_and_format_equal_the_calculator(expr):
-    assert D.format_number(D.arithmetic(expr)) == calculator(expr)
+    assert C.format_number(C.arithmetic(expr)) == calculator(expr)
 
 
 # ---- every family -------------------------------------------------------------------------------------------
@@ -70,10 +73,10 @@ def test_every_family_makes_rows_in_the_common_form(made):
 
 
 def test_families_are_deterministic_for_a_seed(inputs):
-    for family in D.FAMILIES:
-        first = [r if isinstance(r, dict) else r.reason for r in D.derive(family, inputs, 30, seed=3)]
-        assert first == [r if isinstance(r, dict) else r.reason for r in D.derive(family, inputs, 30, seed=3)]
-    assert list(D.derive("parallel-mixed", inputs, 30, seed=3)) != list(D.derive("parallel-mixed", inputs, 30, seed=4))
+    for family in F.FAMILIES:
+        first = [r if isinstance(r, dict) else r.reason for r in F.derive(family, inputs, 30, seed=3)]
+        assert first == [r if isinstance(r, dict) else r.reason for r in F.derive(family, inputs, 30, seed=3)]
+    assert list(F.derive("parallel-mixed", inputs, 30, seed=3)) != list(F.derive("parallel-mixed", inputs, 30, seed=4))
 
 
 def test_build_of_the_agent_recipe_is_deterministic(data_dir):
@@ -176,12 +179,12 @@ def test_chain_results_are_the_calculators_and_end_at_the_answer(made, inputs):
 
 def test_a_step_that_disagrees_with_gsm8k_is_dropped():
     with pytest.raises(D.Drop) as e:
-        D.chain_steps({"question": "q", "answer": "He has 10/3 = <<10/3=3.33>>3.33.\n#### 3.33"})
+        C.chain_steps({"question": "q", "answer": "He has 10/3 = <<10/3=3.33>>3.33.\n#### 3.33"})
     assert e.value.reason == "step disagrees"
     with pytest.raises(D.Drop) as e:
-        D.chain_steps({"question": "q", "answer": "She has 2+2 = <<2+2=4>>4.\n#### 5"})
+        C.chain_steps({"question": "q", "answer": "She has 2+2 = <<2+2=4>>4.\n#### 5"})
     assert e.value.reason == "last step is not the answer"
-    assert D.rounds("A has 4 and B has 6.", [("4*2", "8"), ("6*2", "12"), ("8+12", "20")]) == [
+    assert C.rounds("A has 4 and B has 6.", [("4*2", "8"), ("6*2", "12"), ("8+12", "20")]) == [
         [("4*2", "8"), ("6*2", "12")], [("8+12", "20")]]
 
 
@@ -215,12 +218,12 @@ def bfcl_dir():
 
 def test_agent_recipe_builds_and_counts_every_family(data_dir):
     rows, stats = build(RECIPES["agent"], data_dir, None, Options())
-    assert set(stats) == {s.name for s in AGENT} and set(D.FAMILIES) <= set(stats)
+    assert set(stats) == {s.name for s in AGENT} and set(F.FAMILIES) <= set(stats)
     for name, s in stats.items():
         assert s.read == s.kept + sum(s.dropped.values()) and s.tokens > 0, name
     assert stats["glaive"].dropped.get("no call", 0) > 0  # the recipe keeps glaive's calls only
     table = stats_table(stats)
-    assert all(f in table for f in D.FAMILIES)
+    assert all(f in table for f in F.FAMILIES)
 
 
 def test_the_agent_mix_shares_no_prompt_with_the_evaluations(data_dir, bfcl_dir, inputs):

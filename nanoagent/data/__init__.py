@@ -7,7 +7,8 @@
 Lesson: lessons/15_data_and_eval/README.md.
 """
 from .adapters import ADAPTERS, Drop, sharegpt_to_chat, to_messages
-from .derived import FAMILIES, Inputs, derive
+from .derived import Inputs
+from .families import FAMILIES, derive
 from .clean import ExactDedup, MinHashLSH, jaccard, normalize_text, shorten_casual, vary_tools
 from .io import DataError, find_data_dir, read_rows
 from .mix import AGENT, LOCAL, NANOAGENT, RECIPES, Options, Source, build, stats_table

@@ -25,10 +25,11 @@ import numpy as np
 from tqdm import tqdm
 
 from .adapters import ADAPTERS, Drop
-from .derived import WHY_NOT_MADE, Inputs, derive
+from .derived import Inputs
+from .families import WHY_NOT_MADE, derive
 from .clean import ExactDedup, MinHashLSH, chat_text, normalize_text, shorten_casual, user_prompts, vary_tools
 from ..tokenizer import render_chat_spans
-from .io import DataError, find_data_dir, iter_rows
+from .io import DataError, iter_rows
 
 
 @dataclass
