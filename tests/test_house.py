@@ -21,6 +21,7 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "quant": "math", "sampling": "math", "decode": "math", "gradcheck": "math",
     "model": "model",
     "weights": "io", "checkpoint": "io", "tokenizer": "io", "toolcalls": "io", "export": "io", "quantize": "io",
+    "merge": "io",
     "generate": "generate", "batch": "generate",
     "agent": "agent", "chat": "agent",
     "data": "data",

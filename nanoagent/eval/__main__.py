@@ -1,4 +1,5 @@
-"""`python -m nanoagent.eval {toolcall,ifeval,ppl,all}`: print a table, write the results as JSON."""
+"""`python -m nanoagent.eval {toolcall,ifeval,chain,ppl,all,plot}`: print a table, write the results as JSON
+(or, for `plot`, draw reports as a PNG)."""
 from __future__ import annotations
 
 import argparse
@@ -11,19 +12,27 @@ from ..checkpoint import WeightsError
 from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
 from ..data.io import DataError
 from ..generate import load
-from . import bfcl, ifeval, ppl
+from ..weights import resolve
+from . import bfcl, chain, ifeval, ppl
+from .cache import CachedReplies, model_identity
+from .plot import plot_reports, read_report
+
+TASKS = ("toolcall", "ifeval", "chain", "ppl", "all", "plot")
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m nanoagent.eval",
                                  description="Evaluate a model: tool calls (BFCL AST), instruction following "
-                                             "(IFEval), perplexity.")
-    ap.add_argument("task", choices=("toolcall", "ifeval", "ppl", "all"),
-                    help="'all' runs toolcall and ifeval")
+                                             "(IFEval), multi-step tool use (GSM8K test with the calculator), "
+                                             "perplexity; or draw reports.")
+    ap.add_argument("task", choices=TASKS,
+                    help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars")
     ap.add_argument("--model", default=None, help="HF model folder (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--limit", type=int, default=None, help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N IFEval prompts, or N ppl rows")
+    ap.add_argument("--limit", type=int, default=None,
+                    help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N "
+                         "IFEval prompts, the first N GSM8K test questions, or N ppl rows")
     ap.add_argument("--max-new-tokens", type=int, default=None,
-                    help="reply length cap (default: 256 for toolcall, 512 for ifeval)")
+                    help="reply length cap (default: 256 for toolcall, 512 for ifeval, 384 for chain)")
     ap.add_argument("--batch", type=int, default=8,
                     help="replies decoded together (the same replies as one at a time, sooner; 1: one at a time)")
     ap.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
@@ -31,39 +40,93 @@ def parse_args(argv=None):
                     help=f"unzipped bfcl_eval/data/ of {BFCL_WHEEL} (default: fetched on first use and cached)")
     ap.add_argument("--ifeval-data", default=None,
                     help="IFEval input_data.jsonl (default: the shared data folder, else google/IFEval)")
-    ap.add_argument("--data", default=None, help="ppl: a text file, a .jsonl/.json/.parquet file or a hub dataset")
+    ap.add_argument("--data", default=None,
+                    help="ppl: a text file, a .jsonl/.json/.parquet file or a hub dataset; chain: a GSM8K test "
+                         ".jsonl (default: the shared data folder's gsm8k/test.jsonl, else openai/gsm8k)")
+    ap.add_argument("--max-steps", type=int, default=chain.MAX_STEPS,
+                    help=f"chain: most replies of the agent per question (default {chain.MAX_STEPS})")
     ap.add_argument("--seq-len", type=int, default=1024, help="ppl: tokens per window")
-    ap.add_argument("--out", type=Path, default=None, help="write the results here (default: eval-TASK.json)")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="write the results here (default: eval-TASK.json; for plot, eval.png); the replies are "
+                         "remembered beside it in OUT_STEM.replies.jsonl")
+    ap.add_argument("--resume", action="store_true",
+                    help="take the replies remembered beside --out by an earlier run of the same model; generate "
+                         "only the rest")
+    ap.add_argument("--reports", nargs="+", default=None, metavar="JSON",
+                    help="plot: one report per model (several files of one model joined with commas)")
+    ap.add_argument("--names", nargs="+", default=None, metavar="NAME",
+                    help="plot: the models' names, in the order of --reports (default: each report's model)")
+    ap.add_argument("--title", default=None, help="plot: a title above the bars")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    for flag in ("limit", "max_new_tokens", "batch", "max_steps", "seq_len"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            ap.error(f"--{flag.replace('_', '-')} must be at least 1, not {value}")
+    if args.task == "plot":
+        if not args.reports:
+            ap.error("plot needs --reports (one report per model)")
+        if args.names is not None and len(args.names) != len(args.reports):
+            ap.error(f"--names: {len(args.names)} names for {len(args.reports)} reports; give one per report")
+    elif args.reports or args.names:
+        ap.error("--reports and --names are for the plot task")
+    return args
 
 
-def main(argv=None) -> dict:
+def replies_path(out: Path) -> Path:
+    """Where a report's replies are remembered: beside it, `eval-chain.json` -> `eval-chain.replies.jsonl`."""
+    return out.with_name(out.stem + ".replies.jsonl")
+
+
+def plot(args) -> None:
+    reports = [read_report(spec) for spec in args.reports]
+    names = args.names or [Path(str(r.get("model") or spec)).name for r, spec in zip(reports, args.reports)]
+    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title)
+    print(f"wrote {out}", file=sys.stderr)
+
+
+def run_task(task: str, model, args) -> tuple[dict, str]:
+    """One evaluation -> (its results, its table)."""
+    if task == "toolcall":
+        cats = [c.strip() for c in args.categories.split(",") if c.strip()]
+        res = bfcl.run_toolcall(model, cats, args.limit, args.bfcl_dir, args.max_new_tokens or 256,
+                                progress=not args.quiet, batch=args.batch)
+        return res, bfcl.format_table(res["summary"])
+    if task == "ifeval":
+        res = ifeval.run_ifeval(model, args.ifeval_data, args.limit, args.max_new_tokens or 512,
+                                progress=not args.quiet, batch=args.batch)
+        return res, ifeval.format_table(res["summary"])
+    if task == "chain":
+        res = chain.run_chain(model, args.data, args.limit, args.max_new_tokens or 384, args.max_steps,
+                              progress=not args.quiet, batch=args.batch)
+        return res, chain.format_table(res["summary"])
+    res = ppl.run_ppl(model, args.data, args.seq_len, args.limit, progress=not args.quiet)
+    return res, ppl.format_table(res["summary"])
+
+
+def main(argv=None) -> dict | None:
     args = parse_args(argv)
     try:
+        if args.task == "plot":
+            return plot(args)
         if args.task == "ppl" and not args.data:
             raise DataError("ppl needs --data (a text file, a .jsonl/.json/.parquet file or a hub dataset name)")
-        model = load(args.model)
+        out = args.out or Path(f"eval-{args.task}.json")
+        folder = resolve(args.model)
+        model = load(folder)
+        if args.task != "ppl":  # replies, remembered so that a stopped run can be resumed
+            model = CachedReplies(model, replies_path(out), model_identity(folder), resume=args.resume)
         report = {"model": str(args.model or "SmolLM2-135M-Instruct"), "limit": args.limit}
         tasks = ("toolcall", "ifeval") if args.task == "all" else (args.task,)
         for task in tasks:
-            t0 = time.perf_counter()
-            if task == "toolcall":
-                cats = [c.strip() for c in args.categories.split(",") if c.strip()]
-                res = bfcl.run_toolcall(model, cats, args.limit, args.bfcl_dir, args.max_new_tokens or 256,
-                                        progress=not args.quiet, batch=args.batch)
-                table = bfcl.format_table(res["summary"])
-            elif task == "ifeval":
-                res = ifeval.run_ifeval(model, args.ifeval_data, args.limit, args.max_new_tokens or 512,
-                                        progress=not args.quiet, batch=args.batch)
-                table = ifeval.format_table(res["summary"])
-            else:
-                res = ppl.run_ppl(model, args.data, args.seq_len, args.limit, progress=not args.quiet)
-                table = ppl.format_table(res["summary"])
+            t0, hits = time.perf_counter(), getattr(model, "hits", 0)
+            res, table = run_task(task, model, args)
             res["seconds"] = round(time.perf_counter() - t0, 1)
+            res["remembered_replies"] = getattr(model, "hits", 0) - hits  # from an earlier run (--resume)
             report[task] = res
-            print(f"== {task} ({res['seconds']:.0f} s)\n{table}", flush=True)
-        out = args.out or Path(f"eval-{args.task}.json")
+            resumed = f", {res['remembered_replies']} replies from the earlier run" if res["remembered_replies"] else ""
+            print(f"== {task} ({res['seconds']:.0f} s{resumed})\n{table}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
         tmp = out.with_name(out.name + ".tmp")
         tmp.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
         tmp.replace(out)
@@ -71,6 +134,9 @@ def main(argv=None) -> dict:
         return report
     except (WeightsError, DataError, BFCLDataError, ValueError, OSError) as e:
         sys.exit(f"error: {e}")
+    except KeyboardInterrupt:  # the replies made so far are remembered: --resume goes on from them
+        print("interrupted; run again with --resume to go on from the replies made so far", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":
