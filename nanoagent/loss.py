@@ -16,6 +16,20 @@ With z = h W^T the logits (V per token) and s = softmax(z):
                                          c_i = m_i p_i / sum(m)      (DFT)
     dL/dh_i = dL/dz_i W,   dL/dW = sum_i dL/dz_i^T h_i   (the tied embedding's LM-head share)
 
+GRPO (group-relative policy optimisation, Shao et al. 2024) scores sampled reply tokens by
+their advantage A_i (the reply's reward, normalised within its group of replies to the same
+prompt), through the PPO-clipped ratio to the policy that sampled them (log p_old) and an
+optional KL to a reference model (log p_ref) with the k3 estimator:
+
+    r_i = exp(log p_i - log p_old_i),   d_i = log p_ref_i - log p_i
+    l_i = -min(r_i A_i, clip(r_i, 1-eps, 1+eps) A_i) + beta (exp(d_i) - d_i - 1)
+    L = sum_i m_i l_i / sum_i m_i
+
+Its gradient goes through log p_i alone: dlogp/dz_i = onehot(t_i) - s_i, so with
+g_i = dl_i/dlog p_i = -A_i r_i [the unclipped term is the min] + beta (1 - exp(d_i)),
+    dL/dz_i = c_i (s_i - onehot(t_i)),   c_i = -m_i g_i / sum(m)      (GRPO)
+the SFT gradient with a signed weight on each token: the same chunked head and backward.
+
 `lm_head_loss` computes this in chunks of rows, only for the rows that count, so the full
 (T, V) logits never sit in memory. Lesson: lessons/10_losses/README.md.
 """
@@ -25,7 +39,38 @@ from typing import NamedTuple
 
 import numpy as np
 
-KINDS = ("sft", "dft")
+KINDS = ("sft", "dft")  # the supervised losses (train's --loss)
+ALL_KINDS = (*KINDS, "grpo")  # and the policy-gradient one (rl.py), which needs PolicyTerms
+
+
+# ---- GRPO's per-token loss and its derivative in log p ------------------------------------
+
+class PolicyTerms(NamedTuple):
+    """GRPO's per-token inputs, each (B,T) aligned with the targets (or (N,) with the rows)."""
+    adv: np.ndarray  # advantage of the reply each token belongs to
+    logp_old: np.ndarray | None = None  # log p under the policy that sampled; None: this one (ratio 1)
+    logp_ref: np.ndarray | None = None  # log p under the reference model; None: no KL term
+    clip_eps: float = 0.2
+    beta: float = 0.0
+
+
+def grpo_token_loss(logp, adv, logp_old=None, logp_ref=None, clip_eps=0.2, beta=0.0):
+    """logp, adv (N,) [, logp_old, logp_ref (N,)] -> l (N,) per-token loss, g (N,) dl/dlogp.
+
+    logp_old None means the sampling policy is this one, held constant: ratio 1 (sg(logp)).
+    """
+    ratio = np.ones_like(logp) if logp_old is None else np.exp(logp - logp_old)
+    unclipped = ratio * adv
+    clipped = np.clip(ratio, 1.0 - clip_eps, 1.0 + clip_eps) * adv
+    take = unclipped <= clipped  # min picks the unclipped term: its gradient flows; else constant
+    loss = -np.minimum(unclipped, clipped)
+    g = -np.where(take, unclipped, 0.0)  # d(-r A)/dlogp = -r A, since dr/dlogp = r
+    if logp_ref is not None and beta:
+        d = logp_ref - logp
+        ed = np.exp(d)
+        loss = loss + beta * (ed - d - 1.0)  # k3 >= 0, an unbiased estimate of KL(new || ref)
+        g = g + beta * (1.0 - ed)  # d(exp(d) - d - 1)/dlogp = -exp(d) + 1
+    return loss, g
 
 
 # ---- the plain, unfused version (for the lesson and the tests) -------------------------
@@ -36,20 +81,26 @@ def log_softmax(z):
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def token_loss_ref(logits, targets, mask, kind="sft", weight=None):
+def token_loss_ref(logits, targets, mask, kind="sft", weight=None, terms: PolicyTerms | None = None):
     """logits (N,V), targets (N,) int, mask (N,) -> loss, dlogits (N,V); plain NumPy, all logits at once.
 
     `weight` (N,) replaces DFT's p as the constant weight (the tests hold it fixed or force it to 1).
+    `terms` (arrays of (N,)) are GRPO's inputs when kind is "grpo".
     """
     logp = log_softmax(logits)
     n = np.arange(len(targets))
     logp_t = logp[n, targets]  # (N,) log p of each target
-    if kind == "sft":
-        w = np.ones_like(logp_t)
-    else:  # sg(p): a number, not a function of the logits
-        w = np.exp(logp_t) if weight is None else weight
-    coef = mask * w / mask.sum()  # (N,)
-    loss = np.sum(coef * -logp_t)
+    if kind == "grpo":
+        tok_loss, g = grpo_token_loss(logp_t, *terms)
+        coef = -(mask * g) / mask.sum()  # dL/dz = dL/dlogp (onehot - s)
+        loss = np.sum(mask * tok_loss) / mask.sum()
+    else:
+        if kind == "sft":
+            w = np.ones_like(logp_t)
+        else:  # sg(p): a number, not a function of the logits
+            w = np.exp(logp_t) if weight is None else weight
+        coef = mask * w / mask.sum()  # (N,)
+        loss = np.sum(coef * -logp_t)
     dlogits = np.exp(logp) * coef[:, None]  # c_i s_i
     dlogits[n, targets] -= coef  # - c_i onehot(t_i)
     return loss, dlogits
@@ -64,10 +115,11 @@ class LossOut(NamedTuple):
     n_tokens: float  # sum(m): the tokens that count
     ce_sum: float  # sum(m * ce): cross-entropy summed, for reporting SFT loss whatever the kind
     p_sum: float  # sum(m * p): target probability summed, for the mean target probability
+    logp: np.ndarray | None = None  # (B,T) log p of each target where mask counts, else 0 (GRPO's old/ref)
 
 
 def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, dwte=None,
-                 weight=None, chunk=256):
+                 weight=None, chunk=256, terms: PolicyTerms | None = None):
     """h (B,T,C) final hidden, wte (V,C) tied head, targets (B,T) int, mask (B,T) -> LossOut.
 
     Position (b, t) predicts targets[b, t] and counts with weight mask[b, t] (0 or 1, or any
@@ -75,10 +127,13 @@ def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, d
     micro-batches of an accumulated step so they add up to the mean over the whole step.
     `dwte`, if given, is added into in place (gradient accumulation, the tied embedding's
     fan-out) and returned. `weight` (B,T) replaces DFT's p as the constant per-token weight.
+    kind "grpo" takes `terms` (PolicyTerms of (B,T) arrays): l_i and c_i as in the module's docstring.
     `chunk` rows of logits (chunk x V) are alive at a time.
     """
-    if kind not in KINDS:
-        raise ValueError(f"loss kind must be one of {KINDS}, got {kind!r}")
+    if kind not in ALL_KINDS:
+        raise ValueError(f"loss kind must be one of {ALL_KINDS}, got {kind!r}")
+    if (kind == "grpo") != (terms is not None):
+        raise ValueError("PolicyTerms go with kind 'grpo', and only with it")
     B, T, C = h.shape
     V = wte.shape[0]
     mask = np.asarray(mask).reshape(-1)
@@ -94,6 +149,11 @@ def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, d
     if backward and dwte is None:
         dwte = np.zeros_like(wte)
     w_fixed = None if weight is None else np.asarray(weight, dtype=h.dtype).reshape(-1)[rows]
+    if terms is not None:  # each (B,T) array -> its counted rows (N,)
+        terms = terms._replace(**{k: None if getattr(terms, k) is None else
+                                  np.asarray(getattr(terms, k), dtype=h.dtype).reshape(-1)[rows]
+                                  for k in ("adv", "logp_old", "logp_ref")})
+    logp = np.zeros(B * T, dtype=h.dtype)
     loss = ce_sum = p_sum = 0.0
     for a in range(0, len(rows), chunk):
         b = min(a + chunk, len(rows))
@@ -107,9 +167,16 @@ def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, d
         logp_t = z_t - np.log(total)  # (n,) log p of each target
         p_t = np.exp(logp_t)
         ce = -logp_t
-        w = np.ones_like(p_t) if kind == "sft" else (p_t if w_fixed is None else w_fixed[a:b])  # sg(p)
-        coef = m[a:b] * w / denom  # (n,) dL/dz_i = coef_i (softmax_i - onehot_i)
-        loss += float(np.sum(coef * ce))
+        logp[rows[a:b]] = logp_t
+        if kind == "grpo":
+            adv, old, ref = (None if x is None else x[a:b] for x in terms[:3])  # this chunk's rows
+            tok_loss, g = grpo_token_loss(logp_t, adv, old, ref, terms.clip_eps, terms.beta)
+            coef = -m[a:b] * g / denom  # (n,) dL/dz_i = dL/dlogp_i (onehot_i - softmax_i)
+            loss += float(np.sum(m[a:b] * tok_loss)) / denom
+        else:
+            w = np.ones_like(p_t) if kind == "sft" else (p_t if w_fixed is None else w_fixed[a:b])  # sg(p)
+            coef = m[a:b] * w / denom  # (n,) dL/dz_i = coef_i (softmax_i - onehot_i)
+            loss += float(np.sum(coef * ce))
         ce_sum += float(np.sum(m[a:b] * ce))
         p_sum += float(np.sum(m[a:b] * p_t))
         if not backward:
@@ -120,10 +187,11 @@ def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, d
         for v in range(0, V, 8192):  # dW += dz^T h, a vocab slice at a time (no (V,C) temporary)
             dwte[v:v + 8192] += z[:, v:v + 8192].T @ hs[a:b]  # fan-out: the tied head adds into dwte
     if not backward:
-        return LossOut(loss, None, None, n_tokens, ce_sum, p_sum)
+        return LossOut(loss, None, None, n_tokens, ce_sum, p_sum, logp.reshape(B, T))
     dh = np.zeros_like(h)
     dh.reshape(-1, C)[rows] = dhs
-    return LossOut(loss, dh, dwte, n_tokens, ce_sum, p_sum)
+    return LossOut(loss, dh, dwte, n_tokens, ce_sum, p_sum, logp.reshape(B, T))
 
 
-__all__ = ["lm_head_loss", "LossOut", "token_loss_ref", "log_softmax", "KINDS"]
+__all__ = ["lm_head_loss", "LossOut", "token_loss_ref", "log_softmax", "KINDS", "ALL_KINDS", "PolicyTerms",
+           "grpo_token_loss"]

@@ -27,19 +27,21 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "data": "data",
     "train": "train", "bench_train": "train",
     "eval": "eval",
+    "grpo": "rl", "rewards": "rl", "rl": "rl",
     "bench": "bench",
 }
 
 FORBIDDEN = {  # room -> rooms it must never import
-    "config": {"math", "model", "io", "generate", "agent", "data", "train", "eval", "bench"},
-    "math": {"model", "io", "generate", "agent", "data", "train", "eval", "bench"},
-    "model": {"io", "generate", "agent", "data", "train", "eval", "bench"},
-    "io": {"generate", "agent", "data", "train", "eval", "bench"},
-    "generate": {"agent", "data", "train", "eval", "bench"},
-    "agent": {"data", "train", "eval", "bench"},
-    "data": {"generate", "agent", "train", "eval", "bench"},
-    "eval": {"train", "bench"},
-    "train": {"generate", "agent", "eval", "bench"},
+    "config": {"math", "model", "io", "generate", "agent", "data", "train", "eval", "rl", "bench"},
+    "math": {"model", "io", "generate", "agent", "data", "train", "eval", "rl", "bench"},
+    "model": {"io", "generate", "agent", "data", "train", "eval", "rl", "bench"},
+    "io": {"generate", "agent", "data", "train", "eval", "rl", "bench"},
+    "generate": {"agent", "data", "train", "eval", "rl", "bench"},
+    "agent": {"data", "train", "eval", "rl", "bench"},
+    "data": {"generate", "agent", "train", "eval", "rl", "bench"},
+    "eval": {"train", "rl", "bench"},
+    "train": {"generate", "agent", "eval", "rl", "bench"},
+    "rl": {"bench"},
 }
 
 

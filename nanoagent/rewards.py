@@ -1,0 +1,155 @@
+"""Rewards for a sampled reply to a tool prompt: is the call right, and is the reply cleanly formed?
+
+GRPO (grpo.py) learns from a number per reply. Here it is made of two terms:
+
+    reward = correct + format_weight * format
+
+- `correct` uses the AST rules of the project's BFCL checker (eval/bfcl.py `check_call`): the
+  function name, every required argument present, no undeclared one, values of the declared type
+  and equal to the reference's after BFCL's normalisation, parallel calls matched in any order.
+  1.0 for an exact match; for the right function names (the same multiset) with some arguments
+  wrong, PARTIAL + (1 - PARTIAL) * k / n, k of the n expected calls matched exactly; 0 for a
+  wrong or missing call, or one that does not parse. When the reference is "no call", 1.0 only
+  when the reply calls nothing (and says something: an empty reply is not an answer).
+- `format` is 1 when the reply is clean: it ended at <|im_end|> (finish reason "stop"), and it
+  is either plain text with no call in it, or text followed by one `<tool_call>` tag holding a
+  strict JSON list of {"name", "arguments"} objects, with nothing after the closing tag.
+
+A reference call {"name", "arguments"} becomes BFCL's expected form {name: {param: [value]}},
+each value the one allowed option.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+from .eval.bfcl import check_call
+from .tokenizer import normalize_tools
+from .toolcalls import parse_reply
+
+PARTIAL = 0.5  # the floor of partial credit: the right functions, wrong arguments
+FORMAT_WEIGHT = 0.2
+
+_OPEN, _CLOSE = "<tool_call>", "</tool_call>"
+_ANY_TAG = re.compile(r"<\s*[/\\]?\s*tool_calls?\s*>", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Reward:
+    total: float  # correct + format_weight * format: what GRPO learns from
+    correct: float  # 1 exact, [PARTIAL, 1) right names with wrong arguments, 0 otherwise
+    format: float  # 1 clean, 0 not
+    reason: str  # why correct < 1 and/or format is 0 ("" when neither)
+
+
+# ---- the reference in BFCL's expected form -------------------------------------------------------
+
+def allowed(value):
+    """A reference value -> BFCL's allowed form: a dict's entries each become a one-option list."""
+    if isinstance(value, dict):
+        return {k: [allowed(v)] for k, v in value.items()}
+    if isinstance(value, list):
+        return [allowed(v) for v in value]
+    return value
+
+
+def expected_call(call: dict) -> dict:
+    """{"name", "arguments"} -> {name: {param: [the reference value]}} (BFCL's ground-truth form)."""
+    return {call["name"]: {p: [allowed(v)] for p, v in call["arguments"].items()}}
+
+
+def reference_problem(reference: list[dict], tools: list[dict]) -> str | None:
+    """Why a reference cannot be graded (its function is not offered, or it fails its own check), or None."""
+    functions = {t["name"]: t for t in normalize_tools(tools)}
+    for call in reference:
+        if call["name"] not in functions:
+            return f"the reference calls {call['name']!r}, which is not among the tools"
+        reason = check_call(call, functions[call["name"]], expected_call(call))
+        if reason is not None:
+            return f"the reference fails the checker: {reason}"
+    return None
+
+
+# ---- correctness ---------------------------------------------------------------------------------
+
+def matched(calls: list[dict], expected: list[dict], functions: dict) -> int:
+    """The most expected calls matched exactly, each to a different produced call (augmenting paths)."""
+    fits = [[j for j, c in enumerate(calls)
+             if next(iter(e)) in functions and check_call(c, functions[next(iter(e))], e) is None]
+            for e in expected]
+    owner: dict[int, int] = {}  # produced call -> the expected call it is matched to
+
+    def place(i, seen):
+        for j in fits[i]:
+            if j not in seen:
+                seen.add(j)
+                if j not in owner or place(owner[j], seen):
+                    owner[j] = i
+                    return True
+        return False
+
+    return sum(place(i, set()) for i in range(len(expected)))
+
+
+def correctness(reply: str, reference: list[dict], tools: list[dict]) -> tuple[float, str]:
+    """A reply against the reference calls ([]: no call is the right answer) -> (score, reason)."""
+    parsed = parse_reply(reply)
+    if not reference:
+        if parsed.calls or parsed.errors:
+            return 0.0, "called a function though none fits"
+        return (1.0, "") if reply.strip() else (0.0, "an empty reply")
+    if parsed.errors:
+        return 0.0, "unparsable call: " + parsed.errors[0][:120]
+    if not parsed.calls:
+        return 0.0, "no call"
+    names = Counter(c["name"] for c in parsed.calls)
+    if names != Counter(c["name"] for c in reference):
+        return 0.0, f"wrong functions: {sorted(names.elements())} instead of {sorted(c['name'] for c in reference)}"
+    functions = {t["name"]: t for t in normalize_tools(tools)}
+    k = matched(parsed.calls, [expected_call(c) for c in reference], functions)
+    if k == len(reference):
+        return 1.0, ""
+    return PARTIAL + (1.0 - PARTIAL) * k / len(reference), f"{len(reference) - k} call(s) with wrong arguments"
+
+
+# ---- format --------------------------------------------------------------------------------------
+
+def clean_format(reply: str, finish_reason: str) -> tuple[bool, str]:
+    """Did the reply end at <|im_end|>, with either no call in it or one strict `<tool_call>` list last?"""
+    if finish_reason != "stop":
+        return False, "did not end at <|im_end|>"
+    tags = _ANY_TAG.findall(reply)
+    if not tags:
+        parsed = parse_reply(reply)
+        return (True, "") if not parsed.calls and not parsed.errors else (False, "a call without a <tool_call> tag")
+    if tags != [_OPEN, _CLOSE]:
+        return False, "not exactly one <tool_call>...</tool_call>"
+    body, after = reply.split(_OPEN, 1)[1].split(_CLOSE, 1)
+    if after.strip():
+        return False, "text after </tool_call>"
+    try:
+        calls = json.loads(body)
+    except ValueError:
+        return False, "the calls are not strict JSON"
+    if not isinstance(calls, list) or not calls or not all(
+            isinstance(c, dict) and set(c) == {"name", "arguments"} and isinstance(c["name"], str)
+            and isinstance(c["arguments"], dict) for c in calls):
+        return False, 'not a list of {"name", "arguments"} objects'
+    return True, ""
+
+
+# ---- the reward ----------------------------------------------------------------------------------
+
+def reward(reply: str, finish_reason: str, reference: list[dict], tools: list[dict],
+           format_weight: float = FORMAT_WEIGHT) -> Reward:
+    """One sampled reply (text, without the stop token; its finish reason) -> its Reward."""
+    correct, why = correctness(reply, reference, tools)
+    clean, why_not = clean_format(reply, finish_reason)
+    fmt = 1.0 if clean else 0.0
+    return Reward(correct + format_weight * fmt, correct, fmt, "; ".join(r for r in (why, why_not) if r))
+
+
+__all__ = ["Reward", "reward", "correctness", "clean_format", "expected_call", "reference_problem", "matched",
+           "PARTIAL", "FORMAT_WEIGHT"]

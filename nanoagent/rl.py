@@ -1,0 +1,378 @@
+"""GRPO on tool-call rewards: `python -m nanoagent.rl --data FILE --group 8 ...`.
+
+The prompts are the training rows' chats (any format the data adapters read) cut before their
+first assistant turn, with that turn's calls as the reference ("no call" when it has none);
+rows that offer no tools, or whose reference fails the checker, are skipped and counted. Each
+round samples `--group` replies to each of `--prompts` prompts, scores them (rewards.py), and
+makes `--updates` GRPO updates on them (grpo.py; one by default). Checkpoints and `--resume` work as in SFT (the prompt order
+and the sampling seeds are functions of the seed and the step, so a resumed run repeats an
+unbroken one); every round appends a line to OUT/log.jsonl and redraws OUT/rewards.png; the
+run ends by writing the HF folder OUT/model.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+from tqdm import tqdm
+
+from .checkpoint import WeightsError, read_tokenizer
+from .data.batch import epoch_order, row_to_chat
+from .data.io import DataError, read_rows
+from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
+from .model import Model
+from .optim import AdamWState, adamw_init, load_state, lr_at
+from .rewards import FORMAT_WEIGHT, reference_problem, reward
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer, normalize_tools
+from .toolcalls import normalize_calls
+from .train import TrainingError, load_model, model_folder, save_checkpoint
+
+try:  # the picture is optional: without matplotlib the run says so once and goes on
+    from matplotlib.figure import Figure
+except ImportError:
+    Figure = None
+
+
+# ---- prompts and their reference calls ------------------------------------------------------------
+
+@dataclass
+class ToolPrompt:
+    ids: list[int]  # the chat up to the first assistant turn, generation prompt included
+    tools: list[dict]  # bare {name, description, parameters}
+    reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
+
+
+def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int) -> tuple[list[ToolPrompt], dict]:
+    """Rows -> the prompts GRPO samples from, and counts of the rows skipped and why."""
+    out, skipped = [], Counter()
+    for row in rows:
+        chat = row_to_chat(row) if isinstance(row, dict) else None
+        if chat is None:
+            skipped["not a chat"] += 1
+            continue
+        messages, tools = chat
+        try:
+            tools = normalize_tools(tools)
+        except (TypeError, ValueError):
+            skipped["unreadable tools"] += 1
+            continue
+        first = next((k for k, m in enumerate(messages) if m["role"] == "assistant"), None)
+        if not tools:
+            skipped["no tools offered"] += 1
+            continue
+        if first is None or not any(m["role"] == "user" for m in messages[:first]):
+            skipped["no user turn before an assistant turn"] += 1
+            continue
+        reference, errors = normalize_calls(messages[first].get("tool_calls") or [])
+        if errors or reference_problem(reference, tools):
+            skipped["reference call fails the checker"] += 1
+            continue
+        ids, _ = tokenizer.encode_chat(messages[:first], tools, add_generation_prompt=True)
+        if len(ids) > max_prompt_tokens:
+            skipped["prompt longer than --max-prompt-tokens"] += 1
+            continue
+        out.append(ToolPrompt(list(ids), tools, reference))
+    return out, dict(skipped)
+
+
+def fingerprint(prompts: list[ToolPrompt]) -> str:
+    h = hashlib.sha256()
+    for p in prompts:
+        h.update(np.asarray(p.ids, dtype=np.int64).tobytes())
+        h.update(json.dumps(p.reference, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def round_prompts(n: int, step: int, per_round: int, seed: int) -> list[int]:
+    """The prompts of round `step`: epochs of a seeded order laid end to end (a short last round per epoch)."""
+    per_epoch = math.ceil(n / per_round)
+    epoch, k = divmod(step, per_epoch)
+    return [int(i) for i in epoch_order(n, seed, epoch)[k * per_round:(k + 1) * per_round]]
+
+
+# ---- the command line --------------------------------------------------------------------------------
+
+RUN_ARGS = ("model", "data", "data_split", "data_config", "group", "prompts", "steps", "epochs", "temperature",
+            "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight",
+            "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m nanoagent.rl", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
+    ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads); "
+                                                 "the evaluation's BFCL items never belong here")
+    ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
+    ap.add_argument("--data-config", default=None, help="config name of a hub dataset")
+    ap.add_argument("--group", type=int, default=8, help="G: replies sampled per prompt (default: %(default)s)")
+    ap.add_argument("--prompts", type=int, default=2, help="prompts per round (default: %(default)s)")
+    ap.add_argument("--steps", type=int, default=None, help="rounds, each one policy update (default: from --epochs)")
+    ap.add_argument("--epochs", type=float, default=1.0, help="passes over the prompts when --steps is not given")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
+    ap.add_argument("--top-p", type=float, default=1.0, help="sampling top-p (default: %(default)s)")
+    ap.add_argument("--top-k", type=int, default=0, help="sampling top-k, 0: off (default: %(default)s)")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="longest reply (default: %(default)s)")
+    ap.add_argument("--max-prompt-tokens", type=int, default=1024, help="longer prompts are skipped (default: %(default)s)")
+    ap.add_argument("--beta", type=float, default=0.04, help="KL weight, 0: no reference model (default: %(default)s)")
+    ap.add_argument("--clip-eps", type=float, default=0.2, help="ratio clipped to [1-eps, 1+eps] (default: %(default)s)")
+    ap.add_argument("--updates", type=int, default=1, help="policy updates on each round's samples (default: %(default)s)")
+    ap.add_argument("--format-weight", type=float, default=FORMAT_WEIGHT, help="weight of the format term (default: %(default)s)")
+    ap.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: %(default)s)")
+    ap.add_argument("--min-lr-ratio", type=float, default=1.0, help="the cosine ends at lr * this; 1: constant (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=0, help="warmup rounds (default: %(default)s)")
+    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled decay (default: %(default)s)")
+    ap.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
+    ap.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
+    ap.add_argument("--clip", type=float, default=1.0, help="clip the global gradient norm to this, 0: off (default: %(default)s)")
+    ap.add_argument("--batch-size", type=int, default=2, help="sequences per forward/backward (default: %(default)s)")
+    ap.add_argument("--slots", type=int, default=0, help="sequences decoded together; groups wait for free slots "
+                                                          "(default: --group x --prompts, a whole round at once)")
+    ap.add_argument("--save-every", type=int, default=0, help="checkpoint every N rounds (always at the end)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this many rounds in this invocation (a checkpoint is saved); go on with --resume")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="end the run after the round that passes this many minutes (of this invocation): "
+                         "the final model is written then, as after the last round")
+    ap.add_argument("--out", type=Path, default=Path("runs/grpo"), help="output folder: OUT/checkpoint, OUT/model, "
+                                                                       "OUT/log.jsonl, OUT/rewards.png (default: %(default)s)")
+    ap.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint with its saved settings")
+    ap.add_argument("--seed", type=int, default=0, help="prompt order and sampling (default: %(default)s)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = ap.parse_args(argv)
+    if args.data is None and not args.resume:
+        ap.error("--data is required (with --resume the checkpoint's settings are used)")
+    if args.group < 2 or args.prompts < 1:
+        ap.error("--group must be at least 2 (advantages compare replies) and --prompts at least 1")
+    if not 0 < args.clip_eps < 1 or args.beta < 0 or args.temperature <= 0:
+        ap.error("--clip-eps must lie in (0, 1), --beta be >= 0 and --temperature > 0")
+    if min(args.updates, args.batch_size, args.max_new_tokens, args.max_prompt_tokens) < 1:
+        ap.error("--updates, --batch-size, --max-new-tokens and --max-prompt-tokens must be at least 1")
+    return args
+
+
+# ---- the run ------------------------------------------------------------------------------------------
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    model: Model
+    ref: Model | None  # the starting model, for the KL term (None when beta is 0)
+    state: AdamWState
+    trainer: dict  # what the checkpoint saves: step, history, settings, data fingerprint
+    prompts: list[ToolPrompt]
+    cfg: GRPOConfig
+    tokenizer: Tokenizer
+    tokenizer_json: Path
+    steps: int
+    log: Callable[[str], None]
+    timed_out: bool = False  # --max-minutes ended the run before its last round
+
+    @property
+    def ckpt(self) -> Path:
+        return self.args.out / "checkpoint"
+
+    @property
+    def log_path(self) -> Path:
+        return self.args.out / "log.jsonl"
+
+
+def restore_args(args: argparse.Namespace) -> dict:
+    ckpt = args.out / "checkpoint"
+    if not (ckpt / "trainer_state.json").is_file():
+        raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
+    trainer = json.loads((ckpt / "trainer_state.json").read_text())
+    for k in RUN_ARGS:
+        setattr(args, k, trainer["args"][k])
+    return trainer
+
+
+def setup(args: argparse.Namespace) -> Run:
+    """The model (or the checkpoint to resume), the reference model, the prompts and the optimizer state."""
+    trainer = restore_args(args) if args.resume else {"step": 0, "history": []}
+    start_dir = model_folder(args.model)
+    model_dir = args.out / "checkpoint" if args.resume else start_dir
+    model = load_model(model_dir)
+    tok = read_tokenizer(model_dir)
+    if tok is None:
+        raise TrainingError(f"{model_dir} has no tokenizer.json: GRPO renders chats and reads replies as text")
+    prompts, skipped = tool_prompts(read_rows(args.data, args.data_config, args.data_split), tok,
+                                    args.max_prompt_tokens)
+    if not prompts:
+        why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
+        raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "
+                        "and an assistant turn")
+    fp = fingerprint(prompts)
+    if args.resume:
+        if trainer["data"] != fp:
+            raise TrainingError(f"the prompts differ from the checkpoint's (fingerprint {fp} != {trainer['data']}); "
+                                "resume needs the same data file and settings")
+        state = load_state(model_dir / "optimizer.safetensors", model.params)
+    else:
+        state = adamw_init(model.params)
+        trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+                             if k in RUN_ARGS}, "data": fp}
+    steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / args.prompts))
+    trainer["steps"] = steps
+    cfg = GRPOConfig(group=args.group, max_new_tokens=args.max_new_tokens,
+                     sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
+                     clip_eps=args.clip_eps, beta=args.beta, updates=args.updates, batch_size=args.batch_size,
+                     slots=args.slots, beta1=args.beta1, beta2=args.beta2, weight_decay=args.weight_decay,
+                     grad_clip=args.clip or None)
+    ref = load_model(start_dir) if args.beta > 0 else None
+    log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
+    n_calls = sum(bool(p.reference) for p in prompts)
+    notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
+    log(f"{len(prompts)} prompts ({n_calls} with calls, {len(prompts) - n_calls} no-call){notes}; {steps} rounds "
+        f"of {args.prompts} prompts x {args.group} replies, beta {args.beta}, lr {args.lr}")
+    if Figure is None:
+        log("matplotlib is not installed: no rewards.png (pip install matplotlib); the log is written")
+    return Run(args, model, ref, state, trainer, prompts, cfg, tok, model_dir / "tokenizer.json", steps, log)
+
+
+def reward_fn(run: Run, chosen: list[int]):
+    """The reward of a rollout answering prompt `chosen[i]`: figures for the log, "reward" for GRPO."""
+    def score(i: int, r: Rollout) -> dict:
+        p = run.prompts[chosen[i]]
+        ids = r.reply[:-1] if r.finish_reason == "stop" else r.reply
+        rw = reward(run.tokenizer.decode(ids), r.finish_reason, p.reference, p.tools, run.args.format_weight)
+        return {"reward": rw.total, "correct": rw.correct, "format": rw.format}
+    return score
+
+
+def step_once(run: Run, step: int) -> dict:
+    """Round number `step` (0-based): sample, score, update -> its history entry (also appended to the log)."""
+    a = run.args
+    lr = lr_at(step, a.lr, a.warmup, run.steps, a.min_lr_ratio)
+    chosen = round_prompts(len(run.prompts), step, a.prompts, a.seed)
+    try:
+        r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,
+                       lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,
+                       run.ref)
+    except TrainingError as e:
+        last = f"the last good checkpoint is {run.ckpt} (step {run.trainer['step']})" if run.ckpt.exists() else \
+            "no checkpoint was saved yet"
+        raise TrainingError(f"round {step + 1}: {e}; stopped without updating the weights. {last}. "
+                            "Try a lower --lr, or a lower --clip.") from None
+    u = r.updates[-1] if r.updates else None  # the last update's figures (None: every group was skipped)
+    p, g = np.unravel_index(np.argmax(r.rewards), r.rewards.shape)
+    best = r.groups[p][g]  # the round's best reply: a sample to read
+    entry = {"step": step + 1, "lr": lr, **r.figures, "reward_std": float(r.rewards.std()),
+             "kept_groups": r.kept, "skipped_groups": r.skipped,
+             **{k: None if u is None else getattr(u, k) for k in ("loss", "kl", "clip_frac", "grad_norm")},
+             "reply_tokens": r.reply_tokens, "trained_tokens": sum(x.n_inputs for x in r.updates),
+             "gen_seconds": round(r.gen_seconds, 3), "update_seconds": round(r.update_seconds, 3),
+             "sample": run.tokenizer.decode(best.reply)[:400]}
+    run.trainer["history"].append(entry)
+    with open(run.log_path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    return entry
+
+
+def rewind_log(run: Run) -> None:
+    """Keep the log's lines up to the checkpoint's step: a resumed run appends the rounds after it."""
+    run.args.out.mkdir(parents=True, exist_ok=True)
+    keep = [json.dumps(h) for h in run.trainer["history"]]
+    tmp = run.log_path.with_name(f".{run.log_path.name}.tmp-{os.getpid()}")
+    tmp.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
+    tmp.replace(run.log_path)
+
+
+def plot_history(history: list[dict], out: Path) -> Path | None:
+    """Mean reward (with its correct and format parts) and the KL to the reference over the rounds -> a PNG."""
+    if Figure is None or not history:
+        return None
+    steps = [h["step"] for h in history]
+    fig = Figure(figsize=(7, 5), dpi=120)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    for key, label in (("reward", "mean reward"), ("correct", "correct"), ("format", "format rate")):
+        top.plot(steps, [h[key] for h in history], label=label, lw=1.5 if key == "reward" else 1)
+    top.set_ylabel("per reply")
+    top.grid(alpha=0.3)
+    top.legend(fontsize=8)
+    kl = [(h["step"], h["kl"]) for h in history if h.get("kl") is not None]
+    if kl:
+        bottom.plot(*zip(*kl), color="tab:red", lw=1)
+    bottom.set_ylabel("KL to the start (k3)")
+    bottom.set_xlabel("round")
+    bottom.grid(alpha=0.3)
+    fig.tight_layout()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    fig.savefig(tmp, format="png")
+    tmp.replace(out)
+    return out
+
+
+def checkpoint(run: Run, step: int) -> None:
+    run.trainer["step"] = step
+    save_checkpoint(run.ckpt, run.model, run.tokenizer_json, run.state, run.trainer)
+
+
+def train_rounds(run: Run) -> int:
+    """Rounds from the checkpoint's (or 0) until the end, --stop-after or --max-minutes -> the rounds done in all."""
+    a, start = run.args, run.trainer["step"]
+    end = run.steps if a.stop_after is None else min(run.steps, start + a.stop_after)
+    rewind_log(run)
+    t0, sampled, trained, gen_s, update_s = time.perf_counter(), 0, 0, 0.0, 0.0
+    with tqdm(total=run.steps, initial=start, desc="grpo", unit="round", disable=a.quiet, file=sys.stderr) as bar:
+        for step in range(start, end):
+            e = step_once(run, step)
+            sampled, trained = sampled + e["reply_tokens"], trained + e["trained_tokens"]
+            gen_s, update_s = gen_s + e["gen_seconds"], update_s + e["update_seconds"]
+            bar.update(1)
+            bar.set_postfix({"reward": f"{e['reward']:.3f}", "fmt": f"{e['format']:.2f}",  # a dict keeps this order
+                             "kl": "-" if e["kl"] is None else f"{e['kl']:.4f}",
+                             "gen_tok_s": f"{sampled / max(gen_s, 1e-9):.1f}",  # reply tokens per second of sampling
+                             "train_tok_s": f"{trained / max(update_s, 1e-9):.0f}"})  # through forward + backward
+            plot_history(run.trainer["history"], a.out / "rewards.png")
+            done = step + 1
+            if a.max_minutes is not None and done < end and time.perf_counter() - t0 > 60 * a.max_minutes:
+                run.timed_out = True
+                run.log(f"--max-minutes {a.max_minutes} reached after round {done}")
+                return done
+            if a.save_every and done % a.save_every == 0 and done < run.steps:
+                checkpoint(run, done)
+    return end
+
+
+def finish(run: Run, done: int) -> dict:
+    summary = {"history": run.trainer["history"], "checkpoint": str(run.ckpt), "log": str(run.log_path)}
+    checkpoint(run, done)
+    if done < run.steps and not run.timed_out:
+        run.log(f"stopped at round {done} of {run.steps}; go on with: python -m nanoagent.rl --resume --out "
+                f"{run.args.out}")
+        return summary | {"done": False}
+    final = run.args.out / "model"
+    save_checkpoint(final, run.model, run.tokenizer_json)
+    run.log(f"wrote {final} (an HF folder: python -m nanoagent.generate --model {final})")
+    return summary | {"model": str(final), "done": True}
+
+
+def run(argv=None) -> dict:
+    """The whole command; returns a summary (per-round history, output folders)."""
+    r = setup(parse_args(argv))
+    return finish(r, train_rounds(r))
+
+
+def main(argv=None) -> None:
+    try:
+        run(argv)
+    except (TrainingError, WeightsError, DataError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        sys.exit("interrupted; the last checkpoint (if any) is intact: go on with "
+                 "python -m nanoagent.rl --resume --out OUT (the run's own --out)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,338 @@
+"""GRPO: the per-token loss and its hand-written gradient (against central differences, on the loss alone and
+through the whole tiny model, with and without the KL term, with clipping active), group advantages, the
+rollouts, the rise of the reward on a toy task, tool prompts from data rows, and the command on a tiny folder."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from conftest import load_tiny
+from nanoagent import rl
+from nanoagent.checkpoint import read_model, save_folder
+from nanoagent.gradcheck import numeric_grad, rel_err
+from nanoagent.grpo import (GRPOConfig, Rollout, group_advantages, grpo_round, policy_batches, policy_update,
+                            reference_logp, round_seeds, sample_groups)
+from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softmax, token_loss_ref
+from nanoagent.optim import adamw_init
+from nanoagent.sampling import SamplingParams
+from nanoagent.tokenizer import Tokenizer, tokenizer_from_gguf_vocab
+
+EPS = 0.2
+TOL = 1e-6
+
+
+def old_logp_with_clipping(logp, rng):
+    """log p_old = log p - delta: ratios of exp(+-0.6) (outside [0.8, 1.2]: clipped for one sign of A) and
+    exp(+-0.05) (inside), far enough from the edges that a finite difference never crosses one."""
+    return logp - rng.choice([-0.6, -0.05, 0.05, 0.6], size=logp.shape)
+
+
+# ---- the per-token loss ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("beta", [0.0, 0.3])
+def test_token_loss_derivative(beta):
+    rng = np.random.default_rng(0)
+    logp = np.log(rng.uniform(0.05, 0.9, 40))
+    adv, old, ref = rng.normal(size=40), old_logp_with_clipping(logp, rng), logp + rng.normal(0, 0.5, 40)
+    _, g = grpo_token_loss(logp, adv, old, ref, EPS, beta)
+    num = np.array([numeric_grad(lambda: grpo_token_loss(logp, adv, old, ref, EPS, beta)[0][i], logp, [i])[0]
+                    for i in range(40)])
+    assert rel_err(g, num) < TOL
+    ratio = np.exp(logp - old)
+    clipped = ((ratio > 1 + EPS) & (adv > 0)) | ((ratio < 1 - EPS) & (adv < 0))
+    assert 0 < clipped.sum() < 40 and np.all(g[clipped] == beta * (1 - np.exp(ref - logp))[clipped])
+    # on-policy (no old log p): ratio 1, the gradient of -A log p; the k3 KL is 0 where ref = new
+    loss, g = grpo_token_loss(logp, adv, None, logp, EPS, beta)
+    np.testing.assert_allclose(loss, -adv)
+    np.testing.assert_allclose(g, -adv)
+
+
+def setup_head(rng, B=3, T=7, C=5, V=13):
+    h, wte = rng.normal(size=(B, T, C)), rng.normal(size=(V, C))
+    targets = rng.integers(0, V, size=(B, T))
+    mask = rng.random((B, T)) < 0.7
+    mask[0, 0] = True
+    logp = np.take_along_axis(log_softmax(h @ wte.T), targets[..., None], -1)[..., 0]
+    adv = np.repeat(rng.normal(size=(B, 1)), T, axis=1)  # one advantage per reply
+    return h, wte, targets, mask, logp, adv
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+@pytest.mark.parametrize("chunk", [1, 4, 1000])
+def test_fused_grpo_equals_plain(beta, chunk):
+    rng = np.random.default_rng(1)
+    h, wte, targets, mask, logp, adv = setup_head(rng)
+    terms = PolicyTerms(adv, old_logp_with_clipping(logp, rng), logp + rng.normal(0, 0.3, logp.shape), EPS, beta)
+    out = lm_head_loss(h, wte, targets, mask, kind="grpo", terms=terms, chunk=chunk)
+    flat = PolicyTerms(*(x.reshape(-1) for x in terms[:3]), EPS, beta)
+    loss, dlogits = token_loss_ref((h @ wte.T).reshape(-1, 13), targets.reshape(-1), mask.reshape(-1), "grpo",
+                                   terms=flat)
+    assert out.loss == pytest.approx(loss, rel=1e-12)
+    np.testing.assert_allclose(out.dh, (dlogits @ wte).reshape(h.shape), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.dwte, dlogits.T @ h.reshape(-1, 5), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(out.logp, np.where(mask, logp, 0.0), rtol=1e-12, atol=1e-14)
+    assert np.all(out.dh[~mask] == 0)
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_grpo_head_finite_differences(beta):
+    rng = np.random.default_rng(2)
+    h, wte, targets, mask, logp, adv = setup_head(rng)
+    terms = PolicyTerms(adv, old_logp_with_clipping(logp, rng), logp + rng.normal(0, 0.3, logp.shape), EPS, beta)
+    out = lm_head_loss(h, wte, targets, mask, kind="grpo", terms=terms, chunk=4)
+    f = lambda: lm_head_loss(h, wte, targets, mask, kind="grpo", terms=terms, backward=False).loss
+    for x, g in ((h, out.dh), (wte, out.dwte)):
+        assert rel_err(g.reshape(-1), numeric_grad(f, x)) < TOL
+
+
+def test_grpo_needs_its_terms():
+    rng = np.random.default_rng(3)
+    h, wte, targets, mask, logp, adv = setup_head(rng)
+    with pytest.raises(ValueError, match="PolicyTerms"):
+        lm_head_loss(h, wte, targets, mask, kind="grpo")
+    with pytest.raises(ValueError, match="PolicyTerms"):
+        lm_head_loss(h, wte, targets, mask, kind="sft", terms=PolicyTerms(adv))
+
+
+# ---- through the whole tiny model, in float64 -------------------------------------------------------------
+
+def model_grad_error(model, ids, mask, terms_at, rng, max_entries=24):
+    """Largest relative error over every parameter tensor (max_entries entries each, the largest analytic
+    one included) of GRPO's gradient through the tiny model against central differences."""
+    wte = model.params["model.embed_tokens.weight"]
+    h, caches = model.forward(ids[:, :-1])
+    logp = np.take_along_axis(log_softmax(model.lm_head(h)), ids[:, 1:, None], -1)[..., 0]
+    terms, analytic_terms = terms_at(logp)
+    out = lm_head_loss(h, wte, ids[:, 1:], mask, kind="grpo", terms=analytic_terms, chunk=5)
+    grads = model.backward(out.dh, caches, {"model.embed_tokens.weight": out.dwte})
+    f = lambda: lm_head_loss(model.forward(ids[:, :-1])[0], wte, ids[:, 1:], mask, kind="grpo", terms=terms,
+                             backward=False).loss
+    assert set(grads) == set(model.params)
+    errs = {}
+    for name, x in model.params.items():
+        a = grads[name].reshape(-1)
+        entries = np.unique(np.append(rng.choice(x.size, min(x.size, max_entries - 1), replace=False),
+                                      np.argmax(np.abs(a))))
+        errs[name] = rel_err(a[entries], numeric_grad(f, x, entries))
+    return max(errs.values())
+
+
+@pytest.mark.parametrize("case", ["on-policy", "clipped", "clipped+kl"])
+def test_grpo_gradient_through_the_tiny_model(case):
+    model = load_tiny(np.float64)
+    rng = np.random.default_rng(4)
+    ids = rng.integers(0, model.config.vocab_size, size=(2, 9))
+    mask = np.zeros((2, 8), bool)
+    mask[0, 3:], mask[1, 5:7] = True, True  # the reply tokens
+    adv = np.repeat(np.array([[1.3], [-0.7]]), 8, axis=1)
+
+    def terms_at(logp):
+        """(terms held fixed while differencing, terms the analytic gradient uses)"""
+        if case == "on-policy":  # old = sg(new): analytically None; numerically held at its value here
+            return PolicyTerms(adv, logp.copy(), None, EPS, 0.0), PolicyTerms(adv, None, None, EPS, 0.0)
+        old = old_logp_with_clipping(logp, rng)
+        ratio = np.exp(logp - old)
+        clipped = mask & (((ratio > 1 + EPS) & (adv > 0)) | ((ratio < 1 - EPS) & (adv < 0)))
+        assert 0 < clipped.sum() < mask.sum()  # clipping is active on some reply tokens, not all
+        ref = logp + rng.normal(0, 0.4, logp.shape) if case == "clipped+kl" else None
+        terms = PolicyTerms(adv, old, ref, EPS, 0.25 if ref is not None else 0.0)
+        return terms, terms
+
+    assert model_grad_error(model, ids, mask, terms_at, rng) < TOL
+
+
+# ---- groups, rollouts, one update ---------------------------------------------------------------------------
+
+def test_group_advantages():
+    r = np.array([[1.0, 0.0, 0.0, 1.0], [0.2, 0.2, 0.2, 0.2], [1.2, 0.5, 0.0, 0.0]])
+    adv, kept = group_advantages(r, eps=0.0)
+    assert kept.tolist() == [True, False, True]
+    np.testing.assert_allclose(adv[0], [np.sqrt(3) / 2, -np.sqrt(3) / 2, -np.sqrt(3) / 2, np.sqrt(3) / 2])
+    assert np.all(adv[1] == 0)
+    np.testing.assert_allclose(adv[2], (r[2] - r[2].mean()) / r[2].std(ddof=1))
+    np.testing.assert_allclose(adv[kept].mean(axis=1), 0, atol=1e-15)
+
+
+def test_policy_batches_count_reply_tokens_only():
+    prompts = [[1, 5, 6], [1, 7]]
+    groups = [[Rollout(0, [9, 2], "stop"), Rollout(0, [8, 8, 8], "length")],
+              [Rollout(1, [3], "length"), Rollout(1, [3], "length")]]
+    adv, kept = group_advantages(np.array([[1.0, 0.0], [0.5, 0.5]]))
+    batches = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=4)
+    assert len(batches) == 1  # the second group has one reward value: skipped
+    b = batches[0]
+    np.testing.assert_array_equal(b["inputs"], [[1, 5, 6, 9, 2], [1, 5, 6, 8, 8]])
+    np.testing.assert_array_equal(b["targets"], [[5, 6, 9, 2, 2], [5, 6, 8, 8, 8]])
+    np.testing.assert_array_equal(b["mask"], [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])  # the stop token counts
+    np.testing.assert_allclose(b["adv"][:, 0], adv[0])
+
+
+def test_sample_groups_share_a_prompt_and_repeat_with_their_seeds():
+    model = load_tiny(np.float32)
+    cfg = GRPOConfig(group=4, max_new_tokens=6, sampling=SamplingParams(temperature=1.0))
+    prompts = [[1, 20, 30], [1, 40]]
+    stop = int(np.argmax(model.logits(prompts[0])[-1]))  # the likeliest first token: some replies stop on it
+    a = sample_groups(model, prompts, cfg, stop_id=stop, seeds=[7, 8])
+    b = sample_groups(model, prompts, cfg, stop_id=stop, seeds=[7, 8])
+    assert [[r.reply for r in g] for g in a] == [[r.reply for r in g] for g in b]
+    assert [len(g) for g in a] == [4, 4] and all(r.prompt == i for i, g in enumerate(a) for r in g)
+    assert len({tuple(r.reply) for r in a[0]}) > 1  # the samples of one prompt differ
+    for r in (r for g in a for r in g):  # the stop token ends a reply that stopped, and is nowhere else
+        assert (r.finish_reason == "stop") == (r.reply[-1] == stop and stop not in r.reply[:-1])
+        assert r.finish_reason == "stop" or len(r.reply) == 6
+    assert any(r.finish_reason == "stop" for g in a for r in g)
+
+
+def test_update_figures_kl_and_clipping():
+    """KL to an identical reference is 0; a second update on the same samples has ratios away from 1."""
+    model, ref = load_tiny(np.float32), load_tiny(np.float32)
+    cfg = GRPOConfig(group=4, max_new_tokens=5, beta=0.1, clip_eps=0.05, batch_size=3)
+    prompts = [[1, 20, 30], [1, 40]]
+    groups = sample_groups(model, prompts, cfg, None, [1, 2])
+    adv, kept = group_advantages(np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 1.0, 0.0]]))
+    batches = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=cfg.batch_size)
+    refs = reference_logp(ref, batches)
+    state = adamw_init(model.params)
+    first, olds = policy_update(model, batches, state, 3e-3, cfg, refs)
+    assert first.kl == pytest.approx(0.0, abs=1e-9) and first.clip_frac == 0.0
+    assert first.n_tokens == 8 * 5 and np.isfinite(first.grad_norm) and state.step == 1
+    second, _ = policy_update(model, batches, state, 3e-3, cfg, refs, olds)
+    assert second.kl > 0 and 0 < second.clip_frac < 1
+
+
+# ---- a toy task: the reward is the share of reply tokens that are one fixed token ---------------------------
+
+def test_the_reward_rises_on_a_toy_task():
+    model = load_tiny(np.float32)
+    prompts = [[1, 5 + i, 9, 12] for i in range(4)]
+    logits = model.logits(prompts[0])[-1]
+    target = int(np.argsort(-logits)[20])  # a token the start gives under 1%
+    cfg = GRPOConfig(group=8, max_new_tokens=4, sampling=SamplingParams(temperature=1.0), batch_size=8)
+    state = adamw_init(model.params)
+    score = lambda i, r: {"reward": float(np.mean([t == target for t in r.reply]))}
+    curve = [grpo_round(model, prompts, score, cfg, state, 3e-3, round_seeds(0, step, 4), 0, None).figures["reward"]
+             for step in range(30)]
+    assert np.mean(curve[:3]) < 0.15, curve
+    assert np.mean(curve[-5:]) > 0.9, curve
+
+
+# ---- tool prompts from data rows, and the command ----------------------------------------------------------
+
+TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + [chr(c) for c in range(ord("!"), ord("!") + 124)] + ["ab"]
+WEATHER = {"name": "get_weather", "description": "weather",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
+
+
+def tiny_tokenizer(path=None):
+    tok = tokenizer_from_gguf_vocab(TOKENS, ["a b"], [3, 3, 3] + [1] * 125)
+    if path is not None:
+        tok.save(str(path))
+    return Tokenizer(tok)
+
+
+def rows():
+    call = {"role": "assistant", "content": "", "tool_calls": [{"name": "get_weather", "arguments": {"city": "Oslo"}}]}
+    return [
+        {"messages": [{"role": "user", "content": "Oslo?"}, call, {"role": "tool", "content": "3C"},
+                      {"role": "assistant", "content": "3C."}], "tools": [WEATHER]},
+        {"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}],
+         "tools": [{"type": "function", "function": WEATHER}]},  # no call is the answer
+        {"messages": [{"role": "user", "content": "Hi!"}, {"role": "assistant", "content": "Hello."}]},  # no tools
+        {"messages": [{"role": "user", "content": "Oslo?"}, {**call, "tool_calls": [
+            {"name": "get_weather", "arguments": {"town": "Oslo"}}]}], "tools": [WEATHER]},  # fails its own check
+        {"text": "not a chat"},
+    ]
+
+
+def test_tool_prompts_from_rows():
+    tok = tiny_tokenizer()
+    prompts, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=10_000)
+    assert [p.reference for p in prompts] == [[{"name": "get_weather", "arguments": {"city": "Oslo"}}], []]
+    assert skipped == {"no tools offered": 1, "reference call fails the checker": 1, "not a chat": 1}
+    assert tok.decode(prompts[0].ids).endswith("<|im_start|>user\nOslo?<|im_end|>\n<|im_start|>assistant\n"
+                                               .replace("\n", ""))  # the tiny vocabulary has no newline
+    assert prompts[1].tools == [WEATHER]
+    short, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=50)
+    assert short == [] and skipped["prompt longer than --max-prompt-tokens"] == 2
+    # rounds of 2 prompts out of 5: an epoch is 3 rounds (the last one short), each a seeded permutation
+    epochs = [[i for step in range(3 * e, 3 * e + 3) for i in rl.round_prompts(5, step, 2, seed=0)] for e in (0, 1)]
+    assert [sorted(e) for e in epochs] == [list(range(5))] * 2 and epochs[0] != epochs[1]
+    assert len(rl.round_prompts(5, 2, 2, seed=0)) == 1
+
+
+@pytest.fixture
+def tiny_run(tmp_path):
+    """The tiny model as an HF folder (a context long enough for the tools prompt) and a rows file."""
+    tiny = load_tiny()
+    tiny_tokenizer(tmp_path / "tok.json")
+    folder = save_folder(tmp_path / "tiny", replace(tiny.config, max_position_embeddings=1024), tiny.params,
+                         tmp_path / "tok.json")
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    return folder, data
+
+
+def cli_args(folder, data, out, *extra):
+    return ["--model", str(folder), "--data", str(data), "--out", str(out), "--group", "4", "--prompts", "2",
+            "--steps", "2", "--max-new-tokens", "6", "--temperature", "1.5", "--lr", "1e-3", "--beta", "0.1",
+            "--batch-size", "4", "--quiet", *extra]
+
+
+def test_command_on_the_tiny_folder_and_resume(tiny_run, tmp_path):
+    folder, data = tiny_run
+    full = rl.run(cli_args(folder, data, tmp_path / "a"))
+    assert full["done"] and [h["step"] for h in full["history"]] == [1, 2]
+    out = tmp_path / "a"
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert log == full["history"]
+    assert {"reward", "correct", "format", "kl", "clip_frac", "kept_groups", "skipped_groups", "reply_tokens",
+            "sample"} <= set(log[0])
+    assert sum(h["kept_groups"] for h in log) > 0 and all(h["kept_groups"] + h["skipped_groups"] == 2 for h in log)
+    if rl.Figure is not None:  # matplotlib is optional
+        assert (out / "rewards.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    final, start = read_model(out / "model"), read_model(folder)
+    assert not np.allclose(final.params["model.norm.weight"], start.params["model.norm.weight"])
+    assert (out / "model" / "tokenizer.json").is_file() and (out / "checkpoint" / "optimizer.safetensors").is_file()
+    # stopped after one round and resumed: the same rounds, the same log, the same weights
+    part = rl.run(cli_args(folder, data, tmp_path / "b", "--stop-after", "1"))
+    assert not part["done"] and len(part["history"]) == 1 and not (tmp_path / "b" / "model").exists()
+    rest = rl.run(["--resume", "--out", str(tmp_path / "b"), "--quiet"])
+    assert rest["done"]
+    strip = lambda hs: [{k: v for k, v in h.items() if not k.endswith("seconds")} for h in hs]
+    assert strip(rest["history"]) == strip(full["history"])
+    assert strip(json.loads(line) for line in (tmp_path / "b" / "log.jsonl").read_text().splitlines()) == strip(log)
+    again = read_model(tmp_path / "b" / "model")
+    for k in final.params:
+        np.testing.assert_array_equal(again.params[k], final.params[k], err_msg=k)
+
+
+def test_the_module_runs_with_a_progress_bar_and_a_time_limit(tiny_run, tmp_path):
+    """`python -m nanoagent.rl`: the bar shows reward, format rate, KL and tokens/s; --max-minutes 0 ends the
+    run after its first round, with the final model written."""
+    folder, data = tiny_run
+    out = tmp_path / "t"
+    argv = [a for a in cli_args(folder, data, out, "--max-minutes", "0", "--beta", "0") if a != "--quiet"]
+    r = subprocess.run([sys.executable, "-m", "nanoagent.rl", *argv], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert all(f in r.stderr for f in ("reward=", "fmt=", "kl=-", "gen_tok_s=", "train_tok_s=")), r.stderr
+    assert "--max-minutes 0.0 reached after round 1" in r.stderr and f"wrote {out / 'model'}" in r.stderr
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert len(log) == 1 and log[0]["kl"] is None  # beta 0: no reference model, no KL
+    assert (out / "model" / "model.safetensors").is_file()
+
+
+def test_command_errors(tiny_run, tmp_path):
+    folder, data = tiny_run
+    with pytest.raises(SystemExit):
+        rl.parse_args(["--data", str(data), "--group", "1"])
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text(json.dumps(rows()[2]) + "\n")
+    with pytest.raises(SystemExit) as e:
+        rl.main(cli_args(folder, bare, tmp_path / "o"))
+    assert "makes a tool prompt (1 no tools offered)" in str(e.value)
+    with pytest.raises(SystemExit) as e:
+        rl.main(["--resume", "--out", str(tmp_path / "nothing"), "--quiet"])
+    assert "holds no checkpoint" in str(e.value)
