@@ -32,7 +32,7 @@ class Sequence:
     slot: int = -1
     new: list[int] = field(default_factory=list)  # the tokens made, stop token excluded
     logits: np.ndarray | None = None  # (V,) of the next token
-    finish_reason: str | None = None  # "stop" (a stop id), "length" (max_new_tokens or the cache is full)
+    finish_reason: str | None = None  # "stop" (a stop id), "length" (max_new_tokens or the cache is full), "cancelled"
 
     @property
     def done(self) -> bool:
@@ -95,6 +95,19 @@ class BatchDecoder:
         seq.finish_reason, seq.logits = reason, None
         self.running.remove(seq)
         self.free.append(seq.slot)
+
+    def cancel(self, seq: Sequence) -> None:
+        """Stop a sequence before it finishes (no one reads it any more): a running one frees its slot,
+        a waiting one leaves the queue (the rest of its group still joins)."""
+        if seq.done:
+            return
+        if any(s is seq for s in self.running):
+            self._finish(seq, "cancelled")
+            return
+        for group in self.waiting:
+            group[:] = [s for s in group if s is not seq]
+        self.waiting = deque(g for g in self.waiting if g)
+        seq.finish_reason = "cancelled"
 
     def step(self) -> list[tuple[Sequence, int | None]]:
         """Each running sequence samples its next token -> [(sequence, token or None when it stopped)].

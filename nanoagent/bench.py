@@ -1,19 +1,25 @@
-"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `quant`).
+"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `quant`, `serve`).
 
 Each figure is the median of several runs in this process, after a warm-up run, so the
 numbers are comparable within one command on a noisy machine. `generate --int8` runs the
 float32 and the int8 model each in a process of its own, so each has its own peak RSS;
-`quant` measures what int8 costs in accuracy (perplexity, greedy agreement).
+`quant` measures what int8 costs in accuracy (perplexity, greedy agreement); `serve` times
+`python -m nanoagent.serve` under concurrent clients (requests/s, p50/p95 latency).
 """
 from __future__ import annotations
 
 import argparse
+import http.client
 import json
+import re
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
@@ -153,6 +159,80 @@ def bench_quant(args) -> None:
               f"{prefix:12.1%} {forced:13.1%}", flush=True)
 
 
+SERVE_PROMPTS = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea.",
+                 "What is 12 times 12?", "Give me a tip for learning to cook.", "Why is the sky blue?"]
+
+
+def bench_serve(args) -> None:
+    """Requests/s and latency of the server: `python -m nanoagent.serve` in a process of its own on a free
+    loopback port, `clients` threads each sending `requests` chat requests one after another."""
+    cmd = [sys.executable, "-m", "nanoagent.serve", "--port", "0", "--slots", str(args.slots)] + \
+        (["--model", args.model] if args.model else []) + (["--int8"] if args.int8 else [])
+    print(f"starting the server: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
+    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
+    try:
+        said = []
+        for line in server.stderr:
+            said.append(line)
+            if (found := re.search(r" at (http://\S+/v1) ", line)) is not None:
+                break
+        else:
+            raise OSError("the server did not start: " + "".join(said[-5:]).strip())
+        threading.Thread(target=server.stderr.read, daemon=True).start()  # keep its pipe from filling
+        url = urlsplit(found.group(1))
+        ask(url, 0, args.max_tokens)  # warm-up: the first request's one-off costs
+        latencies, tokens, failures = [], [], []
+
+        def client(c):
+            for r in range(args.requests):
+                try:
+                    seconds, n = ask(url, c * args.requests + r, args.max_tokens)
+                    latencies.append(seconds)
+                    tokens.append(n)
+                except (OSError, ValueError) as e:
+                    failures.append(e)
+
+        t0 = time.perf_counter()
+        threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        wall = time.perf_counter() - t0
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    total = args.clients * args.requests
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {'int8' if args.int8 else 'float32'}, "
+          f"{args.slots} slots; {blas_line()}")
+    print(f"{total} requests from {args.clients} clients ({args.requests} each, up to {args.max_tokens} new tokens, "
+          f"greedy): {len(latencies) / wall:.2f} requests/s, {sum(tokens) / wall:.1f} new tokens/s, "
+          f"{len(failures)} failed, {wall:.1f} s")
+    if latencies:
+        p50, p95 = (statistics.quantiles(latencies, n=100, method="inclusive")[k] for k in (49, 94))
+        print(f"latency: p50 {p50:.2f} s, p95 {p95:.2f} s (min {min(latencies):.2f}, max {max(latencies):.2f})")
+    if failures:
+        sys.exit(f"error: {len(failures)} of {total} requests failed, the first: {failures[0]}")
+
+
+def ask(url, i: int, max_tokens: int) -> tuple[float, int]:
+    """One chat request -> (seconds until the whole reply, its new tokens); OSError unless it got a reply."""
+    body = json.dumps({"model": "bench", "max_tokens": max_tokens, "temperature": 0,
+                       "messages": [{"role": "user", "content": SERVE_PROMPTS[i % len(SERVE_PROMPTS)]}]})
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
+    try:
+        t0 = time.perf_counter()
+        conn.request("POST", url.path + "/chat/completions", body, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        reply = json.loads(response.read())
+        seconds = time.perf_counter() - t0
+    finally:
+        conn.close()
+    if response.status != 200:
+        raise OSError(f"status {response.status}: {reply.get('error', {}).get('message')}")
+    return seconds, reply["usage"]["completion_tokens"]
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.bench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -177,6 +257,14 @@ def main(argv=None) -> None:
     q.add_argument("--tokens", type=int, default=2048, help="held-out tokens for perplexity")
     q.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per check prompt")
     q.set_defaults(run=bench_quant)
+    s = sub.add_parser("serve", help="requests/s and p50/p95 latency of the server under concurrent clients")
+    s.add_argument("--model", default=None)
+    s.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
+    s.add_argument("--clients", type=int, default=16, help="clients sending at once (default 16)")
+    s.add_argument("--requests", type=int, default=4, help="requests each client sends, one after another (default 4)")
+    s.add_argument("--max-tokens", type=int, default=32, help="new tokens per reply at most (default 32)")
+    s.add_argument("--slots", type=int, default=8, help="the server's --slots (default 8)")
+    s.set_defaults(run=bench_serve)
     args = ap.parse_args(argv)
     try:
         args.run(args)

@@ -132,3 +132,19 @@ def test_bench_batch_runs_each_size_in_its_own_process(tmp_path):
     lines = r.stdout.splitlines()
     assert lines[1].startswith("BLAS: ") and [line.split(":")[0] for line in lines[2:]] == ["batch   1", "batch   3"]
     assert "1.0x batch 1" in lines[2] and "peak RSS" in lines[3]
+
+
+def test_a_cancelled_sequence_frees_its_slot_and_leaves_the_others_alone(tiny_model):
+    """Cancelled while running (its slot frees up for a waiting prompt) and while waiting (it never runs)."""
+    decoder = BatchDecoder(tiny_model, slots=2)
+    a, b, c, d = (decoder.submit(p, 12) for p in PROMPTS)
+    decoder.step()
+    decoder.step()
+    decoder.cancel(a)
+    decoder.cancel(d)  # still waiting
+    assert a.finish_reason == d.finish_reason == "cancelled" and len(a.new) == 2 and d.new == []
+    decoder.cancel(a)  # a second time: nothing happens
+    while decoder.busy:
+        decoder.step()
+    assert [b.new, c.new] == [alone(tiny_model, p, 12) for p in PROMPTS[1:3]]
+    assert d.slot == -1 and sorted(decoder.free) == [0, 1]

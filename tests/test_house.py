@@ -23,7 +23,7 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "weights": "io", "checkpoint": "io", "tokenizer": "io", "toolcalls": "io", "export": "io", "quantize": "io",
     "merge": "io",
     "generate": "generate", "batch": "generate",
-    "agent": "agent", "chat": "agent",
+    "agent": "agent", "chat": "agent", "serve": "agent", "openai_api": "agent",
     "data": "data",
     "train": "train", "bench_train": "train",
     "eval": "eval",

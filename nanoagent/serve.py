@@ -1,0 +1,462 @@
+"""`python -m nanoagent.serve`: an OpenAI-compatible chat-completions server over batched decoding.
+
+    POST /v1/chat/completions   messages, tools, tool_choice, stream, n, stop, max_tokens, temperature, top_p, seed
+    GET  /v1/models
+
+One thread decodes: it owns a BatchDecoder (batch.py), and every request hands it a job (the
+prompt's sequences) and waits on an asyncio queue that the thread feeds after each step. So
+requests that arrive together are decoded together, each sequence joining and leaving the
+batch on its own, and the event loop only parses, renders and writes. A reply holding
+`<tool_call>[...]</tool_call>` comes back as OpenAI `tool_calls`; streamed, its text is sent
+up to the opening tag and the calls once they are complete.
+
+The web stack (Starlette, uvicorn) is the optional `serve` extra: `pip install -e '.[serve]'`.
+"""
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import logging
+import os
+import queue
+import secrets
+import signal
+import socket
+import sys
+import threading
+import time
+from collections import defaultdict
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .batch import BatchDecoder
+from .checkpoint import WeightsError
+from .generate import CommandLine, kernels_cached, load, number
+from .openai_api import APIError, ChatRequest, Reply, bad, read_chat_request, usage_of
+from .sampling import SamplingParams
+from .tokenizer import Tokenizer
+
+try:  # the optional `serve` extra: imported here so that main() can say how to install it
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.exceptions import HTTPException
+    from starlette.requests import ClientDisconnect
+    from starlette.responses import JSONResponse, StreamingResponse
+    from starlette.routing import Route
+    WEB_STACK_MISSING = None
+except ImportError as e:
+    WEB_STACK_MISSING = e.name or "starlette"
+
+log = logging.getLogger("nanoagent.serve")
+DEFAULT_CONTEXT = 4096  # KV cache positions per slot unless --context says otherwise
+DEFAULT_MAX_BODY = 1 << 20  # bytes
+
+
+def shutting_down() -> APIError:
+    return APIError(503, "the server is shutting down", kind="server_error")
+
+
+# ---- the decoding thread --------------------------------------------------------------------
+
+@dataclass(eq=False)
+class Job:
+    """One request's sequences in the decoding thread, and how their tokens get back to it: `deliver`
+    is called on the decoding thread with [(index, token or None, finish_reason or None)] or an error."""
+    prompt: list[int]
+    max_new_tokens: int
+    sampling: SamplingParams
+    n: int
+    deliver: Callable
+    seqs: list = field(default_factory=list)
+
+
+class Engine:
+    """The one decoding thread: it alone touches the decoder (a BatchDecoder, or any object with its
+    submit/step/cancel/busy); the event loop hands it jobs and cancellations through a queue."""
+
+    def __init__(self, decoder, tokenizer: Tokenizer, slots: int, context: int, model_id: str):
+        self.decoder, self.tokenizer, self.model_id = decoder, tokenizer, model_id
+        self.slots, self.context = slots, context  # sequences decoded together; positions each
+        self.commands: queue.SimpleQueue = queue.SimpleQueue()  # ("submit" | "cancel", job, indices)
+        self.wake = threading.Event()
+        self.jobs: dict[int, tuple[Job, int]] = {}  # id(sequence) -> (its job, its choice index)
+        self.thread = threading.Thread(target=self._run, name="decoder", daemon=True)
+        self.closing = False
+
+    def start(self) -> None:
+        if not self.thread.is_alive() and not self.closing:
+            self.thread.start()
+
+    def stop(self) -> None:
+        """Stop decoding after this step: the jobs in flight end with an error, new ones are refused.
+        It only sets a flag, so a signal handler may call it."""
+        self.closing = True
+
+    def close(self) -> None:
+        self.stop()
+        self.wake.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=10)
+
+    def submit(self, job: Job) -> None:
+        if self.closing:
+            raise shutting_down()
+        self.commands.put(("submit", job, None))
+        self.wake.set()
+
+    def cancel(self, job: Job, indices=None) -> None:
+        """Stop the job's sequences (or those of the given choice indices): their slots free up."""
+        self.commands.put(("cancel", job, indices))
+        self.wake.set()
+
+    def _run(self) -> None:
+        while not self.closing:
+            self._take_commands()
+            if not self.decoder.busy:
+                self.wake.wait()
+                self.wake.clear()
+                continue
+            try:
+                events = self.decoder.step()
+            except Exception as e:  # a bug, not a request's fault: fail the jobs in flight, keep serving
+                log.exception("decoding step failed")
+                self._fail_all(APIError(500, f"decoding failed: {e}", kind="server_error"))
+                continue
+            out = defaultdict(list)
+            for seq, token in events:
+                job, index = self.jobs[id(seq)]
+                out[job].append((index, token, seq.finish_reason))
+                if seq.done:
+                    del self.jobs[id(seq)]
+            for job, items in out.items():
+                job.deliver(items)
+        self._take_commands()
+        self._fail_all(shutting_down())
+
+    def _take_commands(self) -> None:
+        while True:
+            try:
+                kind, job, indices = self.commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "submit":
+                try:
+                    seqs = self.decoder.submit(job.prompt, job.max_new_tokens, job.sampling,
+                                               self.tokenizer.stop_ids, job.n)
+                except ValueError as e:  # checked before submitting; a ContextLengthError is a ValueError
+                    job.deliver(bad(str(e)))
+                    continue
+                job.seqs = seqs if isinstance(seqs, list) else [seqs]
+                self.jobs.update({id(s): (job, i) for i, s in enumerate(job.seqs)})
+            else:
+                for i, seq in enumerate(job.seqs):
+                    if (indices is None or i in indices) and not seq.done:
+                        self.decoder.cancel(seq)
+                        self.jobs.pop(id(seq), None)
+
+    def _fail_all(self, error: APIError) -> None:
+        for job in {job for job, _ in self.jobs.values()}:
+            job.deliver(error)
+            for seq in job.seqs:
+                try:
+                    self.decoder.cancel(seq)
+                except Exception:  # the decoder is already in a bad state; its slots are lost, not the server
+                    log.exception("cancelling after a failed step")
+        self.jobs.clear()
+
+
+def model_engine(chat_model, slots: int = 8, context: int | None = None, model_id: str = "nanoagent") -> Engine:
+    """An Engine over a BatchDecoder of a loaded model (`nanoagent.load`) with `slots` sequences of up to
+    `context` positions each (default: DEFAULT_CONTEXT, or the model's context if smaller)."""
+    context = min(context or DEFAULT_CONTEXT, chat_model.config.max_position_embeddings)
+    decoder = BatchDecoder(chat_model.model, slots, context)
+    return Engine(decoder, chat_model.tokenizer, slots, context, model_id)
+
+
+async def choices(engine: Engine, req: ChatRequest, prompt: list[int], replies: list[Reply]):
+    """Decode the request's n choices together -> yields (index, content, tool_calls, finish_reason or None)
+    as they come; stops and frees the slots of what is left if the caller goes away."""
+    loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+
+    def deliver(items):  # on the decoding thread
+        try:
+            loop.call_soon_threadsafe(inbox.put_nowait, items)
+        except RuntimeError:  # the event loop has closed: the server is stopping
+            pass
+
+    max_new = min(req.max_tokens or engine.context, engine.context - len(prompt))
+    job = Job(prompt, max_new, req.sampling, req.n, deliver)
+    engine.submit(job)
+    left = set(range(req.n))
+    try:
+        while left:
+            items = await inbox.get()
+            if isinstance(items, Exception):
+                raise items
+            for index, token, finish in items:
+                if index not in left:
+                    continue  # ended by a stop string; the decoder has not heard yet
+                reply = replies[index]
+                piece = reply.push(token) if token is not None else ""
+                if reply.stopped:
+                    engine.cancel(job, [index])
+                    finish = "stop"
+                if finish is None:
+                    if piece:
+                        yield index, piece, [], None
+                    continue
+                rest, calls = reply.finish(finish)
+                left.discard(index)
+                yield index, piece + rest, calls, reply.finish_reason
+    finally:
+        if left:
+            engine.cancel(job, left)
+
+
+# ---- the HTTP side --------------------------------------------------------------------------
+
+def create_app(engine: Engine, api_key: str | None = None, max_body: int = DEFAULT_MAX_BODY):
+    """The Starlette app serving `engine`; its lifespan starts and stops the decoding thread.
+    Tests pass an Engine over a scripted decoder; `main` one over the model."""
+    if WEB_STACK_MISSING:
+        raise RuntimeError(f"the server needs the serve extra ({WEB_STACK_MISSING} is missing): "
+                           "pip install -e '.[serve]'")
+    created = int(time.time())
+
+    def check_key(request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        token = given[7:].strip() if given[:7].lower() == "bearer " else ""
+        if not hmac.compare_digest(token.encode(), api_key.encode()):
+            raise APIError(401, "Incorrect API key provided: pass it as 'Authorization: Bearer KEY'" if token
+                           else "Missing API key: pass it as 'Authorization: Bearer KEY'", code="invalid_api_key")
+
+    async def read_json(request):
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > max_body:
+            raise APIError(413, f"the request body is {size} bytes; this server takes at most {max_body}",
+                           code="request_too_large")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_body:
+                raise APIError(413, f"the request body is over {max_body} bytes, the most this server takes",
+                               code="request_too_large")
+        try:
+            return json.loads(body)
+        except (ValueError, RecursionError):
+            raise bad("the request body is not valid JSON") from None
+
+    def answering(handler):
+        """Every route answers APIErrors and its own bugs in OpenAI's error shape; nothing escapes."""
+        async def route(request):
+            try:
+                check_key(request)
+                return await handler(request)
+            except APIError as e:
+                return JSONResponse(e.body(), e.status)
+            except ClientDisconnect:
+                return JSONResponse(bad("the client went away").body(), 400)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.url.path)
+                return JSONResponse(APIError(500, "internal server error", kind="server_error").body(), 500)
+        return route
+
+    def model_card():
+        return {"id": engine.model_id, "object": "model", "created": created, "owned_by": "nanoagent"}
+
+    async def models(request):
+        return JSONResponse({"object": "list", "data": [model_card()]})
+
+    async def model(request):
+        if request.path_params["name"] != engine.model_id:
+            raise APIError(404, f"the model {request.path_params['name']!r} does not exist; this server has "
+                           f"{engine.model_id!r}", "model", "model_not_found")
+        return JSONResponse(model_card())
+
+    async def chat_completions(request):
+        req = read_chat_request(await read_json(request), engine.slots)
+        tok = engine.tokenizer
+        try:
+            prompt = tok.encode(tok.render_chat(req.messages, req.tools))
+        except (ValueError, TypeError) as e:
+            raise bad(f"the messages cannot be rendered: {e}", "messages") from None
+        if len(prompt) + 1 > engine.context:
+            raise bad(f"this model's context is {engine.context} tokens per request, and the messages take "
+                      f"{len(prompt)} (plus at least one for the reply): shorten the messages",
+                      "messages", "context_length_exceeded")
+        replies = [Reply(tok, req.stop, req.tools is not None) for _ in range(req.n)]
+        head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": engine.model_id,
+                "system_fingerprint": None}
+        events = choices(engine, req, prompt, replies)
+        if req.stream:
+            return StreamingResponse(sse(head, req, prompt, replies, events), media_type="text/event-stream",
+                                     headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
+        calls = await until_done_or_gone(request, events, req.n)
+        usage = usage_of(prompt, replies)
+        return JSONResponse({**head, "object": "chat.completion", "usage": usage, "choices": [
+            {"index": i, "message": r.message(calls[i]), "logprobs": None, "finish_reason": r.finish_reason}
+            for i, r in enumerate(replies)]})
+
+    @asynccontextmanager
+    async def lifespan(app):
+        engine.start()
+        yield
+        engine.close()
+
+    async def http_error(request, exc):  # no such route (404), or method (405)
+        return JSONResponse(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                                     code="not_found" if exc.status_code == 404 else None).body(), exc.status_code)
+
+    return Starlette(routes=[Route("/v1/models", answering(models)),
+                             Route("/v1/models/{name:path}", answering(model)),
+                             Route("/v1/chat/completions", answering(chat_completions), methods=["POST"])],
+                     exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+
+
+async def until_done_or_gone(request, events, n: int) -> list[list[dict]]:
+    """Run a non-streamed request's choices to the end -> each choice's tool calls; if the client
+    disconnects first, stop (the choices free their slots) and raise ClientDisconnect."""
+    calls = [[] for _ in range(n)]
+
+    async def run():
+        async for index, _, found, finish in events:
+            if finish is not None:
+                calls[index] = found
+
+    async def gone():
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    work, watch = asyncio.ensure_future(run()), asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait([work, watch], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not work.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            await events.aclose()
+    if not work.done() or work.cancelled():
+        raise ClientDisconnect()
+    work.result()  # re-raise what failed
+    return calls
+
+
+async def sse(head: dict, req: ChatRequest, prompt, replies, events):
+    """The chunks of a streamed reply as server-sent events, ending with `data: [DONE]`."""
+    def chunk(index, delta, finish=None):
+        return event({**head, "object": "chat.completion.chunk", "choices": [
+            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
+
+    try:
+        for i in range(req.n):
+            yield chunk(i, {"role": "assistant", "content": ""})
+        async for index, piece, calls, finish in events:
+            if piece:
+                yield chunk(index, {"content": piece})
+            if calls:
+                yield chunk(index, {"tool_calls": [{"index": k, **c} for k, c in enumerate(calls)]})
+            if finish is not None:
+                yield chunk(index, {}, finish)
+        if req.include_usage:
+            yield event({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage_of(prompt, replies)})
+    except APIError as e:
+        yield event(e.body())
+    except Exception:  # a bug: said in the stream (the status line has gone), logged, the server goes on
+        log.exception("streaming a reply failed")
+        yield event(APIError(500, "internal server error", kind="server_error").body())
+    finally:
+        await events.aclose()  # on a disconnect: stop decoding what no one reads
+    yield "data: [DONE]\n\n"
+
+
+LINE_BREAKS_ESCAPED = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def event(payload: dict) -> str:
+    """One server-sent event. Text stays UTF-8, except the three characters that a reader splitting lines
+    with Python's str.splitlines would break an event at (JSON allows them escaped, inside strings only)."""
+    text = json.dumps(payload, ensure_ascii=False)
+    return f"data: {text.translate(LINE_BREAKS_ESCAPED)}\n\n"
+
+
+# ---- command line ---------------------------------------------------------------------------
+
+class Stopped(Exception):
+    """SIGTERM: the server stops as on Ctrl-C, with status 0."""
+
+
+def raise_stopped(signum, frame):
+    raise Stopped()
+
+
+def warm_up(engine: Engine) -> None:
+    """Compile (or load) the prefill and batched-decoding kernels before the first request needs them."""
+    engine.decoder.submit([0, 0], 2)
+    while engine.decoder.busy:
+        engine.decoder.step()
+
+
+def main(argv=None) -> None:
+    ap = CommandLine(prog="python -m nanoagent.serve", description="An OpenAI-compatible chat-completions "
+                     "server (tools, streaming) over batched decoding.")
+    ap.add_argument("--model", help="an HF model folder (default: SmolLM2-135M-Instruct, obtained on first use)")
+    ap.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
+    ap.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=number(int, 0, 65535), default=8000, help="port (default 8000; 0: any free one)")
+    ap.add_argument("--api-key", default=os.environ.get("NANOAGENT_API_KEY"),
+                    help="require 'Authorization: Bearer KEY' (default: $NANOAGENT_API_KEY if set, else no key)")
+    ap.add_argument("--slots", type=number(int, 1), default=8, help="sequences decoded together (default 8)")
+    ap.add_argument("--context", type=number(int, 2), default=None,
+                    help=f"positions per sequence, prompt and reply (default {DEFAULT_CONTEXT}, at most the model's)")
+    ap.add_argument("--max-body", type=number(int, 1), default=DEFAULT_MAX_BODY,
+                    help=f"largest request body in bytes, larger ones get 413 (default {DEFAULT_MAX_BODY})")
+    args = ap.parse_args(argv)
+    if WEB_STACK_MISSING:
+        sys.exit(f"error: the server needs the serve extra ({WEB_STACK_MISSING} is not installed): "
+                 "pip install -e '.[serve]'")
+    signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        try:
+            sock = socket.create_server((args.host, args.port),
+                                        family=socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+        except OSError as e:
+            raise OSError(f"cannot listen on {args.host}:{args.port}: {e.strerror or e}") from None
+        if not kernels_cached(args.int8):
+            print("compiling kernels (first run only)", file=sys.stderr, flush=True)
+        model_id = Path(args.model).resolve().name if args.model else "SmolLM2-135M-Instruct"
+        engine = model_engine(load(args.model, int8=args.int8), args.slots, args.context, model_id)
+        warm_up(engine)
+        app = create_app(engine, args.api_key, args.max_body)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False,
+                                               timeout_graceful_shutdown=3))
+        stop_serving = server.handle_exit
+
+        def handle_exit(sig, frame):  # Ctrl-C, SIGTERM: replies in flight end now rather than hold the exit up
+            engine.stop()
+            stop_serving(sig, frame)
+        server.handle_exit = handle_exit
+        host, port = sock.getsockname()[:2]
+        cache = engine.decoder.cache
+        print(f"serving {model_id} at http://{f'[{host}]' if ':' in host else host}:{port}/v1 ({args.slots} slots "
+              f"of {engine.context} tokens, KV cache {(cache.kt.nbytes + cache.v.nbytes) / 2**30:.2f} GiB"
+              f"{', API key required' if args.api_key else ''}); Ctrl-C stops", file=sys.stderr, flush=True)
+        server.run(sockets=[sock])  # returns on Ctrl-C or SIGTERM, then raises it again (see below)
+        print("stopped", file=sys.stderr)  # the signal was ignored (as in a shell's background job)
+    except (WeightsError, ValueError, OSError) as e:
+        sys.exit(f"error: {e}")
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+        sys.exit(130)
+    except Stopped:
+        print("stopped", file=sys.stderr)
+        sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()
