@@ -7,13 +7,10 @@ Lesson: lessons/12_numba_kernels/README.md.
 """
 from __future__ import annotations
 
-import functools
 import math
-import os
 
 import numba
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 njit = numba.njit(cache=True, nogil=True)
 
@@ -407,26 +404,3 @@ def sum_squares(x):
 
 def sum_squares_ref(x):
     return float(np.sum(np.square(x, dtype=np.float64)))
-
-
-# ---- threads -----------------------------------------------------------------------------
-
-def spin_briefly() -> None:
-    """Let Numba's OpenMP workers spin only briefly between parallel loops before they sleep,
-    unless the user has chosen (OMP_WAIT_POLICY or GOMP_SPINCOUNT). libgomp reads it when the
-    first parallel loop starts, so `load()` calls this before any kernel runs. Its default long
-    spin lets a waiting worker hold the core the main thread needs on a busy machine
-    (lessons/14_int8/README.md has the measurements)."""
-    if "OMP_WAIT_POLICY" not in os.environ:
-        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
-
-@functools.cache
-def _blas_pools():
-    return ThreadpoolController().select(user_api="blas")
-
-
-def single_blas_thread():
-    """A context in which BLAS runs on one thread (for like-for-like timings; decoding itself
-    uses every BLAS thread, which stream the weights faster on an idle machine)."""
-    return _blas_pools().limit(limits=1)

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "nanoagent"
 ROOMS = {  # module (or package) -> the room of the house it belongs to
     "config": "config",
     "kernels": "math", "kernels_int8": "math", "layers": "math", "loss": "math", "optim": "math",
-    "quant": "math", "sampling": "math", "decode": "math", "gradcheck": "math",
+    "quant": "math", "sampling": "math", "decode": "math", "gradcheck": "math", "threads": "math",
     "model": "model",
     "weights": "io", "checkpoint": "io", "tokenizer": "io", "toolcalls": "io", "export": "io", "quantize": "io",
     "merge": "io",

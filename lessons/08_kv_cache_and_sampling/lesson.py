@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 import nanoagent
-from nanoagent.kernels import single_blas_thread
+from nanoagent.threads import single_blas_thread
 from nanoagent.sampling import SamplingParams, filter_probs, sample_next
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"

@@ -1,0 +1,29 @@
+"""How many threads the hot loops run on: OpenMP's spin between Numba's parallel loops, and BLAS's
+thread count for like-for-like timings. Process settings, so the entry points call them (`load()`)."""
+from __future__ import annotations
+
+import functools
+import os
+
+from threadpoolctl import ThreadpoolController
+
+
+def spin_briefly() -> None:
+    """Let Numba's OpenMP workers spin only briefly between parallel loops before they sleep,
+    unless the user has chosen (OMP_WAIT_POLICY or GOMP_SPINCOUNT). libgomp reads it when the
+    first parallel loop starts, so `load()` calls this before any kernel runs. Its default long
+    spin lets a waiting worker hold the core the main thread needs on a busy machine
+    (lessons/14_int8/README.md has the measurements)."""
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+
+@functools.cache
+def _blas_pools():
+    return ThreadpoolController().select(user_api="blas")
+
+
+def single_blas_thread():
+    """A context in which BLAS runs on one thread (for like-for-like timings; decoding itself
+    uses every BLAS thread, which stream the weights faster on an idle machine)."""
+    return _blas_pools().limit(limits=1)
