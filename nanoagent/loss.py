@@ -118,6 +118,49 @@ class LossOut(NamedTuple):
     logp: np.ndarray | None = None  # (B,T) log p of each target where mask counts, else 0 (GRPO's old/ref)
 
 
+def chunk_log_softmax(hs, wte, tgt):
+    """hs (n,C), wte (V,C), tgt (n,) -> e (n,V), total (n,), logp_t (n,): with z = hs wte^T the chunk's
+    logits, e = exp(z - max) (z's own buffer, kept for the backward), total = sum(e), and log p of each target."""
+    z = hs @ wte.T  # (n,V) logits of this chunk
+    zmax = z.max(axis=1)
+    z_t = z[np.arange(len(tgt)), tgt] - zmax  # (n,) the targets' logits, max-subtracted
+    z -= zmax[:, None]
+    np.exp(z, out=z)  # z now holds exp(z - max)
+    total = z.sum(axis=1)
+    return z, total, z_t - np.log(total)
+
+
+def chunk_coef(kind, logp_t, p_t, m, denom, w_fixed=None, terms: PolicyTerms | None = None):
+    """logp_t, p_t, m (n,) [, w_fixed (n,), terms of (n,)] -> coef (n,), loss: the chunk's share of L, and
+    c_i of dL/dz_i = c_i (softmax_i - onehot_i), per kind as in the module's docstring."""
+    if kind == "grpo":
+        tok_loss, g = grpo_token_loss(logp_t, *terms)
+        coef = -m * g / denom  # (n,) dL/dz_i = dL/dlogp_i (onehot_i - softmax_i)
+        return coef, float(np.sum(m * tok_loss)) / denom
+    w = np.ones_like(p_t) if kind == "sft" else (p_t if w_fixed is None else w_fixed)  # sg(p)
+    coef = m * w / denom  # (n,)
+    return coef, float(np.sum(coef * -logp_t))
+
+
+def chunk_backward(e, total, coef, tgt, hs, wte, dwte):
+    """e (n,V) = exp(z - max) (overwritten), total (n,), coef (n,), tgt (n,), hs (n,C), wte (V,C) -> dhs (n,C);
+    adds the chunk's dL/dW into dwte (V,C)."""
+    e *= (coef / total)[:, None]  # exp(z - max) / total = softmax, times coef
+    e[np.arange(len(tgt)), tgt] -= coef  # dz = coef * (softmax - onehot)
+    dhs = (wte.T @ e.T).T  # (n,V) @ (V,C): this operand order is the fast one for BLAS
+    for v in range(0, wte.shape[0], 8192):  # dW += dz^T h, a vocab slice at a time (no (V,C) temporary)
+        dwte[v:v + 8192] += e[:, v:v + 8192].T @ hs  # fan-out: the tied head adds into dwte
+    return dhs
+
+
+def terms_at(terms: PolicyTerms, index, dtype=None) -> PolicyTerms:
+    """PolicyTerms with each array (adv, logp_old, logp_ref) flattened and indexed by `index`: (B,T) -> (N,)
+    with the counted rows, or (N,) -> (n,) with a chunk's slice. None stays None."""
+    def pick(x):
+        return None if x is None else np.asarray(x, dtype=dtype).reshape(-1)[index]
+    return terms._replace(adv=pick(terms.adv), logp_old=pick(terms.logp_old), logp_ref=pick(terms.logp_ref))
+
+
 def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, dwte=None,
                  weight=None, chunk=256, terms: PolicyTerms | None = None):
     """h (B,T,C) final hidden, wte (V,C) tied head, targets (B,T) int, mask (B,T) -> LossOut.
@@ -149,43 +192,21 @@ def lm_head_loss(h, wte, targets, mask, kind="sft", denom=None, backward=True, d
     if backward and dwte is None:
         dwte = np.zeros_like(wte)
     w_fixed = None if weight is None else np.asarray(weight, dtype=h.dtype).reshape(-1)[rows]
-    if terms is not None:  # each (B,T) array -> its counted rows (N,)
-        terms = terms._replace(**{k: None if getattr(terms, k) is None else
-                                  np.asarray(getattr(terms, k), dtype=h.dtype).reshape(-1)[rows]
-                                  for k in ("adv", "logp_old", "logp_ref")})
+    terms = None if terms is None else terms_at(terms, rows, h.dtype)  # each (B,T) array -> its counted rows (N,)
     logp = np.zeros(B * T, dtype=h.dtype)
     loss = ce_sum = p_sum = 0.0
     for a in range(0, len(rows), chunk):
-        b = min(a + chunk, len(rows))
-        n = np.arange(b - a)
-        z = hs[a:b] @ wte.T  # (n,V) logits of this chunk
-        zmax = z.max(axis=1)
-        z_t = z[n, tgt[a:b]] - zmax  # (n,) the targets' logits, max-subtracted
-        z -= zmax[:, None]
-        np.exp(z, out=z)  # z now holds exp(z - max)
-        total = z.sum(axis=1)
-        logp_t = z_t - np.log(total)  # (n,) log p of each target
+        rs = slice(a, min(a + chunk, len(rows)))  # this chunk's rows
+        e, total, logp_t = chunk_log_softmax(hs[rs], wte, tgt[rs])
         p_t = np.exp(logp_t)
-        ce = -logp_t
-        logp[rows[a:b]] = logp_t
-        if kind == "grpo":
-            adv, old, ref = (None if x is None else x[a:b] for x in terms[:3])  # this chunk's rows
-            tok_loss, g = grpo_token_loss(logp_t, adv, old, ref, terms.clip_eps, terms.beta)
-            coef = -m[a:b] * g / denom  # (n,) dL/dz_i = dL/dlogp_i (onehot_i - softmax_i)
-            loss += float(np.sum(m[a:b] * tok_loss)) / denom
-        else:
-            w = np.ones_like(p_t) if kind == "sft" else (p_t if w_fixed is None else w_fixed[a:b])  # sg(p)
-            coef = m[a:b] * w / denom  # (n,) dL/dz_i = coef_i (softmax_i - onehot_i)
-            loss += float(np.sum(coef * ce))
-        ce_sum += float(np.sum(m[a:b] * ce))
-        p_sum += float(np.sum(m[a:b] * p_t))
-        if not backward:
-            continue
-        z *= (coef / total)[:, None]  # exp(z - max) / total = softmax, times coef
-        z[n, tgt[a:b]] -= coef  # dz = coef * (softmax - onehot)
-        dhs[a:b] = (wte.T @ z.T).T  # (n,V) @ (V,C): this operand order is the fast one for BLAS
-        for v in range(0, V, 8192):  # dW += dz^T h, a vocab slice at a time (no (V,C) temporary)
-            dwte[v:v + 8192] += z[:, v:v + 8192].T @ hs[a:b]  # fan-out: the tied head adds into dwte
+        logp[rows[rs]] = logp_t
+        coef, chunk_loss = chunk_coef(kind, logp_t, p_t, m[rs], denom, None if w_fixed is None else w_fixed[rs],
+                                      None if terms is None else terms_at(terms, rs))
+        loss += chunk_loss
+        ce_sum += float(np.sum(m[rs] * -logp_t))
+        p_sum += float(np.sum(m[rs] * p_t))
+        if backward:
+            dhs[rs] = chunk_backward(e, total, coef, tgt[rs], hs[rs], wte, dwte)
     if not backward:
         return LossOut(loss, None, None, n_tokens, ce_sum, p_sum, logp.reshape(B, T))
     dh = np.zeros_like(h)

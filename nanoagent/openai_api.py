@@ -1,14 +1,17 @@
 """The OpenAI chat-completions API's shapes, without the web: a request body read and checked into a
-ChatRequest (or an APIError that answers in OpenAI's error shape), and one choice's reply built
-as its tokens arrive, with `<tool_call>` replies turned into OpenAI `tool_calls`. serve.py puts
-them on HTTP over batched decoding.
+ChatRequest (or an APIError that answers in OpenAI's error shape), one choice's reply built as
+its tokens arrive, with `<tool_call>` replies turned into OpenAI `tool_calls`, and the replies'
+bodies, whole or streamed as server-sent events. serve.py puts them on HTTP over batched decoding.
 """
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import math
 import re
 import secrets
+import time
 from dataclasses import dataclass
 
 from .generate import TextStream, json_kind
@@ -16,6 +19,7 @@ from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 from .toolcalls import parse_reply
 
+log = logging.getLogger("nanoagent.serve")  # a streamed reply's bug is the server's, logged as its own
 MAX_STOPS = 16  # stop strings a request may give (OpenAI takes 4; agent frameworks may send more)
 
 
@@ -35,6 +39,20 @@ class APIError(Exception):
 
 def bad(message: str, param: str | None = None, code: str | None = None) -> APIError:
     return APIError(400, message, param, code)
+
+
+def shutting_down() -> APIError:
+    return APIError(503, "the server is shutting down", kind="server_error")
+
+
+def check_key(authorization: str, api_key: str | None) -> None:
+    """An `Authorization` header's value against the server's key (None: no key needed) -> APIError(401) if wrong."""
+    if api_key is None:
+        return
+    token = authorization[7:].strip() if authorization[:7].lower() == "bearer " else ""
+    if not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise APIError(401, "Incorrect API key provided: pass it as 'Authorization: Bearer KEY'" if token
+                       else "Missing API key: pass it as 'Authorization: Bearer KEY'", code="invalid_api_key")
 
 
 # ---- reading a request ----------------------------------------------------------------------
@@ -219,6 +237,20 @@ def read_stop(value) -> list[str]:
     return [s for s in stops if s]
 
 
+def encode_prompt(tokenizer: Tokenizer, req: ChatRequest, context: int) -> list[int]:
+    """The request's messages and tools in the chat template -> prompt token ids, leaving room in `context`
+    for at least one reply token, or APIError(400)."""
+    try:
+        prompt = tokenizer.encode(tokenizer.render_chat(req.messages, req.tools))
+    except (ValueError, TypeError) as e:
+        raise bad(f"the messages cannot be rendered: {e}", "messages") from None
+    if len(prompt) + 1 > context:
+        raise bad(f"this model's context is {context} tokens per request, and the messages take "
+                  f"{len(prompt)} (plus at least one for the reply): shorten the messages",
+                  "messages", "context_length_exceeded")
+    return prompt
+
+
 # ---- one reply, as its tokens arrive --------------------------------------------------------
 
 _CALL_OPEN = re.compile(r"<\s*tool_calls?\s*>", re.IGNORECASE)  # the opening tags parse_reply reads
@@ -289,3 +321,69 @@ class Reply:
 def usage_of(prompt, replies) -> dict:
     completion = sum(r.tokens for r in replies)
     return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion}
+
+
+# ---- the replies' bodies: whole, or streamed as server-sent events ---------------------------
+
+def model_card(model_id: str, created: int) -> dict:
+    return {"id": model_id, "object": "model", "created": created, "owned_by": "nanoagent"}
+
+
+def completion_head(model_id: str) -> dict:
+    """The fields every body of one completion shares, whole or streamed; a new id each call."""
+    return {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": model_id,
+            "system_fingerprint": None}
+
+
+def completion(head: dict, prompt, replies: list[Reply], calls: list[list[dict]]) -> dict:
+    """A whole `chat.completion`: each finished reply a choice, with its tool calls."""
+    return {**head, "object": "chat.completion", "usage": usage_of(prompt, replies), "choices": [
+        {"index": i, "message": r.message(calls[i]), "logprobs": None, "finish_reason": r.finish_reason}
+        for i, r in enumerate(replies)]}
+
+
+def chunk(head: dict, index: int, delta: dict, finish: str | None = None) -> dict:
+    """One choice's `delta` as a `chat.completion.chunk`."""
+    return {**head, "object": "chat.completion.chunk", "choices": [
+        {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def usage_chunk(head: dict, prompt, replies: list[Reply]) -> dict:
+    """The last chunk of a stream that asked for `include_usage`: no choices, the token counts."""
+    return {**head, "object": "chat.completion.chunk", "choices": [], "usage": usage_of(prompt, replies)}
+
+
+async def sse(head: dict, req: ChatRequest, prompt, replies, events):
+    """The chunks of a streamed reply as server-sent events, ending with `data: [DONE]`; `events` yields
+    (index, content, tool_calls, finish_reason or None) per choice, as serve.choices does."""
+    try:
+        for i in range(req.n):
+            yield event(chunk(head, i, {"role": "assistant", "content": ""}))
+        async for index, piece, calls, finish in events:
+            if piece:
+                yield event(chunk(head, index, {"content": piece}))
+            if calls:
+                yield event(chunk(head, index, {"tool_calls": [{"index": k, **c} for k, c in enumerate(calls)]}))
+            if finish is not None:
+                yield event(chunk(head, index, {}, finish))
+        if req.include_usage:
+            yield event(usage_chunk(head, prompt, replies))
+    except APIError as e:
+        yield event(e.body())
+    except Exception:  # a bug: said in the stream (the status line has gone), logged, the server goes on
+        log.exception("streaming a reply failed")
+        yield event(APIError(500, "internal server error", kind="server_error").body())
+    finally:
+        await events.aclose()  # on a disconnect: stop decoding what no one reads
+    yield "data: [DONE]\n\n"
+
+
+LINE_BREAKS_ESCAPED = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def event(payload: dict) -> str:
+    """One server-sent event. Text stays UTF-8, except the three characters that a reader splitting lines
+    with Python's str.splitlines would break an event at (JSON allows them escaped, inside strings only)."""
+    text = json.dumps(payload, ensure_ascii=False)
+    return f"data: {text.translate(LINE_BREAKS_ESCAPED)}\n\n"
+

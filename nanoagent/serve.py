@@ -15,12 +15,10 @@ The web stack (Starlette, uvicorn) is the optional `serve` extra: `pip install -
 from __future__ import annotations
 
 import asyncio
-import hmac
 import json
 import logging
 import os
 import queue
-import secrets
 import signal
 import socket
 import sys
@@ -35,7 +33,8 @@ from typing import Callable
 from .batch import BatchDecoder
 from .checkpoint import WeightsError
 from .generate import CommandLine, kernels_cached, load, number
-from .openai_api import APIError, ChatRequest, Reply, bad, read_chat_request, usage_of
+from .openai_api import (APIError, ChatRequest, Reply, bad, check_key, completion, completion_head, encode_prompt,
+                         model_card, read_chat_request, shutting_down, sse)
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 
@@ -53,10 +52,6 @@ except ImportError as e:
 log = logging.getLogger("nanoagent.serve")
 DEFAULT_CONTEXT = 4096  # KV cache positions per slot unless --context says otherwise
 DEFAULT_MAX_BODY = 1 << 20  # bytes
-
-
-def shutting_down() -> APIError:
-    return APIError(503, "the server is shutting down", kind="server_error")
 
 
 # ---- the decoding thread --------------------------------------------------------------------
@@ -224,38 +219,31 @@ def create_app(engine: Engine, api_key: str | None = None, max_body: int = DEFAU
     if WEB_STACK_MISSING:
         raise RuntimeError(f"the server needs the serve extra ({WEB_STACK_MISSING} is missing): "
                            "pip install -e '.[serve]'")
-    created = int(time.time())
+    api = API(engine, api_key, max_body)
+    return Starlette(routes=[Route("/v1/models", api.answering(api.models)),
+                             Route("/v1/models/{name:path}", api.answering(api.model)),
+                             Route("/v1/chat/completions", api.answering(api.chat_completions), methods=["POST"])],
+                     exception_handlers={HTTPException: http_error}, lifespan=api.lifespan)
 
-    def check_key(request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("authorization", "")
-        token = given[7:].strip() if given[:7].lower() == "bearer " else ""
-        if not hmac.compare_digest(token.encode(), api_key.encode()):
-            raise APIError(401, "Incorrect API key provided: pass it as 'Authorization: Bearer KEY'" if token
-                           else "Missing API key: pass it as 'Authorization: Bearer KEY'", code="invalid_api_key")
 
-    async def read_json(request):
-        size = request.headers.get("content-length", "")
-        if size.isdigit() and int(size) > max_body:
-            raise APIError(413, f"the request body is {size} bytes; this server takes at most {max_body}",
-                           code="request_too_large")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                raise APIError(413, f"the request body is over {max_body} bytes, the most this server takes",
-                               code="request_too_large")
-        try:
-            return json.loads(body)
-        except (ValueError, RecursionError):
-            raise bad("the request body is not valid JSON") from None
+class API:
+    """The routes' handlers over one engine, behind the API key; `create_app` wires them into Starlette."""
 
-    def answering(handler):
+    def __init__(self, engine: Engine, api_key: str | None, max_body: int):
+        self.engine, self.api_key, self.max_body = engine, api_key, max_body
+        self.created = int(time.time())  # the model card's date: when the server started
+
+    @asynccontextmanager
+    async def lifespan(self, app):
+        self.engine.start()
+        yield
+        self.engine.close()
+
+    def answering(self, handler):
         """Every route answers APIErrors and its own bugs in OpenAI's error shape; nothing escapes."""
         async def route(request):
             try:
-                check_key(request)
+                check_key(request.headers.get("authorization", ""), self.api_key)
                 return await handler(request)
             except APIError as e:
                 return JSONResponse(e.body(), e.status)
@@ -266,56 +254,51 @@ def create_app(engine: Engine, api_key: str | None = None, max_body: int = DEFAU
                 return JSONResponse(APIError(500, "internal server error", kind="server_error").body(), 500)
         return route
 
-    def model_card():
-        return {"id": engine.model_id, "object": "model", "created": created, "owned_by": "nanoagent"}
+    async def models(self, request):
+        return JSONResponse({"object": "list", "data": [model_card(self.engine.model_id, self.created)]})
 
-    async def models(request):
-        return JSONResponse({"object": "list", "data": [model_card()]})
+    async def model(self, request):
+        name, model_id = request.path_params["name"], self.engine.model_id
+        if name != model_id:
+            raise APIError(404, f"the model {name!r} does not exist; this server has {model_id!r}",
+                           "model", "model_not_found")
+        return JSONResponse(model_card(model_id, self.created))
 
-    async def model(request):
-        if request.path_params["name"] != engine.model_id:
-            raise APIError(404, f"the model {request.path_params['name']!r} does not exist; this server has "
-                           f"{engine.model_id!r}", "model", "model_not_found")
-        return JSONResponse(model_card())
-
-    async def chat_completions(request):
-        req = read_chat_request(await read_json(request), engine.slots)
-        tok = engine.tokenizer
-        try:
-            prompt = tok.encode(tok.render_chat(req.messages, req.tools))
-        except (ValueError, TypeError) as e:
-            raise bad(f"the messages cannot be rendered: {e}", "messages") from None
-        if len(prompt) + 1 > engine.context:
-            raise bad(f"this model's context is {engine.context} tokens per request, and the messages take "
-                      f"{len(prompt)} (plus at least one for the reply): shorten the messages",
-                      "messages", "context_length_exceeded")
-        replies = [Reply(tok, req.stop, req.tools is not None) for _ in range(req.n)]
-        head = {"id": "chatcmpl-" + secrets.token_hex(12), "created": int(time.time()), "model": engine.model_id,
-                "system_fingerprint": None}
+    async def chat_completions(self, request):
+        engine = self.engine
+        req = read_chat_request(await read_json(request, self.max_body), engine.slots)
+        prompt = encode_prompt(engine.tokenizer, req, engine.context)
+        replies = [Reply(engine.tokenizer, req.stop, req.tools is not None) for _ in range(req.n)]
+        head = completion_head(engine.model_id)
         events = choices(engine, req, prompt, replies)
         if req.stream:
             return StreamingResponse(sse(head, req, prompt, replies, events), media_type="text/event-stream",
                                      headers={"cache-control": "no-cache", "x-accel-buffering": "no"})
         calls = await until_done_or_gone(request, events, req.n)
-        usage = usage_of(prompt, replies)
-        return JSONResponse({**head, "object": "chat.completion", "usage": usage, "choices": [
-            {"index": i, "message": r.message(calls[i]), "logprobs": None, "finish_reason": r.finish_reason}
-            for i, r in enumerate(replies)]})
+        return JSONResponse(completion(head, prompt, replies, calls))
 
-    @asynccontextmanager
-    async def lifespan(app):
-        engine.start()
-        yield
-        engine.close()
 
-    async def http_error(request, exc):  # no such route (404), or method (405)
-        return JSONResponse(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
-                                     code="not_found" if exc.status_code == 404 else None).body(), exc.status_code)
+async def http_error(request, exc):  # no such route (404), or method (405)
+    return JSONResponse(APIError(exc.status_code, f"{request.method} {request.url.path}: {exc.detail}",
+                                 code="not_found" if exc.status_code == 404 else None).body(), exc.status_code)
 
-    return Starlette(routes=[Route("/v1/models", answering(models)),
-                             Route("/v1/models/{name:path}", answering(model)),
-                             Route("/v1/chat/completions", answering(chat_completions), methods=["POST"])],
-                     exception_handlers={HTTPException: http_error}, lifespan=lifespan)
+
+async def read_json(request, max_body: int):
+    """The request's body, at most `max_body` bytes, decoded as JSON -> any JSON value, or APIError (413, 400)."""
+    size = request.headers.get("content-length", "")
+    if size.isdigit() and int(size) > max_body:
+        raise APIError(413, f"the request body is {size} bytes; this server takes at most {max_body}",
+                       code="request_too_large")
+    body = bytearray()
+    async for part in request.stream():
+        body += part
+        if len(body) > max_body:
+            raise APIError(413, f"the request body is over {max_body} bytes, the most this server takes",
+                           code="request_too_large")
+    try:
+        return json.loads(body)
+    except (ValueError, RecursionError):
+        raise bad("the request body is not valid JSON") from None
 
 
 async def until_done_or_gone(request, events, n: int) -> list[list[dict]]:
@@ -345,44 +328,6 @@ async def until_done_or_gone(request, events, n: int) -> list[list[dict]]:
         raise ClientDisconnect()
     work.result()  # re-raise what failed
     return calls
-
-
-async def sse(head: dict, req: ChatRequest, prompt, replies, events):
-    """The chunks of a streamed reply as server-sent events, ending with `data: [DONE]`."""
-    def chunk(index, delta, finish=None):
-        return event({**head, "object": "chat.completion.chunk", "choices": [
-            {"index": index, "delta": delta, "logprobs": None, "finish_reason": finish}]})
-
-    try:
-        for i in range(req.n):
-            yield chunk(i, {"role": "assistant", "content": ""})
-        async for index, piece, calls, finish in events:
-            if piece:
-                yield chunk(index, {"content": piece})
-            if calls:
-                yield chunk(index, {"tool_calls": [{"index": k, **c} for k, c in enumerate(calls)]})
-            if finish is not None:
-                yield chunk(index, {}, finish)
-        if req.include_usage:
-            yield event({**head, "object": "chat.completion.chunk", "choices": [], "usage": usage_of(prompt, replies)})
-    except APIError as e:
-        yield event(e.body())
-    except Exception:  # a bug: said in the stream (the status line has gone), logged, the server goes on
-        log.exception("streaming a reply failed")
-        yield event(APIError(500, "internal server error", kind="server_error").body())
-    finally:
-        await events.aclose()  # on a disconnect: stop decoding what no one reads
-    yield "data: [DONE]\n\n"
-
-
-LINE_BREAKS_ESCAPED = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
-
-
-def event(payload: dict) -> str:
-    """One server-sent event. Text stays UTF-8, except the three characters that a reader splitting lines
-    with Python's str.splitlines would break an event at (JSON allows them escaped, inside strings only)."""
-    text = json.dumps(payload, ensure_ascii=False)
-    return f"data: {text.translate(LINE_BREAKS_ESCAPED)}\n\n"
 
 
 # ---- command line ---------------------------------------------------------------------------
