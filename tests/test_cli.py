@@ -121,9 +121,17 @@ def interrupt(proc, stream, waits_for: bytes):
     return out, err
 
 
+def ctrl_c_reaches_it():
+    """In the child, before it runs: Ctrl-C (SIGINT) does what it does at a terminal. A process started in
+    the background by a shell without job control (as a CI runner may start the tests) inherits SIGINT
+    ignored, and Python then installs no KeyboardInterrupt for it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(place, module, *args, **env):
     return subprocess.Popen([sys.executable, "-m", f"nanoagent.{module}", *map(str, args)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=place.cwd, env=place.env(**env))
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=place.cwd, env=place.env(**env),
+                            preexec_fn=ctrl_c_reaches_it)
 
 
 def test_ctrl_c_while_generating_exits_quietly(tiny_long, place):
@@ -179,7 +187,7 @@ def test_ctrl_c_during_the_first_use_download_leaves_nothing(slow_hub, place):
     url, sending = slow_hub
     env = {k: v for k, v in place.env(HF_ENDPOINT=url).items() if k != "HF_HUB_OFFLINE"}
     proc = subprocess.Popen([sys.executable, "-m", "nanoagent.generate", "--prompt", "hi"], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, cwd=place.cwd, env=env)
+                            stderr=subprocess.PIPE, cwd=place.cwd, env=env, preexec_fn=ctrl_c_reaches_it)
     seen = b""
     while b"Fetching" not in seen and proc.poll() is None:
         seen += os.read(proc.stderr.fileno(), 4096)

@@ -507,7 +507,8 @@ def tiny_dir(tmp_path_factory):
 def start_server(args):
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "nanoagent.serve", "--port", "0", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # see test_cli
     line = proc.stderr.readline()
     while line.startswith("compiling"):
         line = proc.stderr.readline()
