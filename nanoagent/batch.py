@@ -117,7 +117,8 @@ class BatchDecoder:
         self._admit()
         events, feed = [], []
         for seq in list(self.running):
-            token = sample_next(seq.logits, seq.sampling, seq.rng, seq.prompt + seq.new)
+            seen = seq.prompt + seq.new if seq.sampling.repetition_penalty != 1.0 else ()  # only the penalty reads it
+            token = sample_next(seq.logits, seq.sampling, seq.rng, seen)
             if token in seq.stop_ids:
                 self._finish(seq, "stop")
                 events.append((seq, None))

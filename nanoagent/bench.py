@@ -28,7 +28,7 @@ from . import quant
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError
 from .data.io import DataError, find_data_dir
-from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_replies
+from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from .eval.ppl import perplexity
 from .batch import BatchDecoder
 from .generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
@@ -140,7 +140,7 @@ def bench_quant(args) -> None:
     ids = lm.tokenizer.encode("\n\n".join(r["answer"] for r in rows[:300]))[:args.tokens]
     print(f"float32: perplexity and {len(CHECK_PROMPTS)} greedy replies", file=sys.stderr, flush=True)
     ppl32 = perplexity(lm, ids)
-    greedy32 = greedy_replies(lm, CHECK_PROMPTS, args.new_tokens)
+    greedy32 = greedy_tokens(lm, CHECK_PROMPTS, args.new_tokens)
     print(f"held-out text: the first {len(ids)} tokens of the GSM8K test answers; "
           f"{len(CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
     print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s} "
@@ -151,7 +151,7 @@ def bench_quant(args) -> None:
         print(f"{name}: perplexity and greedy replies", file=sys.stderr, flush=True)
         m8 = ChatModel(Model(lm.config, quant.quantize_params(lm.model.params, group)), lm.tokenizer)
         ppl8 = perplexity(m8, ids)
-        greedy8 = greedy_replies(m8, CHECK_PROMPTS, args.new_tokens)
+        greedy8 = greedy_tokens(m8, CHECK_PROMPTS, args.new_tokens)
         prefix = np.mean([next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) / len(a)
                           for a, b in zip(greedy32, greedy8)])
         forced = forced_agreement(lm, m8, CHECK_PROMPTS, greedy32)

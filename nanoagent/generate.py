@@ -192,9 +192,9 @@ class ChatModel:
     def chat_batch(self, conversations, tools=None, max_new_tokens=256, stop=None, slots: int = 8,
                    **sampling) -> list[str]:
         """The reply to each of several conversations, decoded `slots` at a time (batch.py): the same
-        replies as `chat` one by one, sooner. `tools`: one list for all, or a list (or None) per
-        conversation; `sampling`: temperature, top_p, top_k, min_p, repetition_penalty, seed."""
-        each = tools if tools and all(t is None or isinstance(t, list) for t in tools) else [tools] * len(conversations)
+        replies as `chat` one by one, sooner. `tools`: a tool list (or None) per conversation;
+        `sampling`: temperature, top_p, top_k, min_p, repetition_penalty, seed."""
+        each = [None] * len(conversations) if tools is None else tools
         if len(each) != len(conversations):
             raise ValueError(f"{len(each)} tool lists for {len(conversations)} conversations")
         tok = self.tokenizer

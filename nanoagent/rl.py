@@ -26,17 +26,18 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
-from .checkpoint import WeightsError, read_tokenizer
+from .checkpoint import read_tokenizer
 from .data.batch import epoch_order, row_to_chat
 from .data.io import DataError, read_rows
 from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .model import Model
-from .optim import AdamWState, adamw_init, load_state, lr_at
+from .optim import AdamWState, lr_at
 from .rewards import FORMAT_WEIGHT, reference_problem, reward
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer, normalize_tools
 from .toolcalls import normalize_calls
-from .train import TrainingError, load_model, model_folder, save_checkpoint
+from .train import (TrainingError, add_optimizer_args, add_run_control_args, checkpoint, load_model, model_folder,
+                    optimizer_state, restore_args, run_command, save_checkpoint, stopped_at)
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
     from matplotlib.figure import Figure
@@ -128,27 +129,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--clip-eps", type=float, default=0.2, help="ratio clipped to [1-eps, 1+eps] (default: %(default)s)")
     ap.add_argument("--updates", type=int, default=1, help="policy updates on each round's samples (default: %(default)s)")
     ap.add_argument("--format-weight", type=float, default=FORMAT_WEIGHT, help="weight of the format term (default: %(default)s)")
-    ap.add_argument("--lr", type=float, default=1e-6, help="learning rate (default: %(default)s)")
-    ap.add_argument("--min-lr-ratio", type=float, default=1.0, help="the cosine ends at lr * this; 1: constant (default: %(default)s)")
+    add_optimizer_args(ap, lr=1e-6, min_lr_ratio=1.0, weight_decay=0.0)
     ap.add_argument("--warmup", type=int, default=0, help="warmup rounds (default: %(default)s)")
-    ap.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled decay (default: %(default)s)")
-    ap.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
-    ap.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
-    ap.add_argument("--clip", type=float, default=1.0, help="clip the global gradient norm to this, 0: off (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=2, help="sequences per forward/backward (default: %(default)s)")
     ap.add_argument("--slots", type=int, default=0, help="sequences decoded together; groups wait for free slots "
                                                           "(default: --group x --prompts, a whole round at once)")
-    ap.add_argument("--save-every", type=int, default=0, help="checkpoint every N rounds (always at the end)")
-    ap.add_argument("--stop-after", type=int, default=None,
-                    help="stop after this many rounds in this invocation (a checkpoint is saved); go on with --resume")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="end the run after the round that passes this many minutes (of this invocation): "
                          "the final model is written then, as after the last round")
-    ap.add_argument("--out", type=Path, default=Path("runs/grpo"), help="output folder: OUT/checkpoint, OUT/model, "
-                                                                       "OUT/log.jsonl, OUT/rewards.png (default: %(default)s)")
-    ap.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint with its saved settings")
-    ap.add_argument("--seed", type=int, default=0, help="prompt order and sampling (default: %(default)s)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_control_args(ap, "rounds", "runs/grpo", "OUT/checkpoint, OUT/model, OUT/log.jsonl, OUT/rewards.png",
+                         "prompt order and sampling")
     args = ap.parse_args(argv)
     if args.data is None and not args.resume:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
@@ -187,19 +177,9 @@ class Run:
         return self.args.out / "log.jsonl"
 
 
-def restore_args(args: argparse.Namespace) -> dict:
-    ckpt = args.out / "checkpoint"
-    if not (ckpt / "trainer_state.json").is_file():
-        raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
-    trainer = json.loads((ckpt / "trainer_state.json").read_text())
-    for k in RUN_ARGS:
-        setattr(args, k, trainer["args"][k])
-    return trainer
-
-
 def setup(args: argparse.Namespace) -> Run:
     """The model (or the checkpoint to resume), the reference model, the prompts and the optimizer state."""
-    trainer = restore_args(args) if args.resume else {"step": 0, "history": []}
+    trainer = restore_args(args, RUN_ARGS) if args.resume else {"step": 0, "history": []}
     start_dir = model_folder(args.model)
     model_dir = args.out / "checkpoint" if args.resume else start_dir
     model = load_model(model_dir)
@@ -212,16 +192,7 @@ def setup(args: argparse.Namespace) -> Run:
         why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
         raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "
                         "and an assistant turn")
-    fp = fingerprint(prompts)
-    if args.resume:
-        if trainer["data"] != fp:
-            raise TrainingError(f"the prompts differ from the checkpoint's (fingerprint {fp} != {trainer['data']}); "
-                                "resume needs the same data file and settings")
-        state = load_state(model_dir / "optimizer.safetensors", model.params)
-    else:
-        state = adamw_init(model.params)
-        trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                             if k in RUN_ARGS}, "data": fp}
+    state = optimizer_state(args, trainer, fingerprint(prompts), model, model_dir, RUN_ARGS)
     steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / args.prompts))
     trainer["steps"] = steps
     cfg = GRPOConfig(group=args.group, max_new_tokens=args.max_new_tokens,
@@ -260,10 +231,7 @@ def step_once(run: Run, step: int) -> dict:
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,
                        run.ref)
     except TrainingError as e:
-        last = f"the last good checkpoint is {run.ckpt} (step {run.trainer['step']})" if run.ckpt.exists() else \
-            "no checkpoint was saved yet"
-        raise TrainingError(f"round {step + 1}: {e}; stopped without updating the weights. {last}. "
-                            "Try a lower --lr, or a lower --clip.") from None
+        raise stopped_at(run, f"round {step + 1}", e) from None
     u = r.updates[-1] if r.updates else None  # the last update's figures (None: every group was skipped)
     p, g = np.unravel_index(np.argmax(r.rewards), r.rewards.shape)
     best = r.groups[p][g]  # the round's best reply: a sample to read
@@ -313,11 +281,6 @@ def plot_history(history: list[dict], out: Path) -> Path | None:
     return out
 
 
-def checkpoint(run: Run, step: int) -> None:
-    run.trainer["step"] = step
-    save_checkpoint(run.ckpt, run.model, run.tokenizer_json, run.state, run.trainer)
-
-
 def train_rounds(run: Run) -> int:
     """Rounds from the checkpoint's (or 0) until the end, --stop-after or --max-minutes -> the rounds done in all."""
     a, start = run.args, run.trainer["step"]
@@ -365,13 +328,7 @@ def run(argv=None) -> dict:
 
 
 def main(argv=None) -> None:
-    try:
-        run(argv)
-    except (TrainingError, WeightsError, DataError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted; the last checkpoint (if any) is intact: go on with "
-                 "python -m nanoagent.rl --resume --out OUT (the run's own --out)")
+    run_command(run, argv, "nanoagent.rl")
 
 
 if __name__ == "__main__":

@@ -127,6 +127,30 @@ RUN_ARGS = ("data", "data_split", "data_config", "eval_data", "eval_fraction", "
             "steps", "epochs", "seed", "model")
 
 
+def add_optimizer_args(ap: argparse.ArgumentParser, lr: float, min_lr_ratio: float, weight_decay: float) -> None:
+    """AdamW and its schedule, as every training command takes them (the defaults are the command's)."""
+    ap.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %(default)s)")
+    ap.add_argument("--min-lr-ratio", type=float, default=min_lr_ratio,
+                    help="the cosine ends at lr * this; 1: constant (default: %(default)s)")
+    ap.add_argument("--weight-decay", type=float, default=weight_decay,
+                    help="AdamW decoupled decay, matrices only (default: %(default)s)")
+    ap.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
+    ap.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
+    ap.add_argument("--clip", type=float, default=1.0,
+                    help="clip the global gradient norm to this, 0: off (default: %(default)s)")
+
+
+def add_run_control_args(ap: argparse.ArgumentParser, unit: str, out: str, holds: str, seed_help: str) -> None:
+    """Checkpoints, stopping and resuming, the output folder, the seed and the progress bar."""
+    ap.add_argument("--save-every", type=int, default=0, help=f"checkpoint every N {unit} (always at the end)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help=f"stop after this many {unit} in this invocation (a checkpoint is saved); go on with --resume")
+    ap.add_argument("--out", type=Path, default=Path(out), help=f"output folder: {holds} (default: %(default)s)")
+    ap.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint with its saved settings")
+    ap.add_argument("--seed", type=int, default=0, help=f"{seed_help} (default: %(default)s)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
@@ -138,13 +162,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--eval-data", default=None, help="held-out data (same formats); default: a split of --data")
     ap.add_argument("--eval-fraction", type=float, default=0.05, help="share of --data held out when no --eval-data (default: %(default)s)")
     ap.add_argument("--loss", choices=KINDS, default="sft", help="cross-entropy (sft) or Dynamic Fine-Tuning (dft) (default: %(default)s)")
-    ap.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (default: %(default)s)")
-    ap.add_argument("--min-lr-ratio", type=float, default=0.1, help="the cosine ends at lr * this (default: %(default)s)")
+    add_optimizer_args(ap, lr=5e-5, min_lr_ratio=0.1, weight_decay=0.01)
     ap.add_argument("--warmup", type=int, default=None, help="warmup steps (default: 5%% of the steps)")
-    ap.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled decay, matrices only (default: %(default)s)")
-    ap.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: %(default)s)")
-    ap.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: %(default)s)")
-    ap.add_argument("--clip", type=float, default=1.0, help="clip the global gradient norm to this, 0: off (default: %(default)s)")
     ap.add_argument("--batch-size", type=int, default=1, help="sequences per micro-batch (default: %(default)s)")
     ap.add_argument("--grad-accum", type=int, default=8, help="micro-batches per optimizer step (default: %(default)s)")
     ap.add_argument("--seq-len", type=int, default=1024, help="longest sequence; longer chats are cut (default: %(default)s)")
@@ -152,13 +171,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=None, help="optimizer steps (default: from --epochs)")
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the data, when --steps is not given (default: %(default)s)")
     ap.add_argument("--eval-every", type=int, default=0, help="evaluate every N steps (always at start and end)")
-    ap.add_argument("--save-every", type=int, default=0, help="checkpoint every N steps (always at the end)")
-    ap.add_argument("--stop-after", type=int, default=None,
-                    help="stop after this many steps in this invocation (a checkpoint is saved); go on with --resume")
-    ap.add_argument("--out", type=Path, default=Path("runs/finetune"), help="output folder: OUT/checkpoint, and OUT/model at the end (default: %(default)s)")
-    ap.add_argument("--resume", action="store_true", help="go on from OUT/checkpoint with its saved settings")
-    ap.add_argument("--seed", type=int, default=0, help="data order and held-out split (default: %(default)s)")
-    ap.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_run_control_args(ap, "steps", "runs/finetune", "OUT/checkpoint, and OUT/model at the end",
+                         "data order and held-out split")
     args = ap.parse_args(argv)
     if args.data is None and not args.resume:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
@@ -185,16 +199,30 @@ class Run:
         return self.args.out / "checkpoint"
 
 
-def restore_args(args: argparse.Namespace) -> dict:
+def restore_args(args: argparse.Namespace, keys=RUN_ARGS) -> dict:
     """--resume: the checkpoint's trainer state, with the run's own settings put back into `args`
     (only how often to evaluate, save or stop may change)."""
     ckpt = args.out / "checkpoint"
     if not (ckpt / "trainer_state.json").is_file():
         raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
     trainer = json.loads((ckpt / "trainer_state.json").read_text())
-    for k in RUN_ARGS:
+    for k in keys:
         setattr(args, k, trainer["args"][k])
     return trainer
+
+
+def optimizer_state(args: argparse.Namespace, trainer: dict, fingerprint_: str, model: Model, model_dir: Path,
+                    keys=RUN_ARGS) -> AdamWState:
+    """The checkpoint's AdamW moments when resuming (the data must be the same), else fresh ones, with the
+    run's settings and data fingerprint recorded in `trainer` for a later --resume."""
+    if args.resume:
+        if trainer["data"] != fingerprint_:
+            raise TrainingError(f"the data differs from the checkpoint's (fingerprint {fingerprint_} != "
+                                f"{trainer['data']}); resume needs the same data file and settings")
+        return load_state(model_dir / "optimizer.safetensors", model.params)
+    trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in keys},
+                "data": fingerprint_}
+    return adamw_init(model.params)
 
 
 def setup(args: argparse.Namespace) -> Run:
@@ -211,16 +239,7 @@ def setup(args: argparse.Namespace) -> Run:
         raise TrainingError(f"the data holds token ids >= the model's vocabulary ({V})")
     steps = args.steps or max(1, math.ceil(args.epochs * math.ceil(len(train) / args.batch_size) / args.grad_accum))
     warmup = args.warmup if args.warmup is not None else max(1, round(0.05 * steps)) if steps > 10 else 0
-    fp = fingerprint(train)
-    if args.resume:
-        if trainer["data"] != fp:
-            raise TrainingError(f"the data differs from the checkpoint's (fingerprint {fp} != {trainer['data']}); "
-                                "resume needs the same data file and settings")
-        state = load_state(model_dir / "optimizer.safetensors", model.params)
-    else:
-        state = adamw_init(model.params)
-        trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-                             if k in RUN_ARGS}, "data": fp}
+    state = optimizer_state(args, trainer, fingerprint(train), model, model_dir)
     trainer["steps"] = steps
     eval_batches = [collate(evals[i:i + args.batch_size], pad_id) for i in range(0, len(evals), args.batch_size)]
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
@@ -239,9 +258,18 @@ def evaluate_run(run: Run, step: int) -> None:
                 f"mean target probability {e['p']:.4f}")
 
 
-def checkpoint(run: Run, step: int) -> None:
+def checkpoint(run, step: int) -> None:
+    """Save the run (this trainer's or rl.py's: any with ckpt, model, tokenizer_json, state, trainer) at `step`."""
     run.trainer["step"] = step
     save_checkpoint(run.ckpt, run.model, run.tokenizer_json, run.state, run.trainer)
+
+
+def stopped_at(run, where: str, error: Exception) -> TrainingError:
+    """The error a failed update ends the run with: where, why, and which checkpoint is intact."""
+    last = f"the last good checkpoint is {run.ckpt} (step {run.trainer['step']})" if run.ckpt.exists() else \
+        "no checkpoint was saved yet"
+    return TrainingError(f"{where}: {error}; stopped without updating the weights. {last}. "
+                         "Try a lower --lr, or a lower --clip.")
 
 
 def step_once(run: Run, step: int) -> StepResult:
@@ -254,10 +282,7 @@ def step_once(run: Run, step: int) -> StepResult:
         r = train_step(run.model, batches, run.state, lr, a.loss, a.beta1, a.beta2, 1e-8, a.weight_decay,
                        a.clip or None)
     except TrainingError as e:
-        last = f"the last good checkpoint is {run.ckpt} (step {run.trainer['step']})" if run.ckpt.exists() else \
-            "no checkpoint was saved yet"
-        raise TrainingError(f"step {step + 1}: {e}; stopped without updating the weights. {last}. "
-                            "Try a lower --lr, or a lower --clip.") from None
+        raise stopped_at(run, f"step {step + 1}", e) from None
     run.trainer["history"].append({"step": step + 1, "loss": r.loss, "ce": r.ce, "lr": lr,
                                    "grad_norm": r.grad_norm, "tokens": r.n_tokens})
     return r
@@ -309,14 +334,19 @@ def run(argv=None) -> dict:
     return finish(r, train_steps(r))
 
 
-def main(argv=None) -> None:
+def run_command(run_fn, argv, module: str) -> None:
+    """A training command's errors as one line; Ctrl-C says how to go on."""
     try:
-        run(argv)
+        run_fn(argv)
     except (TrainingError, WeightsError, DataError) as e:
         sys.exit(f"error: {e}")
     except KeyboardInterrupt:
         sys.exit("interrupted; the last checkpoint (if any) is intact: go on with "
-                 "python -m nanoagent.train --resume --out OUT (the run's own --out)")
+                 f"python -m {module} --resume --out OUT (the run's own --out)")
+
+
+def main(argv=None) -> None:
+    run_command(run, argv, "nanoagent.train")
 
 
 if __name__ == "__main__":

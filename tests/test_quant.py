@@ -14,7 +14,7 @@ from conftest import load_tiny
 from nanoagent import kernels_int8, quant
 from nanoagent.checkpoint import WeightsError, read_model, save_folder
 from nanoagent.decode import ContextLengthError
-from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_replies
+from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from nanoagent.eval.ppl import perplexity
 from nanoagent.kernels_int8 import decode_int8
 from nanoagent.model import Model
@@ -298,8 +298,8 @@ def test_real_greedy_replies_agree(real_model, real_int8):
     tokens, int8 may pick the other one, and the rest of that reply goes its own way (88.6% of the
     positions agree; llama.cpp's Q8_0 weights give the same). Read along float32's own replies,
     int8 picks float32's top token at 99% of the positions."""
-    a = greedy_replies(real_model, CHECK_PROMPTS, 32)
-    b = greedy_replies(real_int8, CHECK_PROMPTS, 32)
+    a = greedy_tokens(real_model, CHECK_PROMPTS, 32)
+    b = greedy_tokens(real_int8, CHECK_PROMPTS, 32)
     assert agreement(a, b) >= 0.85
     assert forced_agreement(real_model, real_int8, CHECK_PROMPTS, a) >= 0.98
 

@@ -19,7 +19,7 @@ import numpy as np
 import nanoagent
 from nanoagent import kernels_int8, quant
 from nanoagent.data.io import find_data_dir
-from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, greedy_replies
+from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, greedy_tokens
 from nanoagent.eval.ppl import perplexity
 from nanoagent.generate import ChatModel, GenerationStats, generate_ids
 from nanoagent.layers import embedding_forward, rmsnorm_forward
@@ -117,14 +117,14 @@ prompts = CHECK_PROMPTS[:6] if QUICK else CHECK_PROMPTS
 n_new = 12 if QUICK else 32
 
 ppl32 = perplexity(lm, text_ids)
-greedy32 = greedy_replies(lm, prompts, n_new)
+greedy32 = greedy_tokens(lm, prompts, n_new)
 print(f"{len(text_ids)} held-out tokens; {len(prompts)} prompts x {n_new} greedy tokens")
 print(f"float32              perplexity {ppl32:.4f}")
 results = {}
 for group in (quant.GROUP, None):
     m8 = ChatModel(Model(model.config, quant.quantize_params(P, group)), tok)
     ppl8 = perplexity(m8, text_ids)
-    agree = agreement(greedy32, greedy_replies(m8, prompts, n_new))
+    agree = agreement(greedy32, greedy_tokens(m8, prompts, n_new))
     results[group] = (m8, ppl8, agree)
     label = "int8 per row" if group is None else f"int8 per {group}"
     print(f"{label:20s} perplexity {ppl8:.4f} ({ppl8 / ppl32 - 1:+.2%}), greedy agreement {agree:.1%}")

@@ -33,7 +33,7 @@ CHECK_PROMPTS = [  # the fixed chat prompts greedy agreement is measured on
 ]
 
 
-def greedy_replies(model, prompts, n_tokens: int) -> list[list[int]]:
+def greedy_tokens(model, prompts, n_tokens: int) -> list[list[int]]:
     """The first n_tokens greedy ids of the reply to each prompt (not stopped at the end of a turn)."""
     tok = model.tokenizer
     return [list(generate_ids(model.model, tok.encode(tok.render_chat([{"role": "user", "content": p}])),

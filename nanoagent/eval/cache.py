@@ -92,7 +92,7 @@ class CachedReplies:
                    **sampling) -> list[str]:
         """As `ChatModel.chat_batch`; only the requests not remembered reach the model (one by one if it
         cannot batch), and the keys are those of `chat`, so either way of asking finds the other's replies."""
-        each = tools if tools and all(t is None or isinstance(t, list) for t in tools) else [tools] * len(conversations)
+        each = [None] * len(conversations) if tools is None else tools  # a tool list (or None) per conversation
         generation = {"max_new_tokens": max_new_tokens, **({"stop": stop} if stop else {}), **sampling}
         keys = [request_key(m, t, generation) for m, t in zip(conversations, each)]
         todo = [i for i, k in enumerate(keys) if k not in self.replies]
