@@ -147,6 +147,21 @@ def test_nocall_rows_answer_directly_with_tools_that_do_not_fit(made, inputs):
                        for t in r["tools"])
 
 
+def test_decline_rows_refuse_a_glaive_request_when_only_unrelated_tools_are_offered(made, inputs):
+    episodes = {e.request: e for e in inputs.episodes()}
+    assert made["decline"]
+    for r in made["decline"]:
+        assert not calls_of(r) and [m["role"] for m in r["messages"]] == ["user", "assistant"]
+        request, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        e = episodes[request]  # a request glaive answers with a call
+        assert 1 <= len(r["tools"]) <= 3 and e.call["name"] not in tool_names(r)
+        for t in r["tools"]:
+            assert not D._fits(e.call["arguments"], t)
+            assert not D.content_words(t["name"] + " " + t["description"]) & D.content_words(request)
+            assert D._capability(t) in reply  # the refusal says what the offered tools do
+        assert "<tool_call>" not in reply
+
+
 def test_ask_missing_offers_the_fitting_tool_and_asks(made, inputs):
     for r in made["ask-missing"]:
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"] and not calls_of(r)

@@ -8,6 +8,8 @@ fits, and writes bare numbers instead of calculator expressions).
     nocall-math     a GSM8K question with 1-4 unrelated, non-arithmetic tools -> a short worked answer
     nocall-chat     a glaive question asked without tools (or refused by its own tools), offered
                     1-4 tools that do not fit -> the original answer, no call
+    decline         a glaive request for a call, offered only 1-3 tools that do not fit -> "I can't do that
+                    with these tools; they ..." (the same requests are answered by calls elsewhere)
     ask-missing     glaive's "a fitting tool, but a required argument is missing -> ask for it", alone
     calc-chain      a GSM8K solution's `<<48/2=24>>` steps as calls to the calculator, one round of
                     calls per group of independent steps, each result fed back, then "The answer is N."
@@ -323,6 +325,40 @@ def nocall_chat(inputs: Inputs, n: int, rng, max_words: int = 120):
             continue
         yield {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}],
                "tools": tools, "source": "nocall-chat"}
+
+
+DECLINE = ("I'm sorry, but I can't help with that: the only {tool} I have can {what}.",
+           "Unfortunately, none of my tools can do that. They can {what}.",
+           "I'm afraid that is beyond the {tool} available to me, which can {what}. Is there anything else I can do?",
+           "Sorry, I don't have a tool for that request. What I can do here is {what}.",
+           "I can't do that with the functions I have; they only {what}.",
+           "That isn't something my current tools support. I can {what}, if that helps.")
+
+
+def _capability(tool: dict) -> str:
+    """A tool's description as something the assistant can do: "Search for recipes" -> "search for recipes"."""
+    text = tool["description"].strip().rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+def decline(inputs: Inputs, n: int, rng):
+    """Requests that glaive answers with a call, offered instead 1-3 tools that neither share a content word
+    with the request nor take its arguments -> a short refusal saying what the offered tools do, no call.
+    The same request with its fitting tool is a call in glaive and the parallel families: only the tools differ."""
+    pool = inputs.tool_pool()
+    for k in rng.permutation(len(eps := inputs.episodes()))[:n]:
+        e = eps[int(k)]
+        others = [t for t in pool if t["name"] != e.call["name"] and not _fits(e.call["arguments"], t)]
+        tools = unrelated_tools(e.request, others, rng, int(rng.integers(1, 4)))
+        if not tools:
+            yield Drop("no unrelated tool")
+            continue
+        what = [_capability(t) for t in tools]
+        what = what[0] if len(what) == 1 else ", ".join(what[:-1]) + " or " + what[-1]
+        form = DECLINE[int(rng.integers(len(DECLINE)))]
+        reply = form.format(tool="tool" if len(tools) == 1 else "tools", what=what)
+        yield {"messages": [{"role": "user", "content": e.request}, {"role": "assistant", "content": reply}],
+               "tools": tools, "source": "decline"}
 
 
 def ask_missing(inputs: Inputs, n: int, rng):
