@@ -162,6 +162,29 @@ def test_decline_rows_refuse_a_glaive_request_when_only_unrelated_tools_are_offe
         assert "<tool_call>" not in reply
 
 
+def test_near_miss_rows_offer_computing_tools_that_do_not_fit_and_call_none(made, inputs):
+    answers = {normalize_text(r["question"]): r["answer"] for r in inputs.gsm8k}
+    episodes = {e.request: e for e in inputs.episodes()}
+    kinds = set()
+    for r in made["near-miss"]:
+        assert not calls_of(r) and [m["role"] for m in r["messages"]] == ["user", "assistant"]
+        question, reply = r["messages"][0]["content"], r["messages"][1]["content"]
+        assert 1 <= len(r["tools"]) <= 2
+        for t in r["tools"]:
+            text = t["name"] + " " + t["description"]
+            assert D.ARITHMETIC.search(text) and not D.GENERAL.search(text)  # computes, but no general calculator
+            assert not D.content_words(text) & D.content_words(question)
+        if normalize_text(question) in answers:
+            kinds.add("gsm8k")
+            assert reply.endswith(f"The answer is {answers[normalize_text(question)].rsplit('####', 1)[1].strip()}.")
+        else:
+            kinds.add("glaive")
+            e = episodes[question]
+            assert all(t["name"] != e.call["name"] and not D._fits(e.call["arguments"], t) for t in r["tools"])
+            assert all(D._capability(t) in reply for t in r["tools"])
+    assert kinds == {"gsm8k", "glaive"}
+
+
 def test_ask_missing_offers_the_fitting_tool_and_asks(made, inputs):
     for r in made["ask-missing"]:
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"] and not calls_of(r)
@@ -233,12 +256,18 @@ def bfcl_dir():
 
 def test_agent_recipe_builds_and_counts_every_family(data_dir):
     rows, stats = build(RECIPES["agent"], data_dir, None, Options())
-    assert set(stats) == {s.name for s in AGENT} and set(F.FAMILIES) <= set(stats)
+    assert set(stats) == {s.name for s in AGENT} and set(F.FAMILIES) - {"near-miss"} <= set(stats)
     for name, s in stats.items():
         assert s.read == s.kept + sum(s.dropped.values()) and s.tokens > 0, name
     assert stats["glaive"].dropped.get("no call", 0) > 0  # the recipe keeps glaive's calls only
     table = stats_table(stats)
-    assert all(f in table for f in F.FAMILIES)
+    assert all(f in table for f in stats)
+
+
+def test_the_near_miss_stage_replays_as_many_calls_as_it_teaches_refusals(data_dir):
+    rows, stats = build(RECIPES["near-miss-stage"], data_dir, None, Options())
+    calls = sum(1 for r in rows if calls_of(r))
+    assert stats["near-miss"].kept > 0 and 0.6 < calls / (len(rows) - calls) < 1.7
 
 
 def test_the_agent_mix_shares_no_prompt_with_the_evaluations(data_dir, bfcl_dir, inputs):

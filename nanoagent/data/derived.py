@@ -10,6 +10,9 @@ fits, and writes bare numbers instead of calculator expressions).
                     1-4 tools that do not fit -> the original answer, no call
     decline         a glaive request for a call, offered only 1-3 tools that do not fit -> "I can't do that
                     with these tools; they ..." (the same requests are answered by calls elsewhere)
+    near-miss       one or two tools that compute something, but not what is asked (BFCL's irrelevance
+                    items are of this kind: a triangle's area offered a BMI tool): a GSM8K question
+                    -> its short worked answer, a glaive request -> a refusal; no call
     ask-missing     glaive's "a fitting tool, but a required argument is missing -> ask for it", alone
     calc-chain      a GSM8K solution's `<<48/2=24>>` steps as calls to the calculator, one round of
                     calls per group of independent steps, each result fed back, then "The answer is N."
@@ -341,6 +344,13 @@ def _capability(tool: dict) -> str:
     return text[:1].lower() + text[1:]
 
 
+def refusal(tools: list[dict], rng) -> str:
+    """A short "none of my tools does that", saying what the offered tools do."""
+    what = [_capability(t) for t in tools]
+    what = what[0] if len(what) == 1 else ", ".join(what[:-1]) + " or " + what[-1]
+    return DECLINE[int(rng.integers(len(DECLINE)))].format(tool="tool" if len(tools) == 1 else "tools", what=what)
+
+
 def decline(inputs: Inputs, n: int, rng):
     """Requests that glaive answers with a call, offered instead 1-3 tools that neither share a content word
     with the request nor take its arguments -> a short refusal saying what the offered tools do, no call.
@@ -353,12 +363,39 @@ def decline(inputs: Inputs, n: int, rng):
         if not tools:
             yield Drop("no unrelated tool")
             continue
-        what = [_capability(t) for t in tools]
-        what = what[0] if len(what) == 1 else ", ".join(what[:-1]) + " or " + what[-1]
-        form = DECLINE[int(rng.integers(len(DECLINE)))]
-        reply = form.format(tool="tool" if len(tools) == 1 else "tools", what=what)
-        yield {"messages": [{"role": "user", "content": e.request}, {"role": "assistant", "content": reply}],
+        yield {"messages": [{"role": "user", "content": e.request}, {"role": "assistant", "content": refusal(tools, rng)}],
                "tools": tools, "source": "decline"}
+
+
+# Tools that could answer almost any arithmetic question: never offered as a near miss.
+GENERAL = re.compile(r"percentage|average|calculator|expression|evaluate|random_number", re.I)
+
+
+def near_miss(inputs: Inputs, n: int, rng):
+    """Questions offered one or two specific computing tools that do not fit (no shared content word, the
+    request's arguments do not fit them) -> answered directly (GSM8K, from the end of train, which the
+    other families do not reach) or refused (glaive requests), no call."""
+    pool = [t for t in inputs.tool_pool() if ARITHMETIC.search(t["name"] + " " + t["description"])
+            and not GENERAL.search(t["name"] + " " + t["description"])]
+    eps, rows = inputs.episodes(), inputs.gsm8k[::-1]
+    for i in range(n):
+        k = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
+        if i % 2 == 0 and i // 2 < len(rows):
+            row = rows[i // 2]
+            answer, tools = worked_answer(row["answer"]), unrelated_tools(row["question"], pool, rng, k)
+            if answer is None or not tools:
+                yield Drop("no short answer" if answer is None else "no unrelated tool")
+                continue
+            messages = [{"role": "user", "content": row["question"].strip()}, {"role": "assistant", "content": answer}]
+        else:
+            e = eps[int(rng.integers(len(eps)))]
+            others = [t for t in pool if t["name"] != e.call["name"] and not _fits(e.call["arguments"], t)]
+            tools = unrelated_tools(e.request, others, rng, k)
+            if not tools:
+                yield Drop("no unrelated tool")
+                continue
+            messages = [{"role": "user", "content": e.request}, {"role": "assistant", "content": refusal(tools, rng)}]
+        yield {"messages": messages, "tools": tools, "source": "near-miss"}
 
 
 def ask_missing(inputs: Inputs, n: int, rng):

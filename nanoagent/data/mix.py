@@ -128,7 +128,18 @@ AGENT = [
     Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=15, local=True, hub="openai/gsm8k", hub_config="main"),
 ]
 
-RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT}
+# A second, shorter SFT stage on top of an agent fine-tune: an agent SFT with 40% easy no-call rows
+# still called the one ill-fitting tool of nearly every BFCL irrelevance item; here near misses,
+# with about as many call rows again so that fitting tools keep being called.
+NEAR_MISS_STAGE = [
+    derived("near-miss", 100),
+    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=150, local=True,
+           hub="glaiveai/glaive-function-calling-v2", only_calls=True),
+    derived("parallel-same", 25),
+    derived("parallel-mixed", 20),
+]
+
+RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "near-miss-stage": NEAR_MISS_STAGE}
 
 
 @dataclass
