@@ -264,10 +264,10 @@ def test_agent_recipe_builds_and_counts_every_family(data_dir):
     assert all(f in table for f in stats)
 
 
-def test_the_near_miss_stage_replays_as_many_calls_as_it_teaches_refusals(data_dir):
+def test_the_near_miss_stage_replays_calls_beside_the_refusals(data_dir):
     rows, stats = build(RECIPES["near-miss-stage"], data_dir, None, Options())
-    calls = sum(1 for r in rows if calls_of(r))
-    assert stats["near-miss"].kept > 0 and 0.6 < calls / (len(rows) - calls) < 1.7
+    assert stats["near-miss"].kept > 0 and stats["glaive"].kept > 0
+    assert all(bool(calls_of(r)) == (r["source"] != "near-miss") for r in rows)
 
 
 def test_the_agent_mix_shares_no_prompt_with_the_evaluations(data_dir, bfcl_dir, inputs):
