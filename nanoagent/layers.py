@@ -74,12 +74,18 @@ class LinearCache(NamedTuple):
     w: np.ndarray  # (Cout,Cin)
 
 
+FEW_ROWS = 64  # 2 to 63 rows multiply as w @ x.T: faster in OpenBLAS (lessons/08_kv_cache_and_sampling)
+
+
 def linear_forward(x, w):
     """x (...,Cin), w (Cout,Cin) -> y (...,Cout); w may be a quant.Int8Weight (inference only)."""
+    x2 = x.reshape(-1, x.shape[-1])  # (N,Cin)
     if isinstance(w, quant.Int8Weight):
-        y = quant.linear(x.reshape(-1, x.shape[-1]), w)  # int8 kernels, no float copy of w
+        y = quant.linear(x2, w)  # int8 kernels, no float copy of w
+    elif 1 < len(x2) < FEW_ROWS:  # a batched decoding step: the same product, the weight as left operand
+        y = (w @ x2.T).T  # (Cout,Cin) @ (Cin,N) -> (N,Cout) view; OpenBLAS runs this about 2x faster than x @ w.T
     else:
-        y = x.reshape(-1, x.shape[-1]) @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
+        y = x2 @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
     return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w)
 
 
