@@ -69,6 +69,16 @@ def test_linear_backward(rng):
     check(lambda: np.sum(layers.linear_forward(x, w)[0] * dout), {"x": x, "w": w}, {"x": dx, "w": dw})
 
 
+@pytest.mark.parametrize("rows", [1, 2, 8, layers.FEW_ROWS - 1, layers.FEW_ROWS, 100])
+def test_linear_forward_is_x_times_w_transposed_for_any_row_count(rng, rows):
+    """A few rows multiply the other way round (w @ x.T, faster in BLAS): the same product, in float64
+    to rounding, and a (rows, Cout) result either way."""
+    x, w = rng.standard_normal((1, rows, 24)), rng.standard_normal((40, 24))
+    y, _ = layers.linear_forward(x, w)
+    assert y.shape == (1, rows, 40)
+    np.testing.assert_allclose(y, np.einsum("btc,nc->btn", x, w), rtol=1e-12, atol=1e-12)
+
+
 def test_rope_backward(rng):
     cos, sin = layers.rope_tables(D, 16, 10000.0, np.float64)
     cos, sin = cos[3:3 + T], sin[3:3 + T]  # positions 3.. (not starting at 0, where the rotation is identity)

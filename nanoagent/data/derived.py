@@ -287,13 +287,17 @@ def nocall_math(inputs: Inputs, n: int, rng):
     (a calculator-like tool here would teach "never call for math", which a probe showed)."""
     pool = inputs.tool_pool()
     for row in inputs.gsm8k[2::3][:n]:  # every third row; calc-chain takes the others
-        answer = worked_answer(row["answer"])
-        tools = unrelated_tools(row["question"], pool, rng, int(rng.integers(1, 5)), arithmetic_ok=False)
-        if answer is None or not tools:
-            yield Drop("no short answer" if answer is None else "no unrelated tool")
-            continue
-        yield {"messages": [{"role": "user", "content": row["question"].strip()},
-                            {"role": "assistant", "content": answer}], "tools": tools, "source": "nocall-math"}
+        yield answered(row, unrelated_tools(row["question"], pool, rng, int(rng.integers(1, 5)), arithmetic_ok=False),
+                       "nocall-math")
+
+
+def answered(row: dict, tools: list[dict], source: str):
+    """A GSM8K question offered `tools` (none fits) -> its short worked answer, no call; or a `Drop`."""
+    answer = worked_answer(row["answer"])
+    if answer is None or not tools:
+        return Drop("no short answer" if answer is None else "no unrelated tool")
+    return {"messages": [{"role": "user", "content": row["question"].strip()}, {"role": "assistant", "content": answer}],
+            "tools": tools, "source": source}
 
 
 REFUSAL = re.compile(r"\b(sorry|can't|cannot|unable|don't have the (capability|ability))\b", re.I)
@@ -355,16 +359,20 @@ def decline(inputs: Inputs, n: int, rng):
     """Requests that glaive answers with a call, offered instead 1-3 tools that neither share a content word
     with the request nor take its arguments -> a short refusal saying what the offered tools do, no call.
     The same request with its fitting tool is a call in glaive and the parallel families: only the tools differ."""
-    pool = inputs.tool_pool()
-    for k in rng.permutation(len(eps := inputs.episodes()))[:n]:
-        e = eps[int(k)]
-        others = [t for t in pool if t["name"] != e.call["name"] and not _fits(e.call["arguments"], t)]
-        tools = unrelated_tools(e.request, others, rng, int(rng.integers(1, 4)))
-        if not tools:
-            yield Drop("no unrelated tool")
-            continue
-        yield {"messages": [{"role": "user", "content": e.request}, {"role": "assistant", "content": refusal(tools, rng)}],
-               "tools": tools, "source": "decline"}
+    pool, eps = inputs.tool_pool(), inputs.episodes()
+    for k in rng.permutation(len(eps))[:n]:
+        yield declined(eps[int(k)], pool, rng, int(rng.integers(1, 4)), "decline")
+
+
+def declined(e: Episode, pool: list[dict], rng, k: int, source: str):
+    """Episode e's request offered up to k tools of `pool` that neither share a content word with it nor take
+    its arguments -> a refusal saying what they do, no call; or a `Drop`."""
+    others = [t for t in pool if t["name"] != e.call["name"] and not _fits(e.call["arguments"], t)]
+    tools = unrelated_tools(e.request, others, rng, k)
+    if not tools:
+        return Drop("no unrelated tool")
+    return {"messages": [{"role": "user", "content": e.request}, {"role": "assistant", "content": refusal(tools, rng)}],
+            "tools": tools, "source": source}
 
 
 # Tools that could answer almost any arithmetic question: never offered as a near miss.
@@ -382,20 +390,9 @@ def near_miss(inputs: Inputs, n: int, rng):
         k = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
         if i % 2 == 0 and i // 2 < len(rows):
             row = rows[i // 2]
-            answer, tools = worked_answer(row["answer"]), unrelated_tools(row["question"], pool, rng, k)
-            if answer is None or not tools:
-                yield Drop("no short answer" if answer is None else "no unrelated tool")
-                continue
-            messages = [{"role": "user", "content": row["question"].strip()}, {"role": "assistant", "content": answer}]
-        else:
-            e = eps[int(rng.integers(len(eps)))]
-            others = [t for t in pool if t["name"] != e.call["name"] and not _fits(e.call["arguments"], t)]
-            tools = unrelated_tools(e.request, others, rng, k)
-            if not tools:
-                yield Drop("no unrelated tool")
-                continue
-            messages = [{"role": "user", "content": e.request}, {"role": "assistant", "content": refusal(tools, rng)}]
-        yield {"messages": messages, "tools": tools, "source": "near-miss"}
+            yield answered(row, unrelated_tools(row["question"], pool, rng, k), "near-miss")
+        elif eps:
+            yield declined(eps[int(rng.integers(len(eps)))], pool, rng, k, "near-miss")
 
 
 def ask_missing(inputs: Inputs, n: int, rng):
