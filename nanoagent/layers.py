@@ -74,7 +74,8 @@ class LinearCache(NamedTuple):
     w: np.ndarray  # (Cout,Cin)
 
 
-FEW_ROWS = 64  # 2 to 63 rows multiply as w @ x.T: faster in OpenBLAS (lessons/08_kv_cache_and_sampling)
+FEW_ROWS = 32  # below: a decoding step's few rows, multiplied by kernels.matmul_rows (lessons/08_kv_cache_and_sampling)
+SOME_ROWS = 64  # below: BLAS with the weight as left operand, w @ x.T, about 2x faster than x @ w.T there
 
 
 def linear_forward(x, w):
@@ -82,8 +83,10 @@ def linear_forward(x, w):
     x2 = x.reshape(-1, x.shape[-1])  # (N,Cin)
     if isinstance(w, quant.Int8Weight):
         y = quant.linear(x2, w)  # int8 kernels, no float copy of w
-    elif 1 < len(x2) < FEW_ROWS:  # a batched decoding step: the same product, the weight as left operand
-        y = (w @ x2.T).T  # (Cout,Cin) @ (Cin,N) -> (N,Cout) view; OpenBLAS runs this about 2x faster than x @ w.T
+    elif len(x2) < FEW_ROWS:  # one token, or a batched decoding step: bound by reading w once
+        y = kernels.matmul_rows(x2, w)
+    elif len(x2) < SOME_ROWS:  # the same product, the weight as left operand
+        y = (w @ x2.T).T  # (Cout,Cin) @ (Cin,N) -> (N,Cout) view
     else:
         y = x2 @ w.T  # one 2-D BLAS call on the weight as stored, never a copy of it
     return y.reshape(*x.shape[:-1], w.shape[0]), LinearCache(x, w)

@@ -69,10 +69,11 @@ def test_linear_backward(rng):
     check(lambda: np.sum(layers.linear_forward(x, w)[0] * dout), {"x": x, "w": w}, {"x": dx, "w": dw})
 
 
-@pytest.mark.parametrize("rows", [1, 2, 8, layers.FEW_ROWS - 1, layers.FEW_ROWS, 100])
+@pytest.mark.parametrize("rows", [1, 2, 8, layers.FEW_ROWS - 1, layers.FEW_ROWS, layers.SOME_ROWS - 1,
+                                  layers.SOME_ROWS, 100])
 def test_linear_forward_is_x_times_w_transposed_for_any_row_count(rng, rows):
-    """A few rows multiply the other way round (w @ x.T, faster in BLAS): the same product, in float64
-    to rounding, and a (rows, Cout) result either way."""
+    """A few rows go through kernels.matmul_rows, some more through BLAS as w @ x.T, the rest as x @ w.T:
+    the same product, in float64 to rounding, and a (rows, Cout) result each way."""
     x, w = rng.standard_normal((1, rows, 24)), rng.standard_normal((40, 24))
     y, _ = layers.linear_forward(x, w)
     assert y.shape == (1, rows, 40)

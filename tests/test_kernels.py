@@ -54,6 +54,29 @@ def test_causal_softmax(dtype, T, S):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 8, 11])  # one row, tiles of four rows, and the rows left over
+@pytest.mark.parametrize("N,K", [(12, 33), (7, 5), (1, 64)])  # tiles of four weight rows, and the rows left over
+def test_matmul_rows(dtype, M, N, K):
+    rng = np.random.default_rng(7)
+    x, w = rand(rng, M, K, dtype=dtype), rand(rng, N, K, dtype=dtype)
+    y = kernels.matmul_rows(x, w)
+    assert y.shape == (M, N) and y.dtype == dtype
+    exact = x.astype(np.float64) @ w.T.astype(np.float64)  # the sums reassociate: compare with the exact product
+    np.testing.assert_allclose(y, exact, rtol=TOL[dtype] * 5, atol=TOL[dtype] * 5)
+    np.testing.assert_allclose(kernels.matmul_rows_ref(x, w), exact, rtol=TOL[dtype] * 5, atol=TOL[dtype] * 5)
+
+
+def test_matmul_rows_gives_each_row_what_it_gets_alone():
+    """A row's product does not depend on the rows beside it in a tile (bit for bit is not asked:
+    a tiled row and a lone row may sum in another order), in float64 to rounding."""
+    rng = np.random.default_rng(8)
+    x, w = rand(rng, 9, 40), rand(rng, 10, 40)
+    together = kernels.matmul_rows(x, w)
+    for m in range(9):
+        np.testing.assert_allclose(together[m], kernels.matmul_rows(x[m:m + 1], w)[0], rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_silu_gate(dtype):
     rng = np.random.default_rng(4)
     g, u = rand(rng, 3, 4, 10, dtype=dtype) * 5, rand(rng, 3, 4, 10, dtype=dtype)
