@@ -9,8 +9,10 @@ float32 and the int8 model each in a process of its own, so each has its own pea
 from __future__ import annotations
 
 import argparse
+import cProfile
 import http.client
 import json
+import pstats
 import re
 import signal
 import statistics
@@ -18,24 +20,31 @@ import subprocess
 import sys
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import numpy as np
-from threadpoolctl import ThreadpoolController
 
 from . import quant
+from .batch import BatchDecoder
+from .bench_compare import bench_prompts, compare_llamacpp, llamacpp_rates
 from .bench_train import add_train_args, bench_train
-from .checkpoint import WeightsError
+from .checkpoint import WeightsError, read_tokenizer
 from .data.io import DataError, find_data_dir
 from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from .eval.ppl import perplexity
-from .batch import BatchDecoder
 from .generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
 from .model import Model
+from .threads import blas_line
+from .weights import resolve
 
 
 def bench_generate(args) -> None:
+    if args.compare_llamacpp:
+        return compare_llamacpp(args)
+    if args.compare_worker or args.llamacpp_worker:
+        return compare_worker(args)
     if args.batch or args.batch_worker:
         return bench_batch(args)
     if args.int8:  # float32, then int8, each in a fresh process: separate peak RSS, no shared caches
@@ -47,10 +56,33 @@ def bench_generate(args) -> None:
         return
     print(f"loading {args.model or 'SmolLM2-135M-Instruct'} ({args.precision})", file=sys.stderr, flush=True)
     lm = load(args.model, int8=args.precision == "int8")
-    model, tok = lm.model, lm.tokenizer
-    rng = np.random.default_rng(0)
-    long_prompt = rng.integers(100, tok.vocab_size, args.prompt_tokens).tolist()  # (T,) ordinary tokens
-    chat_prompt = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
+    if args.profile:
+        return profile_decode(lm, args)
+    rates = measure_generate(lm, args)
+    prefill, decode = rates["prefill"], rates["decode"]
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {lm.model.num_params() / 1e6:.1f}M parameters")
+    print(blas_line())
+    print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
+          f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
+    print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
+          f"{rates['chat_tokens']}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
+    print(f"peak RSS: {peak_rss_gib():.3f} GiB")
+
+
+def compare_worker(args) -> None:
+    """One side of --compare-llamacpp in this process (ours, or llama.cpp on a GGUF file) -> one JSON line."""
+    if args.llamacpp_worker:
+        long_prompt, chat = bench_prompts(read_tokenizer(resolve(args.model)), args.prompt_tokens)
+        rates = llamacpp_rates(Path(args.llamacpp_worker), long_prompt, chat, args.new_tokens, args.repeats)
+    else:
+        rates = measure_generate(load(args.model, int8=args.precision == "int8"), args)
+    print(json.dumps({**rates, "peak_rss_gib": peak_rss_gib()}))
+
+
+def measure_generate(lm: ChatModel, args) -> dict:
+    """Prefill tokens/s of a long prompt and greedy decode tokens/s after a chat prompt, `repeats` of each."""
+    model = lm.model
+    long_prompt, chat_prompt = bench_prompts(lm.tokenizer, args.prompt_tokens)
 
     def prefill_rate():
         kv = model.new_kv_cache(len(long_prompt) + 1)
@@ -68,23 +100,62 @@ def bench_generate(args) -> None:
     prefill_rate(), decode_rate()  # warm-up: compiled kernels, BLAS threads, page cache
     print(f"measuring prefill ({args.prompt_tokens} tokens) and decode ({args.new_tokens} tokens), "
           f"{args.repeats} times each", file=sys.stderr, flush=True)
-    prefill = [prefill_rate() for _ in range(args.repeats)]
-    decode = [decode_rate() for _ in range(args.repeats)]
-    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {model.num_params() / 1e6:.1f}M parameters")
-    print(blas_line())
-    print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
-          f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
-    print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
-          f"{len(chat_prompt)}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
-    print(f"peak RSS: {peak_rss_gib():.3f} GiB")
+    return {"prefill": [prefill_rate() for _ in range(args.repeats)],
+            "decode": [decode_rate() for _ in range(args.repeats)], "chat_tokens": len(chat_prompt)}
 
 
-def blas_line() -> str:
-    """Which BLAS library, kernel (core type) and thread count this process runs: figures from
-    different machines or settings are comparable only with it."""
-    pools = [p for p in ThreadpoolController().info() if p.get("user_api") == "blas"]
-    return "BLAS: " + "; ".join(f"{p.get('internal_api')} {p.get('version') or ''}, {p.get('architecture') or '?'} "
-                                f"kernels, {p.get('num_threads')} threads" for p in pools) if pools else "BLAS: none found"
+# Where a decoding token's time goes: each compiled kernel's own time, by the part of the network it is.
+PARTS = {"_matmul_rows": "matrix products in the layers", "_matmul_int8": "matrix products in the layers",
+         "_decode_layer": "one compiled call per layer", "_decode_layer_int8": "one compiled call per layer",
+         "_lm_head": "the LM head", "_lm_head_int8": "the LM head",
+         "_attend_cache": "attention over the KV cache", "_rmsnorm": "RMSNorm, RoPE, SwiGLU gate",
+         "_rope": "RMSNorm, RoPE, SwiGLU gate", "_silu_gate": "RMSNorm, RoPE, SwiGLU gate"}
+
+
+def profile_decode(lm: ChatModel, args) -> None:
+    """Where one greedy decoding token's milliseconds go, two ways: `decode_step` (a compiled call per
+    layer) and `forward` on one token (a kernel call per operation, the way a training step runs).
+    Each is timed plain, then profiled: the kernels' own times, and what they leave of the profiled
+    wall time, the Python and NumPy between them (which also carries the profiler's cost)."""
+    model = lm.model
+    _, prompt = bench_prompts(lm.tokenizer, args.prompt_tokens)
+    n = args.new_tokens
+
+    def decode(step, profiler=None) -> float:
+        """ms a token of `n` greedy tokens after the prompt (its prefill is not timed)"""
+        kv = model.new_kv_cache(len(prompt) + n)
+        logits = model.prefill(prompt, kv)
+        if profiler is not None:
+            profiler.enable()
+        t0 = time.perf_counter()
+        for _ in range(n):
+            logits = step(int(np.argmax(logits)), kv)
+        seconds = time.perf_counter() - t0
+        if profiler is not None:
+            profiler.disable()
+        return seconds * 1e3 / n
+
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}; {blas_line()}\n"
+          f"one greedy decoding token, {n} tokens after a {len(prompt)}-token chat prompt (median of {args.repeats}):")
+    ways = {"decode_step: a compiled call per layer": model.decode_step,
+            "forward on one token: a kernel call per operation": lambda t, kv: model.prefill([t], kv)}
+    for way, step in ways.items():
+        decode(step)  # warm-up
+        plain = statistics.median(decode(step) for _ in range(args.repeats))
+        profiler = cProfile.Profile()
+        wall = decode(step, profiler)
+        ms = Counter()
+        for (_, _, name), (_, _, own, _, callers) in pstats.Stats(profiler).stats.items():
+            if name in PARTS:
+                ms[PARTS[name]] += own * 1e3 / n
+            if name == "linear_forward":  # the tied LM head is one more product: told apart by its caller
+                head = sum(c[3] for (_, _, caller), c in callers.items() if caller == "lm_head") * 1e3 / n
+                ms["matrix products in the layers"] -= head
+                ms["the LM head"] += head
+        ms["Python and NumPy between the kernels"] = wall - sum(ms.values())
+        print(f"{way}: {plain:.2f} ms ({1e3 / plain:.1f} tokens/s); profiled {wall:.2f} ms, of which")
+        for part, t in sorted(ms.items(), key=lambda kv: -kv[1]):
+            print(f"  {part:40s} {t:6.2f} ms  {t / wall:6.1%}")
 
 
 def batch_rate(model, prompt, batch: int, new_tokens: int) -> float:
@@ -247,6 +318,13 @@ def main(argv=None) -> None:
     g.add_argument("--batch", default=None, metavar="B,B,...",
                    help="batched decoding: aggregate tokens/s and peak RSS for each batch size (e.g. 1,4,8,16)")
     g.add_argument("--batch-worker", type=int, default=0, help=argparse.SUPPRESS)
+    g.add_argument("--compare-llamacpp", action="store_true",
+                   help="beside llama.cpp on the same weights (GGUF F32 and Q8_0 exported here), with the ratios; "
+                        "needs llama-cpp-python (the bench extra)")
+    g.add_argument("--profile", action="store_true",
+                   help="where one decoding token's time goes: a table of milliseconds by part of the network")
+    g.add_argument("--compare-worker", action="store_true", help=argparse.SUPPRESS)
+    g.add_argument("--llamacpp-worker", default=None, help=argparse.SUPPRESS)
     g.set_defaults(run=bench_generate)
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)

@@ -31,7 +31,7 @@ from .quant import Int8Weight, dequantize
 from .tokenizer import CHAT_TEMPLATE
 from .weights import GGUF_NAMES, log, resolve
 
-TYPES = ("f16", "q8_0")
+TYPES = ("f32", "f16", "q8_0")
 
 
 
@@ -116,7 +116,7 @@ def export_gguf(folder: str | Path, out: str | Path, qtype: str = "q8_0", name: 
         w = GGUFWriter(str(tmp), "llama")
         w.add_type("model")
         w.add_name(name or folder.resolve().name)
-        w.add_file_type(LlamaFileType.MOSTLY_F16 if qtype == "f16" else LlamaFileType.MOSTLY_Q8_0)
+        w.add_file_type({"f32": LlamaFileType.ALL_F32, "f16": LlamaFileType.MOSTLY_F16}.get(qtype, LlamaFileType.MOSTLY_Q8_0))
         w.add_quantization_version(2)
         w.add_vocab_size(config.vocab_size)
         w.add_context_length(config.max_position_embeddings)
@@ -146,7 +146,7 @@ def export_gguf(folder: str | Path, out: str | Path, qtype: str = "q8_0", name: 
                 a = permute_qk(a, H)
             elif hf.endswith("k_proj.weight"):
                 a = permute_qk(a, KV)
-            if a.ndim == 1:  # norms stay float32
+            if a.ndim == 1 or qtype == "f32":  # norms stay float32
                 w.add_tensor(gguf_name(hf), np.ascontiguousarray(a, np.float32))
             elif qtype == "q8_0" and a.shape[1] % 32 == 0:
                 w.add_tensor(gguf_name(hf), gguf_quantize(a, GGMLQuantizationType.Q8_0), raw_dtype=GGMLQuantizationType.Q8_0)

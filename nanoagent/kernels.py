@@ -303,6 +303,88 @@ def attend_rows_ref(q, kt, v, rows, n):
     return np.stack([attend_cache_ref(q[a], kt[r], v[r], m)[0] for a, (r, m) in enumerate(zip(rows, n))])
 
 
+# ==== one decoding step with float weights, a compiled call per layer ===================
+# The float twin of kernels_int8's decoding step (which says why one call per layer: a token
+# runs about 210 small parallel loops, and called one by one from Python each pays the
+# interpreter and wakes the worker threads). The math is the layered forward's, with the
+# matrix products of matmul_rows for one row; q, k and v share one parallel loop over their
+# rows, and so do gate and up. A test pins it to the layered forward.
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, kt, vc, P, n_heads, eps):
+    C, dt = x.shape[0], x.dtype
+    KV, D = kt.shape[0], kt.shape[1]
+    H = n_heads
+    group = H // KV  # query head h reads key/value head h // group
+    scale = dt.type(1.0 / math.sqrt(D))
+    h, rstd = np.empty((1, C), dt), np.empty(1, dt)
+    att, probs = np.empty((H, D), dt), np.empty((H, P + 1), dt)
+    # attention: the rows of q, k and v in one parallel loop, from the normed input
+    _rmsnorm(x.reshape(1, C), attn_norm, eps, h, rstd)
+    q, k, v = np.empty((H, 1, D), dt), np.empty((KV, 1, D), dt), np.empty((KV, D), dt)
+    qf, kf, vf = q.reshape(H * D), k.reshape(KV * D), v.reshape(KV * D)
+    nq, nk = H * D, KV * D
+    for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
+        if r < nq:
+            qf[r] = _dot(wq[r], h[0])
+        elif r < nq + nk:
+            kf[r - nq] = _dot(wk[r - nq], h[0])
+        else:
+            vf[r - nq - nk] = _dot(wv[r - nq - nk], h[0])
+    qr, kr = np.empty_like(q), np.empty_like(k)
+    _rope(q, cos, sin, qr)
+    _rope(k, cos, sin, kr)
+    for j in range(KV):  # append position P to the cache
+        for d in range(D):
+            kt[j, d, P] = kr[j, 0, d]
+            vc[j, P, d] = v[j, d]
+    for hh in numba.prange(H):
+        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
+    a, o = att.reshape(H * D), np.empty(C, dt)
+    for r in numba.prange(C):
+        o[r] = _dot(wo[r], a)
+    x = x + o  # residual
+    # MLP: the rows of gate and up in one parallel loop, then down
+    _rmsnorm(x.reshape(1, C), mlp_norm, eps, h, rstd)
+    F = wg.shape[0]
+    g, u, m = np.empty(F, dt), np.empty(F, dt), np.empty(F, dt)
+    for r in numba.prange(2 * F):
+        if r < F:
+            g[r] = _dot(wg[r], h[0])
+        else:
+            u[r - F] = _dot(wu[r - F], h[0])
+    _silu_gate(g, u, m)
+    down = np.empty(C, dt)
+    for r in numba.prange(C):
+        down[r] = _dot(wd[r], m)
+    return x + down  # residual
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _lm_head(x, norm, wte, eps, logits):
+    C = x.shape[0]
+    h, rstd = np.empty((1, C), x.dtype), np.empty(1, x.dtype)
+    _rmsnorm(x.reshape(1, C), norm, eps, h, rstd)
+    for r in numba.prange(wte.shape[0]):
+        logits[r] = _dot(wte[r], h[0])
+
+
+def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, eps):
+    """One new token through every layer, float weights -> logits (V,).
+
+    x (C,) is its embedding, at position P; blocks the layers.BlockWeights; norm (C,) the final
+    norm; wte (V,C) the tied embedding; cos/sin (1,D/2) the rotation of position P; kt_cache
+    (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and values
+    are written at P.
+    """
+    x, eps = np.ascontiguousarray(x), x.dtype.type(eps)
+    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
+        x = _decode_layer(x, *b, cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps)
+    logits = np.empty(wte.shape[0], x.dtype)
+    _lm_head(x, norm, wte, eps, logits)
+    return logits
+
+
 # ==== backward kernels (training) ======================================================
 # Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
 

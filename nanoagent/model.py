@@ -11,7 +11,7 @@ from functools import partial
 
 import numpy as np
 
-from . import kernels_int8
+from . import kernels, kernels_int8
 from .config import ModelConfig
 from .decode import KVCache, SlotCache, check_fits, new_kv_cache
 from .layers import (BLOCK_NAMES, BlockWeights, attention_forward, block_backward, block_forward, block_weights,
@@ -127,18 +127,19 @@ class Model:
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
         """One new token at position P -> its logits (V,); the cache grows by one.
 
-        An int8 model runs each layer in one compiled call (kernels_int8.decode_int8, the same math
-        as `forward`, pinned to it by tests); a float model runs `forward` on one token.
+        Each layer runs in one compiled call (kernels.decode_float, or kernels_int8.decode_int8
+        for int8 weights: the same math as `forward`, pinned to it by tests); a cache of several
+        sequences goes through `forward` on one token each.
         """
         P = kv.length
-        if not (self.int8 and kv.v.shape[1] == 1):
+        if kv.v.shape[1] != 1:
             return self.prefill(np.array([[token]]), kv)
         check_fits(P + 1, kv.capacity)
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
         x = embedding_forward(np.array([token]), wte)[0][0]  # (C,)
-        logits = kernels_int8.decode_int8(x, self.blocks, self.params["model.norm.weight"], wte,
-                                          self.cos[P:P + 1], self.sin[P:P + 1], kv.kt[:, 0], kv.v[:, 0], P,
-                                          cfg.num_attention_heads, cfg.rms_norm_eps)
+        decode = kernels_int8.decode_int8 if self.int8 else kernels.decode_float
+        logits = decode(x, self.blocks, self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
+                        kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1
         return logits
 

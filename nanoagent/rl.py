@@ -54,13 +54,18 @@ class ToolPrompt:
     reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
 
 
-def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int) -> tuple[list[ToolPrompt], dict]:
-    """Rows -> the prompts GRPO samples from, and counts of the rows skipped and why."""
+def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
+                 sources: frozenset | None = None) -> tuple[list[ToolPrompt], dict]:
+    """Rows -> the prompts GRPO samples from, and counts of the rows skipped and why. With `sources`,
+    only rows whose "source" (the family a mix row came from) is one of them."""
     out, skipped = [], Counter()
     for row in rows:
         chat = row_to_chat(row) if isinstance(row, dict) else None
         if chat is None:
             skipped["not a chat"] += 1
+            continue
+        if sources is not None and row.get("source") not in sources:
+            skipped["source not in --sources"] += 1
             continue
         messages, tools = chat
         try:
@@ -104,7 +109,7 @@ def round_prompts(n: int, step: int, per_round: int, seed: int) -> list[int]:
 
 # ---- the command line --------------------------------------------------------------------------------
 
-RUN_ARGS = ("model", "data", "data_split", "data_config", "group", "prompts", "steps", "epochs", "temperature",
+RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "steps", "epochs", "temperature",
             "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight",
             "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
 
@@ -114,6 +119,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads); "
                                                  "the evaluation's BFCL items never belong here")
+    ap.add_argument("--sources", default=None, metavar="NAME,NAME,...",
+                    help="only the rows of these sources (a mix row's family, as in the data build stats)")
     ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
     ap.add_argument("--data-config", default=None, help="config name of a hub dataset")
     ap.add_argument("--group", type=int, default=8, help="G: replies sampled per prompt (default: %(default)s)")
@@ -186,8 +193,9 @@ def setup(args: argparse.Namespace) -> Run:
     tok = read_tokenizer(model_dir)
     if tok is None:
         raise TrainingError(f"{model_dir} has no tokenizer.json: GRPO renders chats and reads replies as text")
+    sources = frozenset(args.sources.split(",")) if args.sources else None
     prompts, skipped = tool_prompts(read_rows(args.data, args.data_config, args.data_split), tok,
-                                    args.max_prompt_tokens)
+                                    args.max_prompt_tokens, sources)
     if not prompts:
         why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
         raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "

@@ -1,5 +1,6 @@
 """How many threads the hot loops run on: OpenMP's spin between Numba's parallel loops, and BLAS's
-thread count for like-for-like timings. Process settings, so the entry points call them (`load()`)."""
+thread count for like-for-like timings, and a line saying which BLAS runs. Process settings, so the entry
+points call them (`load()`)."""
 from __future__ import annotations
 
 import functools
@@ -27,3 +28,11 @@ def single_blas_thread():
     """A context in which BLAS runs on one thread (for like-for-like timings; decoding itself
     uses every BLAS thread, which stream the weights faster on an idle machine)."""
     return _blas_pools().limit(limits=1)
+
+
+def blas_line() -> str:
+    """Which BLAS library, kernel (core type) and thread count this process runs: figures from
+    different machines or settings are comparable only with it."""
+    pools = [p for p in ThreadpoolController().info() if p.get("user_api") == "blas"]
+    return "BLAS: " + "; ".join(f"{p.get('internal_api')} {p.get('version') or ''}, {p.get('architecture') or '?'} "
+                                f"kernels, {p.get('num_threads')} threads" for p in pools) if pools else "BLAS: none found"

@@ -19,11 +19,11 @@ from test_quant import TOKENS, tiny_folder
 
 
 def expected_params(params, qtype):
-    """What a GGUF of `qtype` holds, read back: matrices rounded to float16 or to Q8_0 blocks."""
+    """What a GGUF of `qtype` holds, read back: matrices as they are (f32), rounded to float16 or to Q8_0 blocks."""
     out = {}
     for name, a in params.items():
         a = np.asarray(a, np.float32)
-        if a.ndim == 2:
+        if a.ndim == 2 and qtype != "f32":
             a = a.astype(np.float16).astype(np.float32) if qtype == "f16" else dequantize(quantize(a, Q.Q8_0), Q.Q8_0)
         out[name] = a
     return out
@@ -43,7 +43,7 @@ def test_names_invert_the_readers():
     assert export.gguf_name("model.embed_tokens.weight") == "token_embd.weight"
 
 
-@pytest.mark.parametrize("qtype", ["f16", "q8_0"])
+@pytest.mark.parametrize("qtype", ["f32", "f16", "q8_0"])
 def test_tiny_round_trip(tmp_path, qtype):
     src, tiny = tiny_folder(tmp_path / "float")
     out = export.export_gguf(src, tmp_path / "tiny.gguf", qtype)
@@ -59,7 +59,7 @@ def test_tiny_round_trip(tmp_path, qtype):
     kinds = {t.name: t.tensor_type for t in reader.tensors}
     assert "output.weight" not in kinds and len(kinds) == len(tiny.params)  # tied: no separate LM head
     assert kinds["blk.0.attn_norm.weight"] == Q.F32
-    assert kinds["blk.0.ffn_up.weight"] == (Q.F16 if qtype == "f16" else Q.Q8_0)
+    assert kinds["blk.0.ffn_up.weight"] == {"f32": Q.F32, "f16": Q.F16, "q8_0": Q.Q8_0}[qtype]
 
     back = read_model(weights.convert_gguf(out, tmp_path / "back"))
     assert back.config == tiny.config

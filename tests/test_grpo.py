@@ -257,6 +257,9 @@ def test_tool_prompts_from_rows():
     assert prompts[1].tools == [WEATHER]
     short, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=50)
     assert short == [] and skipped["prompt longer than --max-prompt-tokens"] == 2
+    tagged = [{**r, "source": s} for r, s in zip(rows(), ("glaive", "near-miss", "glaive", "glaive", "glaive"))]
+    some, skipped = rl.tool_prompts(tagged, tok, max_prompt_tokens=10_000, sources=frozenset({"near-miss"}))
+    assert [p.reference for p in some] == [[]] and skipped["source not in --sources"] == 3
     # rounds of 2 prompts out of 5: an epoch is 3 rounds (the last one short), each a seeded permutation
     epochs = [[i for step in range(3 * e, 3 * e + 3) for i in rl.round_prompts(5, step, 2, seed=0)] for e in (0, 1)]
     assert [sorted(e) for e in epochs] == [list(range(5))] * 2 and epochs[0] != epochs[1]

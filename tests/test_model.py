@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
+from nanoagent import kernels
 from nanoagent.decode import ContextLengthError
 
 
@@ -60,3 +61,26 @@ def test_too_long_for_the_cache_is_a_clear_error(tiny_model):
         tiny_model.prefill(np.arange(3), kv)
     with pytest.raises(ContextLengthError):
         tiny_model.logits(np.zeros(tiny_model.config.max_position_embeddings + 1, dtype=np.int64))
+
+
+@pytest.mark.parametrize("model_name", ["tiny_model", "tiny_model64"])
+def test_compiled_decode_step_equals_the_layered_forward(request, model_name, monkeypatch):
+    """Float weights: each decoding step goes through kernels.decode_float (one compiled call per
+    layer) and gives the logits and cache of `forward` on one token."""
+    model = request.getfixturevalue(model_name)
+    calls = []
+    decode_float = kernels.decode_float
+    monkeypatch.setattr(kernels, "decode_float", lambda *a: calls.append(1) or decode_float(*a))
+    ids = (np.arange(14) * 5 + 3) % model.config.vocab_size
+    kv_want = model.new_kv_cache(len(ids))
+    model.prefill(ids[:4], kv_want)
+    want = [model.prefill(np.array([[t]]), kv_want) for t in ids[4:]]  # forward, layer by layer
+    kv = model.new_kv_cache(len(ids))
+    model.prefill(ids[:4], kv)
+    got = [model.decode_step(int(t), kv) for t in ids[4:]]
+    assert len(calls) == len(ids) - 4
+    tol = 1e-5 if model.dtype == np.float32 else 1e-12  # the dot products sum in another order
+    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=tol, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=tol, atol=tol * np.abs(kv_want.kt).max())
+    np.testing.assert_allclose(kv.v, kv_want.v, rtol=tol, atol=tol * np.abs(kv_want.v).max())
+    assert kv.length == len(ids)

@@ -1,0 +1,115 @@
+"""`python -m nanoagent.bench generate --compare-llamacpp`: our prefill and decode speed beside
+llama.cpp's on the same weights, in one command.
+
+The project exports its own weights to GGUF (F32 for float32, Q8_0 for int8) and llama.cpp
+(through llama-cpp-python, the optional `bench` extra) runs them on as many threads as we do.
+Each figure comes from a process of its own, so that no run inherits another's caches, threads
+or memory, and both sides are fed the same token ids and do the same work: a 512-token prefill
+whose last position alone gets logits, and greedy decoding of 128 tokens after a chat prompt.
+The ratio is ours / llama.cpp's: 1.0 is parity.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .export import export_gguf
+from .threads import blas_line
+from .weights import resolve
+
+BLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines for old OpenBLAS builds
+
+
+def thread_count() -> int:
+    """The threads both sides run on: NUMBA_NUM_THREADS if set, else every core (Numba's default)."""
+    return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def bench_prompts(tok, prompt_tokens: int) -> tuple[list[int], list[int]]:
+    """-> a prompt of ordinary tokens for prefill (seeded), and the chat prompt decoding starts from."""
+    long_prompt = np.random.default_rng(0).integers(100, tok.vocab_size, prompt_tokens).tolist()
+    chat = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
+    return long_prompt, chat
+
+
+def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int) -> dict:
+    """Prefill and greedy-decode tokens/s of llama.cpp on a GGUF file (the same work as ours)."""
+    try:
+        from llama_cpp import Llama, llama_get_logits_ith
+    except ImportError as e:
+        raise OSError("--compare-llamacpp needs llama-cpp-python: pip install 'nanoagent[bench]'") from e
+    n = thread_count()
+    llm = Llama(model_path=str(gguf), n_ctx=max(len(long_prompt), len(chat) + new_tokens) + 8, n_batch=512,
+                n_ubatch=512, n_threads=n, n_threads_batch=n, logits_all=False, verbose=False)
+
+    def prefill_rate():
+        llm.reset()
+        t0 = time.perf_counter()
+        llm.eval(long_prompt)
+        return len(long_prompt) / (time.perf_counter() - t0)
+
+    vocab = llm.n_vocab()
+
+    def decode_rate():
+        llm.reset()
+        llm.eval(chat)
+        t0 = time.perf_counter()
+        for i in range(new_tokens):  # as generate_ids: pick a token, then run it (all but the last)
+            token = int(np.argmax(np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))))
+            if i + 1 < new_tokens:
+                llm.eval([token])
+        return new_tokens / (time.perf_counter() - t0)
+
+    prefill_rate(), decode_rate()  # warm-up
+    return {"prefill": [prefill_rate() for _ in range(repeats)], "decode": [decode_rate() for _ in range(repeats)]}
+
+
+def run_worker(args, extra: list[str], env=None) -> dict:
+    cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--prompt-tokens", str(args.prompt_tokens),
+           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)] + \
+        (["--model", args.model] if args.model else []) + extra
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise OSError(f"{' '.join(cmd[3:])} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def compare_llamacpp(args) -> None:
+    """Float32 against GGUF F32 and int8 against Q8_0, each side in a fresh process, and the ratios."""
+    folder = resolve(args.model)
+    settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {thread_count()} threads on both sides; "
+          f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt; "
+          f"median of {args.repeats}, each figure from a fresh process\n{blas_line()}", flush=True)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="nanoagent-bench-") as tmp:
+        for precision, qtype in (("float32", "f32"), ("int8", "q8_0")):
+            print(f"exporting {qtype.upper()} and measuring {precision}", file=sys.stderr, flush=True)
+            gguf = export_gguf(folder, Path(tmp) / f"model-{qtype}.gguf", qtype)
+            theirs = run_worker(args, ["--llamacpp-worker", str(gguf)])
+            runs = [("", run_worker(args, ["--compare-worker", "--precision", precision]))]
+            if settings:  # the machine's BLAS setting, and the same run with it removed for this command alone
+                env = {k: v for k, v in os.environ.items() if k not in BLAS_SETTINGS}
+                runs.append((f", {'/'.join(settings)} unset", run_worker(args, ["--compare-worker", "--precision",
+                                                                                precision], env)))
+            for label, ours in runs:
+                for figure in ("prefill", "decode"):
+                    a, b = statistics.median(ours[figure]), statistics.median(theirs[figure])
+                    rows.append((f"{figure} {precision}{label}", a, f"{b:.1f} ({qtype.upper()})", a / b,
+                                 ours["peak_rss_gib"], theirs["peak_rss_gib"]))
+            os.unlink(gguf)
+    print(f"{'figure':36s} {'ours tok/s':>10s} {'llama.cpp tok/s':>18s} {'ratio':>6s} {'RSS ours':>9s} "
+          f"{'RSS l.cpp':>9s}")
+    for name, a, b, ratio, rss_a, rss_b in rows:
+        print(f"{name:36s} {a:10.1f} {b:>18s} {ratio:6.2f} {rss_a:8.2f}G {rss_b:8.2f}G")
+    if settings:
+        print(f"(this machine sets {', '.join(f'{k}={v}' for k, v in settings.items())}; "
+              f"'unset' rows ran without it)")

@@ -1,0 +1,48 @@
+"""`python -m nanoagent.bench generate --profile` and `--compare-llamacpp` print what they say they
+print (figures are the bench's business; tests only check that the commands work)."""
+import re
+import subprocess
+import sys
+
+import pytest
+
+from test_quant import tiny_folder
+
+
+def bench(*args, timeout=600):
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "generate", *args],
+                       capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.splitlines()
+
+
+def milliseconds(lines, part):
+    """The ms figures of the rows naming `part`, in order."""
+    return [float(m.group(1)) for line in lines if part in line and (m := re.search(r"(-?[\d.]+) ms", line))]
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8"])
+def test_profile_splits_a_token_into_its_parts(tmp_path, precision):
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    lines = bench("--model", str(folder), "--profile", "--precision", precision, "--prompt-tokens", "8",
+                  "--new-tokens", "6", "--repeats", "1")
+    assert lines[0].startswith(f"model: {folder}, {precision}; BLAS: ")
+    compiled, layered = (milliseconds(lines, way)[0] for way in ("decode_step:", "forward on one token:"))
+    assert compiled > 0 and layered > 0
+    # the compiled way's parts: its per-layer calls and the head; the layered way's: each kind of kernel
+    assert len(milliseconds(lines, "one compiled call per layer")) == 1
+    assert len(milliseconds(lines, "matrix products in the layers")) == 1
+    assert len(milliseconds(lines, "attention over the KV cache")) == 1
+    assert len(milliseconds(lines, "the LM head")) == 2  # one row in each way
+
+
+def test_compare_llamacpp_when_installed(real_model):
+    """Optional (llama-cpp-python is the bench extra): both sides measured, a ratio for each figure."""
+    pytest.importorskip("llama_cpp")
+    lines = bench("--compare-llamacpp", "--prompt-tokens", "64", "--new-tokens", "8", "--repeats", "1")
+    rows = {line.split("  ")[0].strip(): line.split() for line in lines
+            if line.startswith(("prefill", "decode"))}
+    assert set(rows) >= {"prefill float32", "decode float32", "prefill int8", "decode int8"}
+    for name, cells in rows.items():
+        ours, theirs, ratio = float(cells[2]), float(cells[3]), float(cells[5])
+        assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, rel=0.01), name
