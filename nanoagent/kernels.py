@@ -137,6 +137,17 @@ def _dot(a, b):
 
 
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot2(a, b, x):
+    """-> a . x, b . x in one pass over x: two weight rows streamed side by side keep more reads from
+    memory in flight than one (one thread streams a layer's rows about 1.5x faster this way)."""
+    sa, sb = a.dtype.type(0), a.dtype.type(0)
+    for k in range(x.shape[0]):
+        sa += a[k] * x[k]
+        sb += b[k] * x[k]
+    return sa, sb
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def _dot_4x4(x, w, m, n, out):
     """out[m:m+4, n:n+4] = x[m:m+4] @ w[n:n+4].T, each weight element loaded once for four rows."""
     z = x.dtype.type(0)
@@ -306,9 +317,10 @@ def attend_rows_ref(q, kt, v, rows, n):
 # ==== one decoding step with float weights, a compiled call per layer ===================
 # The float twin of kernels_int8's decoding step (which says why one call per layer: a token
 # runs about 210 small parallel loops, and called one by one from Python each pays the
-# interpreter and wakes the worker threads). The math is the layered forward's, with the
-# matrix products of matmul_rows for one row; q, k and v share one parallel loop over their
-# rows, and so do gate and up. A test pins it to the layered forward.
+# interpreter and wakes the worker threads). The math is the layered forward's; each thread
+# reads two weight rows side by side (_dot2): q rows r and r + nq/2 share a pass, and so do
+# k row r and v row r, gate row r and up row r, and the two halves of o, down and the LM head.
+# A test pins it to the layered forward.
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, kt, vc, P, n_heads, eps):
@@ -324,13 +336,14 @@ def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, 
     q, k, v = np.empty((H, 1, D), dt), np.empty((KV, 1, D), dt), np.empty((KV, D), dt)
     qf, kf, vf = q.reshape(H * D), k.reshape(KV * D), v.reshape(KV * D)
     nq, nk = H * D, KV * D
-    for r in numba.prange(nq + 2 * nk):  # each row written by one thread only
-        if r < nq:
-            qf[r] = _dot(wq[r], h[0])
-        elif r < nq + nk:
-            kf[r - nq] = _dot(wk[r - nq], h[0])
+    half = nq // 2  # two rows a pass: q rows r and r + nq/2, or k row r with v row r
+    for r in numba.prange(half + nk):  # each row written by one thread only
+        if r < half:
+            qf[r], qf[r + half] = _dot2(wq[r], wq[r + half], h[0])
         else:
-            vf[r - nq - nk] = _dot(wv[r - nq - nk], h[0])
+            kf[r - half], vf[r - half] = _dot2(wk[r - half], wv[r - half], h[0])
+    if nq % 2:
+        qf[nq - 1] = _dot(wq[nq - 1], h[0])
     qr, kr = np.empty_like(q), np.empty_like(k)
     _rope(q, cos, sin, qr)
     _rope(k, cos, sin, kr)
@@ -340,33 +353,37 @@ def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, 
             vc[j, P, d] = v[j, d]
     for hh in numba.prange(H):
         _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
-    a, o = att.reshape(H * D), np.empty(C, dt)
-    for r in numba.prange(C):
-        o[r] = _dot(wo[r], a)
+    o = _matvec(wo, att.reshape(H * D))
     x = x + o  # residual
     # MLP: the rows of gate and up in one parallel loop, then down
     _rmsnorm(x.reshape(1, C), mlp_norm, eps, h, rstd)
     F = wg.shape[0]
     g, u, m = np.empty(F, dt), np.empty(F, dt), np.empty(F, dt)
-    for r in numba.prange(2 * F):
-        if r < F:
-            g[r] = _dot(wg[r], h[0])
-        else:
-            u[r - F] = _dot(wu[r - F], h[0])
+    for r in numba.prange(F):  # gate row r with up row r
+        g[r], u[r] = _dot2(wg[r], wu[r], h[0])
     _silu_gate(g, u, m)
-    down = np.empty(C, dt)
-    for r in numba.prange(C):
-        down[r] = _dot(wd[r], m)
-    return x + down  # residual
+    return x + _matvec(wd, m)  # residual
 
 
 @numba.njit(cache=True, nogil=True, parallel=True)
-def _lm_head(x, norm, wte, eps, logits):
+def _matvec(w, x):
+    """w (N,K) @ x (K,) -> (N,), rows r and r + N/2 a pass."""
+    N = w.shape[0]
+    half = N // 2
+    y = np.empty(N, x.dtype)
+    for r in numba.prange(half):
+        y[r], y[r + half] = _dot2(w[r], w[r + half], x)
+    if N % 2:
+        y[N - 1] = _dot(w[N - 1], x)
+    return y
+
+
+@njit
+def _lm_head(x, norm, wte, eps):
     C = x.shape[0]
     h, rstd = np.empty((1, C), x.dtype), np.empty(1, x.dtype)
     _rmsnorm(x.reshape(1, C), norm, eps, h, rstd)
-    for r in numba.prange(wte.shape[0]):
-        logits[r] = _dot(wte[r], h[0])
+    return _matvec(wte, h[0])
 
 
 def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, eps):
@@ -380,9 +397,7 @@ def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, 
     x, eps = np.ascontiguousarray(x), x.dtype.type(eps)
     for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
         x = _decode_layer(x, *b, cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps)
-    logits = np.empty(wte.shape[0], x.dtype)
-    _lm_head(x, norm, wte, eps, logits)
-    return logits
+    return _lm_head(x, norm, wte, eps)
 
 
 # ==== backward kernels (training) ======================================================
