@@ -59,13 +59,16 @@ def bench_generate(args) -> None:
     if args.profile:
         return profile_decode(lm, args)
     rates = measure_generate(lm, args)
-    prefill, decode = rates["prefill"], rates["decode"]
+    prefill, decode, decode_long = rates["prefill"], rates["decode"], rates["decode_long"]
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {lm.model.num_params() / 1e6:.1f}M parameters")
     print(blas_line())
     print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
           f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
     print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "
           f"{rates['chat_tokens']}-token chat prompt, median of {args.repeats}: {', '.join(f'{r:.1f}' for r in decode)})")
+    print(f"         {statistics.median(decode_long):7.1f} tokens/s  after the {args.prompt_tokens}-token prompt "
+          f"({statistics.median(decode_long) / statistics.median(decode):.0%} of the above; "
+          f"{', '.join(f'{r:.1f}' for r in decode_long)})")
     print(f"peak RSS: {peak_rss_gib():.3f} GiB")
 
 
@@ -90,18 +93,20 @@ def measure_generate(lm: ChatModel, args) -> dict:
         model.prefill(long_prompt, kv)
         return len(long_prompt) / (time.perf_counter() - t0)
 
-    def decode_rate():
+    def decode_rate(prompt):
         stats = GenerationStats()
-        for _ in generate_ids(model, chat_prompt, args.new_tokens, stop_ids=(), stats=stats):
+        for _ in generate_ids(model, prompt, args.new_tokens, stop_ids=(), stats=stats):
             pass
         return stats.generated_tokens / stats.generate_seconds
 
     print("warming up (compiles the kernels on a first run)", file=sys.stderr, flush=True)
-    prefill_rate(), decode_rate()  # warm-up: compiled kernels, BLAS threads, page cache
-    print(f"measuring prefill ({args.prompt_tokens} tokens) and decode ({args.new_tokens} tokens), "
-          f"{args.repeats} times each", file=sys.stderr, flush=True)
+    prefill_rate(), decode_rate(chat_prompt)  # warm-up: compiled kernels, BLAS threads, page cache
+    print(f"measuring prefill ({args.prompt_tokens} tokens) and decode ({args.new_tokens} tokens, after the chat "
+          f"prompt and after the long one), {args.repeats} times each", file=sys.stderr, flush=True)
     return {"prefill": [prefill_rate() for _ in range(args.repeats)],
-            "decode": [decode_rate() for _ in range(args.repeats)], "chat_tokens": len(chat_prompt)}
+            "decode": [decode_rate(chat_prompt) for _ in range(args.repeats)],
+            "decode_long": [decode_rate(long_prompt) for _ in range(args.repeats)],
+            "chat_tokens": len(chat_prompt)}
 
 
 # Where a decoding token's time goes: each compiled kernel's own time, by the part of the network it is.

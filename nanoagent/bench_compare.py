@@ -5,7 +5,8 @@ The project exports its own weights to GGUF (F32 for float32, Q8_0 for int8) and
 (through llama-cpp-python, the optional `bench` extra) runs them on as many threads as we do.
 Each figure comes from a process of its own, so that no run inherits another's caches, threads
 or memory, and both sides are fed the same token ids and do the same work: a 512-token prefill
-whose last position alone gets logits, and greedy decoding of 128 tokens after a chat prompt.
+whose last position alone gets logits, and greedy decoding of 128 tokens after a chat prompt
+("decode") and after the 512-token prompt ("decode-long").
 The ratio is ours / llama.cpp's: 1.0 is parity.
 """
 from __future__ import annotations
@@ -47,7 +48,7 @@ def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int)
     except ImportError as e:
         raise OSError("--compare-llamacpp needs llama-cpp-python: pip install 'nanoagent[bench]'") from e
     n = thread_count()
-    llm = Llama(model_path=str(gguf), n_ctx=max(len(long_prompt), len(chat) + new_tokens) + 8, n_batch=512,
+    llm = Llama(model_path=str(gguf), n_ctx=len(long_prompt) + new_tokens + 8, n_batch=512,
                 n_ubatch=512, n_threads=n, n_threads_batch=n, logits_all=False, verbose=False)
 
     def prefill_rate():
@@ -58,9 +59,9 @@ def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int)
 
     vocab = llm.n_vocab()
 
-    def decode_rate():
+    def decode_rate(prompt):
         llm.reset()
-        llm.eval(chat)
+        llm.eval(prompt)
         t0 = time.perf_counter()
         for i in range(new_tokens):  # as generate_ids: pick a token, then run it (all but the last)
             token = int(np.argmax(np.ctypeslib.as_array(llama_get_logits_ith(llm.ctx, -1), shape=(vocab,))))
@@ -68,8 +69,9 @@ def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int)
                 llm.eval([token])
         return new_tokens / (time.perf_counter() - t0)
 
-    prefill_rate(), decode_rate()  # warm-up
-    return {"prefill": [prefill_rate() for _ in range(repeats)], "decode": [decode_rate() for _ in range(repeats)]}
+    prefill_rate(), decode_rate(chat)  # warm-up
+    return {"prefill": [prefill_rate() for _ in range(repeats)], "decode": [decode_rate(chat) for _ in range(repeats)],
+            "decode_long": [decode_rate(long_prompt) for _ in range(repeats)]}
 
 
 def run_worker(args, extra: list[str], env=None) -> dict:
@@ -87,7 +89,8 @@ def compare_llamacpp(args) -> None:
     folder = resolve(args.model)
     settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {thread_count()} threads on both sides; "
-          f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt; "
+          f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt "
+          f"(decode-long: after the {args.prompt_tokens} tokens); "
           f"median of {args.repeats}, each figure from a fresh process\n{blas_line()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanoagent-bench-") as tmp:
@@ -101,9 +104,9 @@ def compare_llamacpp(args) -> None:
                 runs.append((f", {'/'.join(settings)} unset", run_worker(args, ["--compare-worker", "--precision",
                                                                                 precision], env)))
             for label, ours in runs:
-                for figure in ("prefill", "decode"):
+                for figure, name in (("prefill", "prefill"), ("decode", "decode"), ("decode_long", "decode-long")):
                     a, b = statistics.median(ours[figure]), statistics.median(theirs[figure])
-                    rows.append((f"{figure} {precision}{label}", a, f"{b:.1f} ({qtype.upper()})", a / b,
+                    rows.append((f"{name} {precision}{label}", a, f"{b:.1f} ({qtype.upper()})", a / b,
                                  ours["peak_rss_gib"], theirs["peak_rss_gib"]))
             os.unlink(gguf)
     print(f"{'figure':36s} {'ours tok/s':>10s} {'llama.cpp tok/s':>18s} {'ratio':>6s} {'RSS ours':>9s} "

@@ -42,7 +42,8 @@ def test_compare_llamacpp_when_installed(real_model):
     lines = bench("--compare-llamacpp", "--prompt-tokens", "64", "--new-tokens", "8", "--repeats", "1")
     rows = {line.split("  ")[0].strip(): line.split() for line in lines
             if line.startswith(("prefill", "decode"))}
-    assert set(rows) >= {"prefill float32", "decode float32", "prefill int8", "decode int8"}
+    assert set(rows) >= {f"{figure} {precision}" for figure in ("prefill", "decode", "decode-long")
+                         for precision in ("float32", "int8")}
     for name, cells in rows.items():
         ours, theirs, ratio = float(cells[2]), float(cells[3]), float(cells[5])
         assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, rel=0.01), name
