@@ -452,6 +452,85 @@ def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, 
     return _lm_head(x, norm, wte, eps)
 
 
+# ---- one decoding step for a batch of sequences, a compiled call per layer ---------------
+# The same plan for A sequences decoded together (batch.BatchDecoder): token a belongs to
+# cache row rows[a] at position P[a]. The products go through matmul_rows (each weight read
+# once for all A rows), attention reads each sequence's own row. Pinned to the layered
+# Model.decode_rows by a test.
+
+@njit
+def _rope_rows(x, cos, sin):
+    """x (A,N,D), row a rotated by its own position's cos[a], sin[a] (D/2,) -> a new array."""
+    A, N, D = x.shape
+    half = D // 2
+    y = np.empty_like(x)
+    for a in range(A):
+        for n in range(N):
+            for i in range(half):
+                p, q = x[a, n, i], x[a, n, i + half]
+                y[a, n, i] = p * cos[a, i] - q * sin[a, i]
+                y[a, n, i + half] = q * cos[a, i] + p * sin[a, i]
+    return y
+
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, kt, vc, rows, P, n_heads,
+                       eps):
+    A, C = x.shape
+    dt = x.dtype
+    KV, D = kt.shape[1], kt.shape[2]
+    H = n_heads
+    group = H // KV
+    scale = dt.type(1.0 / math.sqrt(D))
+    h, rstd = np.empty((A, C), dt), np.empty(A, dt)
+    _rmsnorm(x, attn_norm, eps, h, rstd)
+    q, k, v = np.empty((A, H * D), dt), np.empty((A, KV * D), dt), np.empty((A, KV * D), dt)
+    _matmul_rows(h, wq, q)
+    _matmul_rows(h, wk, k)
+    _matmul_rows(h, wv, v)
+    qr, kr = _rope_rows(q.reshape(A, H, D), cos, sin), _rope_rows(k.reshape(A, KV, D), cos, sin)
+    v3 = v.reshape(A, KV, D)
+    for a in range(A):  # append each sequence's new position to its own cache row
+        for j in range(KV):
+            for d in range(D):
+                kt[rows[a], j, d, P[a]] = kr[a, j, d]
+                vc[rows[a], j, P[a], d] = v3[a, j, d]
+    att = np.empty((A, H, D), dt)
+    for t in numba.prange(A * H):  # each (sequence, head) pair written by one thread only
+        a, hh = t // H, t % H
+        probs = np.empty(P[a] + 1, dt)
+        _attend_head(qr[a, hh], kt[rows[a], hh // group], vc[rows[a], hh // group], P[a] + 1, scale, att[a, hh],
+                     probs)
+    o = np.empty((A, C), dt)
+    _matmul_rows(att.reshape(A, H * D), wo, o)
+    x = x + o  # residual
+    _rmsnorm(x, mlp_norm, eps, h, rstd)
+    F = wg.shape[0]
+    g, u, m = np.empty((A, F), dt), np.empty((A, F), dt), np.empty((A, F), dt)
+    _matmul_rows(h, wg, g)
+    _matmul_rows(h, wu, u)
+    _silu_gate(g.reshape(A * F), u.reshape(A * F), m.reshape(A * F))
+    down = np.empty((A, C), dt)
+    _matmul_rows(m, wd, down)
+    return x + down  # residual
+
+
+def decode_rows(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, rows, P, n_heads, eps):
+    """One new token for each of A sequences through every layer, float weights -> logits (A,V).
+
+    x (A,C) their embeddings; token a belongs to cache row rows[a] at position P[a], rotated by
+    cos[a], sin[a] (A,D/2); kt_cache (L,S,KV,D,Tmax) and v_cache (L,S,KV,Tmax,D) hold a row per
+    slot, and each token's keys and values are written at its row's position P[a].
+    """
+    x, eps = np.ascontiguousarray(x), x.dtype.type(eps)
+    rows, P = np.asarray(rows, np.int64), np.asarray(P, np.int64)
+    cos, sin = np.ascontiguousarray(cos), np.ascontiguousarray(sin)
+    for i, b in enumerate(blocks):
+        x = _decode_layer_rows(x, *b, cos, sin, kt_cache[i], v_cache[i], rows, P, n_heads, eps)
+    h, _ = rmsnorm(x, norm, eps)
+    return matmul_rows(h, wte)
+
+
 # ==== backward kernels (training) ======================================================
 # Each reverses one forward kernel above; derivations in lessons/11_backward/README.md.
 

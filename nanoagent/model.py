@@ -147,22 +147,33 @@ class Model:
         """One new token for each of A sequences, token a in slot rows[a] at that slot's own position
         -> logits (A,V); each slot grows by one.
 
-        The A tokens go through the network side by side as one sequence of A positions, so each
-        weight matrix is read once for all of them ((A,C) @ (C,N) products); RoPE turns each token
-        by its own position, and attention reads each token's own slot (SlotCache.attend_rows).
+        The A tokens go through the network side by side, so each weight matrix is read once for
+        all of them ((A,C) @ (C,N) products); RoPE turns each token by its own position, and
+        attention reads each token's own slot. Float weights run each layer in one compiled call
+        (kernels.decode_rows; one sequence alone takes decode_step's kernels.decode_float); int8
+        weights go layer by layer through `block_forward` (SlotCache.attend_rows).
         """
         rows = np.asarray(rows, np.int64)
         P = cache.lengths[rows]  # (A,)
         check_fits(int(P.max()) + 1, cache.capacity)
-        cfg = self.config
-        x, _ = embedding_forward(np.asarray(tokens).reshape(1, -1), self.params["model.embed_tokens.weight"])
+        cfg, wte, norm = self.config, self.params["model.embed_tokens.weight"], self.params["model.norm.weight"]
+        x, _ = embedding_forward(np.asarray(tokens).reshape(1, -1), wte)  # (1,A,C)
         cos, sin = self.cos[P], self.sin[P]  # (A, D/2): each token at its own position
-        for i, w in enumerate(self.blocks):
-            x, _ = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
-                                 cos, sin, partial(cache.attend_rows, i, rows))
+        args = (cfg.num_attention_heads, cfg.rms_norm_eps)
+        if self.int8:
+            for i, w in enumerate(self.blocks):
+                x, _ = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
+                                     cos, sin, partial(cache.attend_rows, i, rows))
+            h, _ = rmsnorm_forward(x, norm, cfg.rms_norm_eps)  # (1,A,C)
+            logits = self.lm_head(h[0])
+        elif len(rows) == 1:
+            r = rows[0]
+            logits = kernels.decode_float(x[0, 0], self.blocks, norm, wte, cos, sin, cache.kt[:, r], cache.v[:, r],
+                                          int(P[0]), *args)[None]
+        else:
+            logits = kernels.decode_rows(x[0], self.blocks, norm, wte, cos, sin, cache.kt, cache.v, rows, P, *args)
         cache.lengths[rows] += 1
-        h, _ = rmsnorm_forward(x, self.params["model.norm.weight"], cfg.rms_norm_eps)  # (1,A,C)
-        return self.lm_head(h[0])
+        return logits
 
     def num_params(self) -> int:
         return sum(v.size for v in self.params.values())

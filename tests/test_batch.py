@@ -50,6 +50,28 @@ def test_decode_rows_equals_the_full_forward(tiny_model):
     assert list(cache.lengths) == [len(b) + 1, 0, len(a) + 1]
 
 
+@pytest.mark.parametrize("model_name,tol", [("tiny_model", 1e-4), ("tiny_model64", 1e-11)])
+@pytest.mark.parametrize("A", [1, 2, 5])
+def test_compiled_rows_step_equals_the_full_forward(request, model_name, tol, A, monkeypatch):
+    """Float weights: A sequences at different positions take one compiled call per layer
+    (kernels.decode_rows; one sequence, kernels.decode_float) and get the full forward's logits."""
+    model = request.getfixturevalue(model_name)
+    calls = []
+    for name in ("decode_rows", "decode_float"):
+        kernel = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, kernel=kernel, name=name: calls.append(name) or kernel(*a))
+    prompts = [[(7 * a + 3 * i) % 100 + 1 for i in range(2 + 3 * a)] for a in range(A)]
+    cache = new_slot_cache(model.config, model.dtype, slots=A + 1, capacity=32)
+    slots = list(range(A, 0, -1))  # not in order, slot 0 left empty
+    for slot, p in zip(slots, prompts):
+        model.prefill(p, cache.slot(slot))
+        cache.lengths[slot] = len(p)
+    logits = model.decode_rows([11 + a for a in range(A)], slots, cache)
+    assert calls == ["decode_float" if A == 1 else "decode_rows"]
+    for a, p in enumerate(prompts):
+        np.testing.assert_allclose(logits[a], model.logits(p + [11 + a])[-1], rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize("slots", [1, 2, 4])
 def test_every_row_greedy_equals_decoding_it_alone(tiny_model, slots):
     """Mixed prompt lengths; with fewer slots than prompts the rest wait and join as slots free up."""
