@@ -366,6 +366,30 @@ def attend_rows_ref(q, kt, v, rows, n):
     return np.stack([attend_cache_ref(q[a], kt[r], v[r], m)[0] for a, (r, m) in enumerate(zip(rows, n))])
 
 
+# ---- attention for one new token, inside a compiled decoding step ------------------------
+
+@numba.njit(cache=True, nogil=True, parallel=True)
+def _attend_new(q, k, v, cos, sin, kt, vc, P):
+    """The token at position P: q (H,1,D), k (KV,1,D), v (KV,D) -> att (H,D). RoPE turns q and k,
+    k and v are written at position P of the cache kt (KV,D,Tmax), vc (KV,Tmax,D), and each query
+    head attends to the P+1 cached positions of its KV head."""
+    H, D = q.shape[0], q.shape[2]
+    KV = k.shape[0]
+    group = H // KV  # query head h reads key/value head h // group
+    qr, kr = np.empty_like(q), np.empty_like(k)
+    _rope(q, cos, sin, qr)
+    _rope(k, cos, sin, kr)
+    for j in range(KV):  # append position P to the cache
+        for d in range(D):
+            kt[j, d, P] = kr[j, 0, d]
+            vc[j, P, d] = v[j, d]
+    att, probs = np.empty((H, D), q.dtype), np.empty((H, P + 1), q.dtype)
+    scale = q.dtype.type(1.0 / math.sqrt(D))
+    for hh in numba.prange(H):
+        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
+    return att
+
+
 # ==== one decoding step with float weights, a compiled call per layer ===================
 # The float twin of kernels_int8's decoding step (which says why one call per layer: a token
 # runs about 210 small parallel loops, and called one by one from Python each pays the
@@ -379,10 +403,7 @@ def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, 
     C, dt = x.shape[0], x.dtype
     KV, D = kt.shape[0], kt.shape[1]
     H = n_heads
-    group = H // KV  # query head h reads key/value head h // group
-    scale = dt.type(1.0 / math.sqrt(D))
     h, rstd = np.empty((1, C), dt), np.empty(1, dt)
-    att, probs = np.empty((H, D), dt), np.empty((H, P + 1), dt)
     # attention: the rows of q, k and v in one parallel loop, from the normed input
     _rmsnorm(x.reshape(1, C), attn_norm, eps, h, rstd)
     q, k, v = np.empty((H, 1, D), dt), np.empty((KV, 1, D), dt), np.empty((KV, D), dt)
@@ -396,15 +417,7 @@ def _decode_layer(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, sin, 
             kf[r - half], vf[r - half] = _dot2(wk[r - half], wv[r - half], h[0])
     if nq % 2:
         qf[nq - 1] = _dot(wq[nq - 1], h[0])
-    qr, kr = np.empty_like(q), np.empty_like(k)
-    _rope(q, cos, sin, qr)
-    _rope(k, cos, sin, kr)
-    for j in range(KV):  # append position P to the cache
-        for d in range(D):
-            kt[j, d, P] = kr[j, 0, d]
-            vc[j, P, d] = v[j, d]
-    for hh in numba.prange(H):
-        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
+    att = _attend_new(q, k, v, cos, sin, kt, vc, P)
     o = _matvec(wo, att.reshape(H * D))
     x = x + o  # residual
     # MLP: the rows of gate and up in one parallel loop, then down
@@ -460,16 +473,10 @@ def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, 
 
 @njit
 def _rope_rows(x, cos, sin):
-    """x (A,N,D), row a rotated by its own position's cos[a], sin[a] (D/2,) -> a new array."""
-    A, N, D = x.shape
-    half = D // 2
+    """x (A,N,D), row a at its own position (cos[a], sin[a]) -> a new array: _rope on the view
+    (N,A,D), whose position axis is the rows."""
     y = np.empty_like(x)
-    for a in range(A):
-        for n in range(N):
-            for i in range(half):
-                p, q = x[a, n, i], x[a, n, i + half]
-                y[a, n, i] = p * cos[a, i] - q * sin[a, i]
-                y[a, n, i + half] = q * cos[a, i] + p * sin[a, i]
+    _rope(x.transpose((1, 0, 2)), cos, sin, y.transpose((1, 0, 2)))
     return y
 
 

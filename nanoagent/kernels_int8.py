@@ -9,12 +9,10 @@ plain-NumPy twin the tests pin it to. Lesson: lessons/14_int8/README.md.
 """
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
-from .kernels import _attend_head, _rmsnorm, _rope, _silu_gate, njit  # the float kernels a decoding layer reuses
+from .kernels import _attend_new, _rmsnorm, _silu_gate, njit  # the float kernels a decoding layer reuses
 
 # ---- symmetric quantization of rows, group by group: s = max|x| / limit, q = rint(x / s) ----
 
@@ -182,10 +180,7 @@ def _decode_layer_int8(x, attn_norm, wq, sq, wk, sk, wv, sv, wo, so, mlp_norm, w
     C = x.shape[0]
     KV, D = kt.shape[0], kt.shape[1]
     H = n_heads
-    group = H // KV  # query head h reads key/value head h // group
-    scale = np.float32(1.0 / math.sqrt(D))
     h, rstd = np.empty((1, C), np.float32), np.empty(1, np.float32)
-    att, probs = np.empty((H, D), np.float32), np.empty((H, P + 1), np.float32)
     # attention: the rows of q, k and v in one parallel loop, from the normed input
     _rmsnorm(x.reshape(1, C), attn_norm, eps, h, rstd)
     xq, sx = _quantize_vec(h[0], C // sq.shape[1])
@@ -199,15 +194,7 @@ def _decode_layer_int8(x, attn_norm, wq, sq, wk, sk, wv, sv, wo, so, mlp_norm, w
             kf[r - nq] = _dot_int8(xq, sx, wk[r - nq], sk[r - nq])
         else:
             vf[r - nq - nk] = _dot_int8(xq, sx, wv[r - nq - nk], sv[r - nq - nk])
-    qr, kr = np.empty_like(q), np.empty_like(k)
-    _rope(q, cos, sin, qr)
-    _rope(k, cos, sin, kr)
-    for j in range(KV):  # append position P to the cache
-        for d in range(D):
-            kt[j, d, P] = kr[j, 0, d]
-            vc[j, P, d] = v[j, d]
-    for hh in numba.prange(H):
-        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
+    att = _attend_new(q, k, v, cos, sin, kt, vc, P)
     aq, sa = _quantize_vec(att.reshape(H * D), (H * D) // so.shape[1])
     o = np.empty(C, np.float32)
     for r in numba.prange(C):
