@@ -46,4 +46,4 @@ def test_compare_llamacpp_when_installed(real_model):
                          for precision in ("float32", "int8")}
     for name, cells in rows.items():
         ours, theirs, ratio = float(cells[2]), float(cells[3]), float(cells[5])
-        assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, rel=0.01), name
+        assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, abs=0.01), name  # printed rounded
