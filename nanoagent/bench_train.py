@@ -49,13 +49,31 @@ def measure(model_dir, seq_len: int, steps: int, loss: str) -> dict:
             "cpu_s": statistics.median(cpu[1:]), "times": times}
 
 
+def busy_cores(seconds: float = 1.0) -> tuple[float, str]:
+    """How many cores other work keeps busy now: measured over `seconds` from /proc/stat where there
+    is one (the load average lags by a minute, so it still counts a benchmark that just ended),
+    else the load average."""
+    def ticks():
+        with open("/proc/stat") as f:
+            values = [int(v) for v in f.readline().split()[1:]]
+        return sum(values), values[3] + values[4]  # all, idle + iowait
+    try:
+        total0, idle0 = ticks()
+        time.sleep(seconds)
+        total1, idle1 = ticks()
+    except (OSError, ValueError, IndexError):
+        return os.getloadavg()[0], "load average"
+    share = 1 - (idle1 - idle0) / max(1, total1 - total0)
+    return share * (os.cpu_count() or 1), "cores in use over the last second:"
+
+
 def bench_train(args) -> None:
     """Print training tokens/s and peak RSS for each sequence length, each measured in a fresh process."""
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, full fine-tune, batch 1, loss {args.loss}, "
           f"median of {args.steps} steps after a warm-up")
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        print(f"note: the machine is busy (load average {load:.1f} on {os.cpu_count()} cores); "
+    busy, what = busy_cores()
+    if busy > 0.5 * (os.cpu_count() or 1):
+        print(f"note: the machine is busy ({what} {busy:.1f} on {os.cpu_count()} cores); "
               "these figures are lower than on an idle machine")
     for seq_len in [int(s) for s in str(args.seq_lens).split(",")]:
         cmd = [sys.executable, "-m", "nanoagent.bench_train", "--worker", "--seq-lens", str(seq_len),

@@ -1,7 +1,11 @@
 """Training: the glaive converter, batching, overfitting one batch, exact resume, divergence
 handling, and a short smoke run on the real weights."""
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -228,3 +232,15 @@ def test_bench_train_on_the_tiny_model(capsys):
     bench_train(argparse.Namespace(model=str(FIXTURES / "tiny"), seq_lens="8,16", steps=1, loss="dft"))
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("train seq")]
     assert len(lines) == 2 and all("tokens/s" in line and "peak RSS" in line for line in lines)
+
+
+def test_bench_train_sees_a_core_kept_busy():
+    """The busy note measures the cores in use now: a process spinning beside it counts as about one."""
+    from nanoagent.bench_train import busy_cores
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        busy, what = busy_cores(0.5)
+    finally:
+        spinner.wait()
+    assert 0.5 <= busy <= os.cpu_count() and what
