@@ -28,7 +28,7 @@ import numpy as np
 
 from . import quant
 from .batch import BatchDecoder
-from .bench_compare import bench_prompts, compare_llamacpp, llamacpp_rates
+from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, llamacpp_rates
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
 from .data.io import DataError, find_data_dir
@@ -123,7 +123,7 @@ def profile_decode(lm: ChatModel, args) -> None:
     Each is timed plain, then profiled: the kernels' own times, and what they leave of the profiled
     wall time, the Python and NumPy between them (which also carries the profiler's cost)."""
     model = lm.model
-    _, prompt = bench_prompts(lm.tokenizer, args.prompt_tokens)
+    prompt = chat_prompt(lm.tokenizer)
     n = args.new_tokens
 
     def decode(step, profiler=None) -> float:
@@ -179,8 +179,7 @@ def bench_batch(args) -> None:
     """Decoding tokens/s and peak RSS for each batch size, each in a fresh process."""
     if args.batch_worker:
         lm = load(args.model, int8=args.precision == "int8")
-        tok = lm.tokenizer
-        prompt = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
+        prompt = chat_prompt(lm.tokenizer)
         batch_rate(lm.model, prompt, min(args.batch_worker, 2), 4)  # warm-up: compiled kernels, page cache
         rates = [batch_rate(lm.model, prompt, args.batch_worker, args.new_tokens) for _ in range(args.repeats)]
         print(json.dumps({"rates": rates, "peak_rss_gib": peak_rss_gib()}))

@@ -34,11 +34,14 @@ def thread_count() -> int:
     return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
 
 
+def chat_prompt(tok) -> list[int]:
+    """The chat prompt every decoding figure starts from."""
+    return tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
+
+
 def bench_prompts(tok, prompt_tokens: int) -> tuple[list[int], list[int]]:
     """-> a prompt of ordinary tokens for prefill (seeded), and the chat prompt decoding starts from."""
-    long_prompt = np.random.default_rng(0).integers(100, tok.vocab_size, prompt_tokens).tolist()
-    chat = tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))
-    return long_prompt, chat
+    return np.random.default_rng(0).integers(100, tok.vocab_size, prompt_tokens).tolist(), chat_prompt(tok)
 
 
 def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int) -> dict:

@@ -487,8 +487,6 @@ def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, 
     dt = x.dtype
     KV, D = kt.shape[1], kt.shape[2]
     H = n_heads
-    group = H // KV
-    scale = dt.type(1.0 / math.sqrt(D))
     h, rstd = np.empty((A, C), dt), np.empty(A, dt)
     _rmsnorm(x, attn_norm, eps, h, rstd)
     q, k, v = np.empty((A, H * D), dt), np.empty((A, KV * D), dt), np.empty((A, KV * D), dt)
@@ -503,11 +501,7 @@ def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, 
                 kt[rows[a], j, d, P[a]] = kr[a, j, d]
                 vc[rows[a], j, P[a], d] = v3[a, j, d]
     att = np.empty((A, H, D), dt)
-    for t in numba.prange(A * H):  # each (sequence, head) pair written by one thread only
-        a, hh = t // H, t % H
-        probs = np.empty(P[a] + 1, dt)
-        _attend_head(qr[a, hh], kt[rows[a], hh // group], vc[rows[a], hh // group], P[a] + 1, scale, att[a, hh],
-                     probs)
+    _attend_rows(qr, kt, vc, rows, P + 1, dt.type(1.0 / math.sqrt(D)), att)  # each sequence its own cache row
     o = np.empty((A, C), dt)
     _matmul_rows(att.reshape(A, H * D), wo, o)
     x = x + o  # residual

@@ -1,6 +1,6 @@
 """How many threads the hot loops run on: OpenMP's spin between Numba's parallel loops, and BLAS's
-thread count for like-for-like timings, and a line saying which BLAS runs. Process settings, so the entry
-points call them (`load()`)."""
+thread count for like-for-like timings (process settings, so the entry points call them: `load()`);
+and `blas_line`, which says what BLAS a benchmark ran."""
 from __future__ import annotations
 
 import functools
