@@ -62,8 +62,11 @@ def test_every_family_makes_rows_in_the_common_form(made):
         assert rows, family
         for r in rows:
             assert r["source"] == family and r["messages"][0]["role"] == "user"
-            assert r["messages"][-1]["role"] == "assistant" and not r["messages"][-1].get("tool_calls")
-            assert r["messages"][-1]["content"].strip()
+            last = r["messages"][-1]
+            if family == "parallel-values":  # ends at its calls: no result is known for a made-up value
+                assert last["role"] == "assistant" and len(last["tool_calls"]) >= 2 and len(r["messages"]) == 2
+            else:
+                assert last["role"] == "assistant" and not last.get("tool_calls") and last["content"].strip()
             for c in (c for cs in calls_of(r) for c in cs):
                 assert c["name"] in tool_names(r)  # every call names an offered tool
             text = render_chat(r["messages"], r.get("tools"), add_generation_prompt=False)
@@ -107,6 +110,34 @@ def test_parallel_rows_are_one_list_of_calls_then_results_in_call_order(made, in
                 assert e.request in r["messages"][0]["content"] or e.request[1:] in r["messages"][0]["content"]
     assert any(len(tool_names(r)) > len({c["name"] for c in calls_of(r)[0]}) for r in made["parallel-mixed"])
     assert len({r["messages"][0]["content"].split(" ")[0] for r in made["parallel-mixed"]}) > 3  # varied wording
+
+
+def test_parallel_values_name_every_value_of_one_argument_in_the_request(made, inputs):
+    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.episodes()}
+    assert len(made["parallel-values"]) >= 5
+    for r in made["parallel-values"]:
+        (calls,) = calls_of(r)
+        assert 2 <= len(calls) <= 4 and len({c["name"] for c in calls}) == 1
+        first = originals[(calls[0]["name"], json.dumps(calls[0]["arguments"], sort_keys=True))]  # a real call
+        varied = {k for c in calls for k, v in c["arguments"].items() if v != first.call["arguments"][k]}
+        assert len(varied) == 1 and set(calls[0]["arguments"]) == set(calls[-1]["arguments"])
+        (key,) = varied
+        request = r["messages"][0]["content"]
+        values = [str(c["arguments"][key]) for c in calls]
+        assert len(set(values)) == len(values)
+        for v in values:  # every value is asked for
+            assert re.search(rf"(?<![\d.]){re.escape(v.lower())}(?![\d]|\.\d)", request.lower()), (v, request)
+        span = D._value_span(first.request, first.call["arguments"][key])
+        assert request.startswith(first.request[:first.request.index(span)])  # the request, worded around the values
+
+
+def test_a_value_is_found_once_with_its_unit_and_written_alike():
+    assert D._value_span("My bill is $100 and I tip 15%.", 100) == "$100"
+    assert D._value_span("My bill is $100 and I tip 15%.", 15) == "15%"
+    assert D._written("$100", 50) == "$50" and D._written("15%", 20) == "20%"
+    assert D._value_span("Play 'Queen' now", "Queen") == "'Queen'" and D._written("'Queen'", "Muse") == "'Muse'"
+    assert D._value_span("From 5 to 5 km", 5) is None  # written twice: which one is meant is unclear
+    assert D._value_span("It costs 1.5 or 15", 1) is None and D._value_span("It costs 1.5", 1.5) == "1.5"
 
 
 def test_parallel_calc_results_are_the_calculators(made):

@@ -4,6 +4,9 @@ fits, and writes bare numbers instead of calculator expressions).
 
     parallel-same   2-4 requests for the same function, joined into one turn -> one list of calls
     parallel-mixed  2-4 requests, at least two functions, sometimes more tools offered than called
+    parallel-values one request whose argument is given 2-4 values in one sentence ("the weather in Oslo and
+                    Lima") -> one call per value; the row ends at the calls (no result is known for a value
+                    no glaive chat called with)
     parallel-calc   2-4 checked GSM8K step expressions asked in one sentence -> one calculator call each
     nocall-math     a GSM8K question with 1-4 unrelated, non-arithmetic tools -> a short worked answer
     nocall-chat     a glaive question asked without tools (or refused by its own tools), offered
@@ -247,6 +250,109 @@ def parallel_mixed(inputs: Inputs, n: int, rng):
             tools += extra_tools(pool, set(names), rng, int(rng.integers(1, 3)))
         tools = [tools[int(i)] for i in rng.permutation(len(tools))]
         yield parallel_chat([chosen[int(i)] for i in rng.permutation(len(chosen))], tools, rng, "parallel-mixed")
+
+
+def _value_span(request: str, value) -> str | None:
+    """The one place where `value` is written in `request`: a string in any case (with its quotes), a number as
+    written with its "$" or "%" ("$100", "15%"); None when it is written nowhere or more than once."""
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
+        return None
+    if isinstance(value, str):
+        found = list(re.finditer(re.escape(value), request, re.I))
+    else:
+        forms = sorted({str(value), f"{value:g}"} | ({str(int(value))} if float(value).is_integer() else set()),
+                       key=len, reverse=True)
+        found = list(re.finditer(rf"(?<![\d.,])(?:{'|'.join(map(re.escape, forms))})(?![\d]|[.,]\d)", request))
+    if len(found) != 1:
+        return None
+    start, end = found[0].span()
+    quote = request[start - 1:start]
+    if isinstance(value, str) and quote in ("'", '"') and request[end:end + 1] == quote:
+        start, end = start - 1, end + 1  # 'Queen' -> 'Queen' and 'Muse'
+    if not isinstance(value, str):
+        start -= request[start - 1:start] == "$"
+        end += request[end:end + 1] == "%"
+    span = request[start:end]
+    return span if request.count(span) == 1 else None
+
+
+def _written(span: str, value) -> str:
+    """Another value as it reads where `span` stood: after "$100", "$50"; after "15%", "20%"; quoted after a quote."""
+    if isinstance(value, str):
+        return span[0] + value + span[0] if span[:1] in ("'", '"') and span[-1:] == span[:1] and len(span) > 1 \
+            else value
+    return ("$" if span.startswith("$") else "") + (f"{value:g}" if isinstance(value, float) else str(value)) \
+        + ("%" if span.endswith("%") else "")
+
+
+def _other_numbers(value, rng, k: int) -> list:
+    """k plausible other values of a number: years stay years, small counts stay small, decimals keep their places."""
+    if isinstance(value, int) and 1900 <= value <= 2100:
+        cands = [value + d for d in range(-12, 4) if d]
+    elif isinstance(value, int) and abs(value) <= 12:
+        cands = [v for v in range(1, 25) if v != value]
+    else:
+        places = 0 if isinstance(value, int) or float(value).is_integer() else len(f"{value:g}".split(".")[-1])
+        cands = sorted({round(value * f, places) for f in (0.25, 0.4, 0.5, 0.6, 0.75, 1.2, 1.25, 1.5, 2, 2.5, 3, 4)}
+                       - {round(value, places), 0})
+        cands = [int(c) if isinstance(value, int) else c for c in cands]
+    picks = rng.choice(len(cands), size=min(k, len(cands)), replace=False)
+    return [cands[int(i)] for i in picks]
+
+
+LIST_TWO = ("{0} and {1}", "{0} as well as {1}", "{0} and also {1}", "{0} and {1}")
+LIST_MANY = ("{head} and {last}", "{head}, and {last}")
+BOUND = re.compile(r"min|max|start|end|lower|upper|from|to$", re.I)
+AGAIN = ("{request} Do the same for {rest}.", "{request} Then do it again for {rest}.", "{request} And for {rest} too.",
+         "{request} Repeat that for {rest}.", "{request} I need the same for {rest}.")
+
+
+def _spoken(values: list[str], rng, lead: str = "") -> str:
+    """["Oslo", "Lima", "Rome"] -> "Oslo, Lima and Rome"; after "Do the same for", sometimes "both"/"each of"."""
+    if len(values) == 2:
+        return (lead and rng.choice(["", "both "])) + LIST_TWO[int(rng.integers(len(LIST_TWO)))].format(*values)
+    return (lead and rng.choice(["", "each of "])) + LIST_MANY[int(rng.integers(len(LIST_MANY)))].format(
+        head=", ".join(values[:-1]), last=values[-1])
+
+
+def parallel_values(inputs: Inputs, n: int, rng):
+    """One request, one of its arguments given 2-4 values in one sentence -> the same call once per value, in
+    the order named (BFCL's parallel items ask this way: "the resistance for copper and for aluminium").
+    The other values are the argument's values in other glaive calls of the same function, else (numbers)
+    values near the original; a bound of a range (min, max, ...) is never varied alone. The row ends at the
+    list of calls."""
+    seen: dict[tuple, set] = {}
+    for e in inputs.episodes():
+        for k, v in e.call["arguments"].items():
+            if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+                seen.setdefault((e.call["name"], k), set()).add(v)
+    cands = [(e, k) for e in inputs.episodes() for k, v in e.call["arguments"].items()
+             if _value_span(e.request, v) is not None and not BOUND.search(k)]
+    pool = inputs.tool_pool()
+    for i in rng.permutation(len(cands))[:n]:
+        e, key = cands[int(i)]
+        value, size = e.call["arguments"][key], int(rng.choice([2, 2, 3, 3, 4]))
+        taken = {normalize_text(str(v)) for v in e.call["arguments"].values()}  # no "500 USD and EUR to EUR"
+        same_kind = sorted((v for v in seen.get((e.call["name"], key), ()) if type(v) is type(value)
+                            and normalize_text(str(v)) not in taken), key=str)
+        others = [same_kind[int(j)] for j in rng.permutation(len(same_kind))[:size - 1]]
+        if len(others) < size - 1 and isinstance(value, (int, float)):
+            others += [v for v in _other_numbers(value, rng, size - 1)
+                       if v not in others and normalize_text(str(v)) not in taken][:size - 1 - len(others)]
+        if not others:
+            yield Drop("no other value")
+            continue
+        span = _value_span(e.request, value)
+        spoken = [span] + [_written(span, v) for v in others]
+        if rng.random() < 0.65:
+            request = e.request.replace(span, _spoken(spoken, rng), 1)
+        else:
+            request = AGAIN[int(rng.integers(len(AGAIN)))].format(
+                request=e.request, rest=_spoken(spoken[1:], rng, lead="again") if len(spoken) > 2 else spoken[1])
+        calls = [{"name": e.call["name"], "arguments": {**e.call["arguments"], key: v}} for v in [value] + others]
+        tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
+        yield {"messages": [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": calls}],
+               "tools": [tools[int(j)] for j in rng.permutation(len(tools))], "source": "parallel-values"}
 
 
 # ---- no call when no tool fits ------------------------------------------------------------------------

@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .chains import calc_chain, parallel_calc
-from .derived import Inputs, ask_missing, decline, near_miss, nocall_chat, nocall_math, parallel_mixed, parallel_same
+from .derived import (Inputs, ask_missing, decline, near_miss, nocall_chat, nocall_math, parallel_mixed, parallel_same,
+                      parallel_values)
 from .own_tools import own_tools
 
 WHY_NOT_MADE = {  # why a derived candidate was not made, for the stats table
@@ -16,9 +17,11 @@ WHY_NOT_MADE = {  # why a derived candidate was not made, for the stats table
     "too many steps": "a GSM8K solution of more calculator steps than a chain holds",
     "no short answer": "a GSM8K solution too long for a short worked answer",
     "no unrelated tool": "no offered tool could be found that does not fit the question",
+    "no other value": "an argument for which no other value could be found",
 }
 
-FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "parallel-calc": parallel_calc,
+FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "parallel-values": parallel_values,
+            "parallel-calc": parallel_calc,
             "nocall-math": nocall_math, "decline": decline, "near-miss": near_miss,
             "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools}
 
