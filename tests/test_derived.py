@@ -302,10 +302,11 @@ def test_the_near_miss_stage_replays_calls_beside_the_refusals(data_dir):
     assert all(bool(calls_of(r)) == (r["source"] != "near-miss") for r in rows)
 
 
-def test_the_agent_mix_shares_no_prompt_with_the_evaluations(data_dir, bfcl_dir, inputs):
+@pytest.mark.parametrize("recipe", ["agent", "agent-parallel", "near-miss-stage"])
+def test_the_agent_mixes_share_no_prompt_with_the_evaluations(recipe, data_dir, bfcl_dir, inputs):
     episode = inputs.episodes()[0].request  # a request glaive holds: treated as an eval prompt, it must vanish
     blocked = eval_prompts(data_dir, bfcl_dir) | {normalize_text(episode)}
-    rows, _ = build(AGENT, data_dir, None, Options(), blocked)
+    rows, _ = build(RECIPES[recipe], data_dir, None, Options(), blocked)
     prompts = [normalize_text(m["content"]) for r in rows for m in r["messages"] if m["role"] == "user"]
     ifeval = {normalize_text(r["prompt"]) for r in read_rows(str(data_dir / "ifeval" / "input_data.jsonl"))}
     bfcl = {normalize_text(p) for p in bfcl_prompts(bfcl_dir)}
