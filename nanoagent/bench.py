@@ -176,7 +176,7 @@ def batch_rate(model, prompt, batch: int, new_tokens: int) -> float:
 
 
 def bench_batch(args) -> None:
-    """Decoding tokens/s and peak RSS for each batch size, each in a fresh process."""
+    """Decoding tokens/s and peak RSS for each batch size, each run in a fresh process, the sizes taken in turn."""
     if args.batch_worker:
         lm = load(args.model, int8=args.precision == "int8")
         prompt = chat_prompt(lm.tokenizer)
@@ -184,20 +184,26 @@ def bench_batch(args) -> None:
         rates = [batch_rate(lm.model, prompt, args.batch_worker, args.new_tokens) for _ in range(args.repeats)]
         print(json.dumps({"rates": rates, "peak_rss_gib": peak_rss_gib()}))
         return
+    sizes = [int(x) for x in args.batch.split(",")]
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}; {args.new_tokens} tokens per sequence "
-          f"after a chat prompt, median of {args.repeats}, each batch size in a fresh process\n{blas_line()}")
-    base = None
-    for b in [int(x) for x in args.batch.split(",")]:
-        print(f"measuring batch {b}", file=sys.stderr, flush=True)
-        cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(b), "--precision",
-               args.precision, "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)] + \
-            (["--model", args.model] if args.model else [])
-        r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
-        rate = statistics.median(r["rates"])
-        base = base or rate
-        print(f"batch {b:3d}: {rate:7.1f} tokens/s  ({rate / base:4.1f}x batch {args.batch.split(',')[0]})  "
-              f"peak RSS {r['peak_rss_gib']:.2f} GiB  (runs: {', '.join(f'{x:.1f}' for x in r['rates'])})",
-              flush=True)
+          f"after a chat prompt; {args.repeats} rounds, each round every batch size in turn, each in a fresh process; "
+          f"the ratios are the median of the rounds' ratios (so the machine's drift between rounds does not move them)"
+          f"\n{blas_line()}")
+    rates, peaks = {b: [] for b in sizes}, {b: 0.0 for b in sizes}
+    for i in range(args.repeats):
+        for b in sizes:
+            print(f"round {i + 1}/{args.repeats}: batch {b}", file=sys.stderr, flush=True)
+            cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(b), "--precision",
+                   args.precision, "--new-tokens", str(args.new_tokens), "--repeats", "1"] + \
+                (["--model", args.model] if args.model else [])
+            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            rates[b] += r["rates"]
+            peaks[b] = max(peaks[b], r["peak_rss_gib"])
+    base = sizes[0]
+    for b in sizes:
+        ratio = statistics.median(x / y for x, y in zip(rates[b], rates[base]))
+        print(f"batch {b:3d}: {statistics.median(rates[b]):7.1f} tokens/s  ({ratio:4.1f}x batch {base})  "
+              f"peak RSS {peaks[b]:.2f} GiB  (runs: {', '.join(f'{x:.1f}' for x in rates[b])})", flush=True)
 
 
 def bench_quant(args) -> None:
