@@ -115,12 +115,16 @@ def self_contained(request: str, arguments: dict) -> bool:
         if isinstance(v, bool) or isinstance(v, dict):
             return False
         if isinstance(v, (int, float)):
-            forms = {str(v), f"{v:g}"} | ({str(int(v))} if float(v).is_integer() else set())
-            if not any(re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", text) for f in forms):
+            if not any(re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", text) for f in number_forms(v)):
                 return False
         elif str(v).lower() not in text:
             return False
     return bool(values)
+
+
+def number_forms(v) -> list[str]:
+    """The ways a number may be written in a request, longest first: 1500.0 -> "1500.0", "1500"."""
+    return sorted({str(v), f"{v:g}"} | ({str(int(v))} if float(v).is_integer() else set()), key=len, reverse=True)
 
 
 def _values(arguments: dict) -> list[str]:
@@ -260,16 +264,16 @@ def _value_span(request: str, value) -> str | None:
     if isinstance(value, str):
         found = list(re.finditer(re.escape(value), request, re.I))
     else:
-        forms = sorted({str(value), f"{value:g}"} | ({str(int(value))} if float(value).is_integer() else set()),
-                       key=len, reverse=True)
-        found = list(re.finditer(rf"(?<![\d.,])(?:{'|'.join(map(re.escape, forms))})(?![\d]|[.,]\d)", request))
+        forms = "|".join(map(re.escape, number_forms(value)))
+        found = list(re.finditer(rf"(?<![\d.,])(?:{forms})(?![\d]|[.,]\d)", request))
     if len(found) != 1:
         return None
     start, end = found[0].span()
     quote = request[start - 1:start]
-    if isinstance(value, str) and quote in ("'", '"') and request[end:end + 1] == quote:
-        start, end = start - 1, end + 1  # 'Queen' -> 'Queen' and 'Muse'
-    if not isinstance(value, str):
+    if isinstance(value, str):
+        if quote in ("'", '"') and request[end:end + 1] == quote:
+            start, end = start - 1, end + 1  # 'Queen' -> 'Queen' and 'Muse'
+    else:
         start -= request[start - 1:start] == "$"
         end += request[end:end + 1] == "%"
     span = request[start:end]
@@ -300,19 +304,21 @@ def _other_numbers(value, rng, k: int) -> list:
     return [cands[int(i)] for i in picks]
 
 
-LIST_TWO = ("{0} and {1}", "{0} as well as {1}", "{0} and also {1}", "{0} and {1}")
+LIST_TWO = ("{0} and {1}", "{0} as well as {1}", "{0} and also {1}", "{0} and {1}")  # plain "and" drawn twice as often
 LIST_MANY = ("{head} and {last}", "{head}, and {last}")
 BOUND = re.compile(r"min|max|start|end|lower|upper|from|to$", re.I)
 AGAIN = ("{request} Do the same for {rest}.", "{request} Then do it again for {rest}.", "{request} And for {rest} too.",
          "{request} Repeat that for {rest}.", "{request} I need the same for {rest}.")
 
 
-def _spoken(values: list[str], rng, lead: str = "") -> str:
-    """["Oslo", "Lima", "Rome"] -> "Oslo, Lima and Rome"; after "Do the same for", sometimes "both"/"each of"."""
+def _spoken(values: list[str], rng, again: bool = False) -> str:
+    """["Oslo", "Lima", "Rome"] -> "Oslo, Lima and Rome"; after "Do the same for" (again), sometimes
+    "both"/"each of" first."""
     if len(values) == 2:
-        return (lead and rng.choice(["", "both "])) + LIST_TWO[int(rng.integers(len(LIST_TWO)))].format(*values)
-    return (lead and rng.choice(["", "each of "])) + LIST_MANY[int(rng.integers(len(LIST_MANY)))].format(
-        head=", ".join(values[:-1]), last=values[-1])
+        lead = rng.choice(["", "both "]) if again else ""
+        return lead + LIST_TWO[int(rng.integers(len(LIST_TWO)))].format(*values)
+    lead = rng.choice(["", "each of "]) if again else ""
+    return lead + LIST_MANY[int(rng.integers(len(LIST_MANY)))].format(head=", ".join(values[:-1]), last=values[-1])
 
 
 def parallel_values(inputs: Inputs, n: int, rng):
@@ -321,16 +327,16 @@ def parallel_values(inputs: Inputs, n: int, rng):
     The other values are the argument's values in other glaive calls of the same function, else (numbers)
     values near the original; a bound of a range (min, max, ...) is never varied alone. The row ends at the
     list of calls."""
-    seen: dict[tuple, set] = {}
-    for e in inputs.episodes():
+    eps, seen = inputs.episodes(), {}
+    for e in eps:
         for k, v in e.call["arguments"].items():
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
                 seen.setdefault((e.call["name"], k), set()).add(v)
-    cands = [(e, k) for e in inputs.episodes() for k, v in e.call["arguments"].items()
-             if _value_span(e.request, v) is not None and not BOUND.search(k)]
+    cands = [(e, k, span) for e in eps for k, v in e.call["arguments"].items()
+             if not BOUND.search(k) and (span := _value_span(e.request, v)) is not None]
     pool = inputs.tool_pool()
     for i in rng.permutation(len(cands))[:n]:
-        e, key = cands[int(i)]
+        e, key, span = cands[int(i)]
         value, size = e.call["arguments"][key], int(rng.choice([2, 2, 3, 3, 4]))
         taken = {normalize_text(str(v)) for v in e.call["arguments"].values()}  # no "500 USD and EUR to EUR"
         same_kind = sorted((v for v in seen.get((e.call["name"], key), ()) if type(v) is type(value)
@@ -342,13 +348,12 @@ def parallel_values(inputs: Inputs, n: int, rng):
         if not others:
             yield Drop("no other value")
             continue
-        span = _value_span(e.request, value)
         spoken = [span] + [_written(span, v) for v in others]
         if rng.random() < 0.65:
             request = e.request.replace(span, _spoken(spoken, rng), 1)
         else:
             request = AGAIN[int(rng.integers(len(AGAIN)))].format(
-                request=e.request, rest=_spoken(spoken[1:], rng, lead="again") if len(spoken) > 2 else spoken[1])
+                request=e.request, rest=_spoken(spoken[1:], rng, again=True) if len(spoken) > 2 else spoken[1])
         calls = [{"name": e.call["name"], "arguments": {**e.call["arguments"], key: v}} for v in [value] + others]
         tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
         yield {"messages": [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": calls}],
