@@ -11,7 +11,9 @@ import math
 
 import numba
 import numpy as np
-from numba.extending import overload
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
 
 njit = numba.njit(cache=True, nogil=True)
 
@@ -219,19 +221,51 @@ def _dot_4x4(x, w, m, n, out):
     out[m + 3, n], out[m + 3, n + 1], out[m + 3, n + 2], out[m + 3, n + 3] = d0, d1, d2, d3
 
 
+# ---- asking for memory before it is read -------------------------------------------------
+# With four or more rows a weight block costs more arithmetic than reading, and the memory
+# waits while the core computes: the hardware prefetcher follows reads, and during the tiles
+# of a block there are none. So before each tile of a block the kernel asks for a share of a
+# block further on (llvm.prefetch: a hint, on x86 prefetcht1 into L2, on ARM prfm; it changes
+# no result and is dropped where the CPU has no such instruction). Measured on one thread with
+# weights out of cache, 16 rows: 713 -> 450 us a (1536, 576) product; 8 rows: 511 -> 385 us.
+
+@intrinsic
+def _prefetch(typingctx, a, i, j):
+    """Bring the cache line holding a[i, j] into L2 ahead of its use (no effect on any value)."""
+    def codegen(context, builder, sig, args):
+        array = context.make_array(sig.args[0])(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, sig.args[0], array, [args[1], args[2]], wraparound=False)
+        byte_ptr, i32 = builder.bitcast(ptr, ir.IntType(8).as_pointer()), ir.IntType(32)
+        hint = cgutils.get_or_insert_function(  # the i8* name; LLVM with opaque pointers renames it on reading
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_ptr.type] + [i32] * 3), "llvm.prefetch.p0i8")
+        builder.call(hint, [byte_ptr, i32(0), i32(2), i32(1)])  # a read, kept in L2 (locality 2), data cache
+        return context.get_dummy_value()
+    return types.void(a, i, j), codegen
+
+
+@njit
+def _prefetch_block(w, r0, r1, k0, k1):
+    """Ask for w[r0:r1, k0:k1] (clipped to w), a request per 64-byte line (16 float32)."""
+    for r in range(r0, min(r1, w.shape[0])):
+        for k in range(k0, min(k1, w.shape[1]), 64 // w.itemsize):
+            _prefetch(w, r, k)
+
+
+AHEAD = 8  # weight rows: the block two blocks of four on is asked for while this one is computed
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _matmul_rows(x, w, out):
-    M, N = x.shape[0], w.shape[0]
-    tiled = M - M % 4  # rows 0..tiled-1 go four at a time, the rest (and one-row steps) one at a time
+    M, K, N = x.shape[0], x.shape[1], w.shape[0]
+    tiles = M // 4  # rows 0..4*tiles-1 go four at a time, the rest (and steps of 1-3 rows) one at a time
     for b in numba.prange((N + 3) // 4):  # four weight rows per iteration, each output column written once
         n0, n1 = 4 * b, min(4 * b + 4, N)
-        m0 = 0
         if n1 - n0 == 4:
-            for m0 in range(0, tiled, 4):
-                _dot_4x4(x, w, m0, n0, out)
-            m0 = tiled
+            for t in range(tiles):  # a share of the block AHEAD rows on before each tile
+                _prefetch_block(w, n0 + AHEAD, n0 + AHEAD + 4, K * t // tiles, K * (t + 1) // tiles)
+                _dot_4x4(x, w, 4 * t, n0, out)
         for n in range(n0, n1):
-            for m in range(m0, M):
+            for m in range(4 * tiles if n1 - n0 == 4 else 0, M):
                 out[m, n] = _dot(w[n], x[m])
 
 
