@@ -380,10 +380,10 @@ def attend_cache_ref(q, kt, v, n):
 def _attend_rows(q, kt, v, rows, n, scale, out):
     A, H = q.shape[0], q.shape[1]
     group = H // kt.shape[1]
+    scratch = np.empty((A * H, n.max()), q.dtype)  # one allocation, not one per pair
     for t in numba.prange(A * H):  # each (sequence, head) pair written by one thread only
         a, h = t // H, t % H
-        probs = np.empty(n[a], q.dtype)
-        _attend_head(q[a, h], kt[rows[a], h // group], v[rows[a], h // group], n[a], scale, out[a, h], probs)
+        _attend_head(q[a, h], kt[rows[a], h // group], v[rows[a], h // group], n[a], scale, out[a, h], scratch[t])
 
 
 def attend_rows(q, kt, v, rows, n):
@@ -544,7 +544,8 @@ def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, 
     g, u, m = np.empty((A, F), dt), np.empty((A, F), dt), np.empty((A, F), dt)
     _matmul_rows(h, wg, g)
     _matmul_rows(h, wu, u)
-    _silu_gate(g.reshape(A * F), u.reshape(A * F), m.reshape(A * F))
+    for a in numba.prange(A):  # each sequence's row written by one thread only
+        _silu_gate(g[a], u[a], m[a])
     down = np.empty((A, C), dt)
     _matmul_rows(m, wd, down)
     return x + down  # residual
