@@ -378,12 +378,17 @@ def attend_cache_ref(q, kt, v, n):
 
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _attend_rows(q, kt, v, rows, n, scale, out):
-    A, H = q.shape[0], q.shape[1]
-    group = H // kt.shape[1]
-    scratch = np.empty((A * H, n.max()), q.dtype)  # one allocation, not one per pair
-    for t in numba.prange(A * H):  # each (sequence, head) pair written by one thread only
-        a, h = t // H, t % H
-        _attend_head(q[a, h], kt[rows[a], h // group], v[rows[a], h // group], n[a], scale, out[a, h], scratch[t])
+    A, H, KV = q.shape[0], q.shape[1], kt.shape[1]
+    group = H // KV
+    scratch = np.empty((A * KV, n.max()), q.dtype)  # one allocation, not one per pair
+    for t in numba.prange(A * KV):  # each (sequence, key/value head) pair: its query heads, by one thread
+        a, j = t // KV, t % KV
+        if t + 1 < A * KV:  # the next pair's keys and values are asked for while this pair is computed
+            a1, j1 = (t + 1) // KV, (t + 1) % KV
+            _prefetch_block(kt[rows[a1], j1], 0, kt.shape[2], 0, n[a1])
+            _prefetch_block(v[rows[a1], j1], 0, n[a1], 0, v.shape[3])
+        for h in range(j * group, (j + 1) * group):
+            _attend_head(q[a, h], kt[rows[a], j], v[rows[a], j], n[a], scale, out[a, h], scratch[t])
 
 
 def attend_rows(q, kt, v, rows, n):
@@ -529,7 +534,7 @@ def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, 
     _matmul_rows(h, wv, v)
     qr, kr = _rope_rows(q.reshape(A, H, D), cos, sin), _rope_rows(k.reshape(A, KV, D), cos, sin)
     v3 = v.reshape(A, KV, D)
-    for a in range(A):  # append each sequence's new position to its own cache row
+    for a in numba.prange(A):  # append each sequence's new position to its own cache row (one thread a row)
         for j in range(KV):
             for d in range(D):
                 kt[rows[a], j, d, P[a]] = kr[a, j, d]
