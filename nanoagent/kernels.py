@@ -221,6 +221,21 @@ def _dot_4x4(x, w, m, n, out):
     out[m + 3, n], out[m + 3, n + 1], out[m + 3, n + 2], out[m + 3, n + 3] = d0, d1, d2, d3
 
 
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _dot_2x4(x, w, r, s, out):
+    """out[0:4, r], out[0:4, s] = x[0:4] @ w[r].T, x[0:4] @ w[s].T: two weight rows far apart (two long
+    streams, as _dot2 reads them for one row) each loaded once for four input rows."""
+    z = x.dtype.type(0)
+    a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = z
+    for k in range(x.shape[1]):
+        u, v = w[r, k], w[s, k]
+        x0, x1, x2, x3 = x[0, k], x[1, k], x[2, k], x[3, k]
+        a0 += u * x0; a1 += u * x1; a2 += u * x2; a3 += u * x3  # noqa: E702 (one weight row a line)
+        b0 += v * x0; b1 += v * x1; b2 += v * x2; b3 += v * x3  # noqa: E702
+    out[0, r], out[1, r], out[2, r], out[3, r] = a0, a1, a2, a3
+    out[0, s], out[1, s], out[2, s], out[3, s] = b0, b1, b2, b3
+
+
 # ---- asking for memory before it is read -------------------------------------------------
 # With four or more rows a weight block costs more arithmetic than reading, and the memory
 # waits while the core computes: the hardware prefetcher follows reads, and during the tiles
@@ -260,15 +275,25 @@ AHEAD = 8  # weight rows: the block two blocks of four on is asked for while thi
 def _matmul_rows(x, w, out):
     M, K, N = x.shape[0], x.shape[1], w.shape[0]
     tiles = M // 4  # rows 0..4*tiles-1 go four at a time, the rest (and steps of 1-3 rows) one at a time
-    for b in numba.prange((N + 3) // 4):  # four weight rows per iteration, each output column written once
-        n0, n1 = 4 * b, min(4 * b + 4, N)
-        if n1 - n0 == 4:
-            for t in range(tiles):  # a share of the block AHEAD rows on before each tile
-                _prefetch_block(w, n0 + AHEAD, n0 + AHEAD + 4, K * t // tiles, K * (t + 1) // tiles)
-                _dot_4x4(x, w, 4 * t, n0, out)
-        for n in range(n0, n1):
-            for m in range(4 * tiles if n1 - n0 == 4 else 0, M):
-                out[m, n] = _dot(w[n], x[m])
+    if tiles == 1:  # 4-7 rows, one tile: as much arithmetic as reading, so read as the one-row loop does
+        half = N // 2  # weight rows r and r + N/2 side by side: two long streams the hardware follows
+        for r in numba.prange(half):
+            _dot_2x4(x, w, r, r + half, out)
+            for m in range(4, M):
+                out[m, r], out[m, r + half] = _dot2(w[r], w[r + half], x[m])
+        if N % 2:
+            for m in range(M):
+                out[m, N - 1] = _dot(w[N - 1], x[m])
+    else:
+        for b in numba.prange((N + 3) // 4):  # four weight rows per iteration, each output column written once
+            n0, n1 = 4 * b, min(4 * b + 4, N)
+            if n1 - n0 == 4:
+                for t in range(tiles):  # a share of the block AHEAD rows on before each tile
+                    _prefetch_block(w, n0 + AHEAD, n0 + AHEAD + 4, K * t // tiles, K * (t + 1) // tiles)
+                    _dot_4x4(x, w, 4 * t, n0, out)
+            for n in range(n0, n1):
+                for m in range(4 * tiles if n1 - n0 == 4 else 0, M):
+                    out[m, n] = _dot(w[n], x[m])
 
 
 def matmul_rows(x, w):
