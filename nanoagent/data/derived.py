@@ -314,10 +314,9 @@ AGAIN = ("{request} Do the same for {rest}.", "{request} Then do it again for {r
 def _spoken(values: list[str], rng, again: bool = False) -> str:
     """["Oslo", "Lima", "Rome"] -> "Oslo, Lima and Rome"; after "Do the same for" (again), sometimes
     "both"/"each of" first."""
+    lead = rng.choice(["", "both " if len(values) == 2 else "each of "]) if again else ""
     if len(values) == 2:
-        lead = rng.choice(["", "both "]) if again else ""
         return lead + LIST_TWO[int(rng.integers(len(LIST_TWO)))].format(*values)
-    lead = rng.choice(["", "each of "]) if again else ""
     return lead + LIST_MANY[int(rng.integers(len(LIST_MANY)))].format(head=", ".join(values[:-1]), last=values[-1])
 
 

@@ -19,7 +19,7 @@ import itertools
 import json
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -63,11 +63,10 @@ class Source:
 # ---- the recipes --------------------------------------------------------------------------------------
 
 # The shared data folder's files; without one, the datasets they were taken from, on the hub.
-LOCAL = [
-    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, local=True,
-           hub="glaiveai/glaive-function-calling-v2"),
-    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=200, local=True, hub="openai/gsm8k", hub_config="main"),
-]
+GLAIVE = Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, local=True,
+                hub="glaiveai/glaive-function-calling-v2")
+GSM8K = Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", local=True, hub="openai/gsm8k", hub_config="main")  # train only
+LOCAL = [GLAIVE, replace(GSM8K, limit=200)]
 
 # What NanoAgent trained on, sized for a laptop (about 60k chats, a few days of CPU at 1024 tokens).
 # Configs and splits follow the datasets' public cards; the schemas of xLAM, hermes, Locutusque,
@@ -96,15 +95,22 @@ NANOAGENT = [
 ]
 
 # What derived sources are made from: the glaive sample and GSM8K *train* (never its test split).
-DERIVED_INPUTS = {
-    "glaive": Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, local=True,
-                     hub="glaiveai/glaive-function-calling-v2"),
-    "gsm8k": Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", local=True, hub="openai/gsm8k", hub_config="main"),
-}
+DERIVED_INPUTS = {"glaive": GLAIVE, "gsm8k": GSM8K}
 
 
 def derived(family: str, n: int, weight: float = 1.0) -> Source:
     return Source(family, family, "derived", limit=n, weight=weight, distractors=False)
+
+
+def revised(recipe: list[Source], limits: dict[str, int], after: dict[str, Source]) -> list[Source]:
+    """`recipe` with other limits for the sources named in `limits`, and each source of `after` added
+    right after the one it is keyed by (the order is kept: it decides which duplicate survives)."""
+    out = []
+    for src in recipe:
+        out.append(replace(src, limit=limits.get(src.name, src.limit)))
+        if src.name in after:
+            out.append(after[src.name])
+    return out
 
 
 # An agent for this machine: one SFT epoch is about 245K tokens, about 40 minutes on 2 cores. Glaive's
@@ -115,8 +121,7 @@ def derived(family: str, n: int, weight: float = 1.0) -> Source:
 # calculator-like tool there, and calc-chain shows the calculator in use); calculator chains, the
 # project's own tools, and a share of plain GSM8K.
 AGENT = [
-    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, weight=0.8, local=True,
-           hub="glaiveai/glaive-function-calling-v2", only_calls=True),  # its tool-less chats: see nocall-chat
+    replace(GLAIVE, weight=0.8, only_calls=True),  # its tool-less chats: see nocall-chat
     derived("parallel-same", 45),
     derived("parallel-mixed", 32),
     derived("parallel-calc", 20),
@@ -126,7 +131,7 @@ AGENT = [
     derived("ask-missing", 25),
     derived("calc-chain", 30),
     derived("own-tools", 28),
-    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=15, local=True, hub="openai/gsm8k", hub_config="main"),
+    replace(GSM8K, limit=15),
 ]
 
 # The agent recipe with what BFCL's parallel items ask for and the agent SFT lacked (one request naming
@@ -134,30 +139,15 @@ AGENT = [
 # one stage; fewer easy no-call rows. About 300K tokens, about 46 minutes on 2 cores. Alone it calls too
 # often (a request with two numbers gets two calls); with the near-miss stage after it, merged half and
 # half with agent SFT + near-miss stage, it makes the best model measured (docs/results.md).
-AGENT_PARALLEL = [
-    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=300, weight=0.8, local=True,
-           hub="glaiveai/glaive-function-calling-v2", only_calls=True),
-    derived("parallel-same", 45),
-    derived("parallel-mixed", 32),
-    derived("parallel-values", 130),
-    derived("parallel-calc", 20),
-    derived("nocall-chat", 55),
-    derived("nocall-math", 30),
-    derived("decline", 50),
-    derived("near-miss", 100),
-    derived("ask-missing", 25),
-    derived("calc-chain", 30),
-    derived("own-tools", 28),
-    Source("gsm8k", "gsm8k/train.jsonl", "gsm8k", limit=15, local=True, hub="openai/gsm8k", hub_config="main"),
-]
+AGENT_PARALLEL = revised(AGENT, {"nocall-math": 30, "decline": 50},
+                         after={"parallel-mixed": derived("parallel-values", 130), "decline": derived("near-miss", 100)})
 
 # A second, shorter SFT stage on top of an agent fine-tune: an agent SFT with 40% easy no-call rows
 # still called the one ill-fitting tool of nearly every BFCL irrelevance item; here near misses,
 # with about as many call rows again so that fitting tools keep being called.
 NEAR_MISS_STAGE = [
     derived("near-miss", 100),
-    Source("glaive", "glaive/glaive_toolcall_en_demo.json", "glaive", limit=150, local=True,
-           hub="glaiveai/glaive-function-calling-v2", only_calls=True),
+    replace(GLAIVE, limit=150, only_calls=True),
     derived("parallel-same", 25),
     derived("parallel-mixed", 20),
 ]
