@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from . import quant
+from . import kernels_int8, quant
 from .batch import BatchDecoder
 from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, llamacpp_rates
 from .bench_train import add_train_args, bench_train
@@ -62,6 +62,8 @@ def bench_generate(args) -> None:
     prefill, decode, decode_long = rates["prefill"], rates["decode"], rates["decode_long"]
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}, {lm.model.num_params() / 1e6:.1f}M parameters")
     print(blas_line())
+    if args.precision == "int8":
+        print(kernels_int8.kernel_line())
     print(f"prefill: {statistics.median(prefill):7.1f} tokens/s  ({args.prompt_tokens}-token prompt, "
           f"median of {args.repeats}: {', '.join(f'{r:.0f}' for r in prefill)})")
     print(f"decode:  {statistics.median(decode):7.1f} tokens/s  ({args.new_tokens} new tokens after a "

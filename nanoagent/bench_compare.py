@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .export import export_gguf
+from .kernels_int8 import kernel_line
 from .threads import blas_line
 from .weights import resolve
 
@@ -94,7 +95,7 @@ def compare_llamacpp(args) -> None:
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {thread_count()} threads on both sides; "
           f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt "
           f"(decode-long: after the {args.prompt_tokens} tokens); "
-          f"median of {args.repeats}, each figure from a fresh process\n{blas_line()}", flush=True)
+          f"median of {args.repeats}, each figure from a fresh process\n{blas_line()}\n{kernel_line()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanoagent-bench-") as tmp:
         for precision, qtype in (("float32", "f32"), ("int8", "q8_0")):

@@ -62,19 +62,24 @@ def test_dequantize_rows_equals_twin():
     np.testing.assert_array_equal(kernels_int8.dequantize_rows(q, s), kernels_int8.dequantize_rows_ref(q, s))
 
 
-@pytest.mark.parametrize("N,Cout,Cin,gs", [(1, 37, 64, 16), (5, 37, 96, 32), (3, 20, 96, 96), (9, 7, 128, 64)])
-def test_matmul_int8_equals_twin(N, Cout, Cin, gs):
+@pytest.mark.parametrize("vector", [False, True])
+@pytest.mark.parametrize("N,Cout,Cin,gs", [(1, 37, 64, 16), (5, 37, 96, 32), (3, 20, 96, 96), (9, 7, 128, 64),
+                                           (1, 3, 32, 32), (2, 64, 160, 32), (1, 129, 576, 32)])
+def test_matmul_int8_equals_twin(N, Cout, Cin, gs, vector):
+    """Both paths: groups of 32 take the vector kernel when asked (rows four at a time, then the
+    rows left over; fewer than four rows all left over), other groups the portable one."""
     rng = np.random.default_rng(2)
     xq, sx = kernels_int8.quantize_rows(rng.standard_normal((N, Cin)), gs, quant.activation_limit(gs), np.int16)
     q, sw = kernels_int8.quantize_rows(rng.standard_normal((Cout, Cin)), gs, 127, np.int8)
-    out = kernels_int8.matmul_int8(xq, sx, q, sw)
+    out = kernels_int8.matmul_int8(xq, sx, q, sw, vector)
     ref = kernels_int8.matmul_int8_ref(xq, sx, q, sw)
     assert out.shape == (N, Cout) and out.dtype == np.float32
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("gs", [64, 512, 1536])
-def test_matmul_int8_sums_the_largest_groups_without_overflow(gs):
+@pytest.mark.parametrize("vector", [False, True])
+@pytest.mark.parametrize("gs", [32, 64, 512, 1536])
+def test_matmul_int8_sums_the_largest_groups_without_overflow(gs, vector):
     """Every product at its extreme: gs * 127 * limit must still fit the int32 sum."""
     limit = quant.activation_limit(gs)
     xq = np.full((2, 1536), limit, np.int16)
@@ -83,7 +88,7 @@ def test_matmul_int8_sums_the_largest_groups_without_overflow(gs):
     q[1] = -127
     sx = np.ones((2, 1536 // gs), np.float32)
     sw = np.ones((3, 1536 // gs), np.float32)
-    out = kernels_int8.matmul_int8(xq, sx, q, sw)
+    out = kernels_int8.matmul_int8(xq, sx, q, sw, vector)
     np.testing.assert_allclose(out, kernels_int8.matmul_int8_ref(xq, sx, q, sw), rtol=1e-6)
     assert out[0, 0] == pytest.approx(1536 * 127 * limit, rel=1e-6)
 
@@ -174,8 +179,19 @@ def layered_steps(model, ids, n_prompt):
     return [model.prefill(np.array([[t]]), kv) for t in ids[n_prompt:]], kv
 
 
-@pytest.mark.parametrize("group", [16, None])
-def test_int8_compiled_decode_step_equals_the_layered_forward(group, monkeypatch):
+def test_the_int8_path_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
+    monkeypatch.setenv("NANOAGENT_INT8_KERNEL", "portable")
+    assert kernels_int8.vector_path() is False
+    monkeypatch.setenv("NANOAGENT_INT8_KERNEL", "vector")
+    assert kernels_int8.vector_path() is True
+    monkeypatch.delenv("NANOAGENT_INT8_KERNEL")
+    monkeypatch.setattr(kernels_int8.platform, "machine", lambda: "aarch64")
+    assert kernels_int8.vector_path() is True  # NEON is part of 64-bit ARM
+
+
+@pytest.mark.parametrize("group,vector", [(16, True), (None, True), (32, True), (32, False)])
+def test_int8_compiled_decode_step_equals_the_layered_forward(group, vector, monkeypatch):
+    monkeypatch.setattr(kernels_int8, "VECTOR", vector)  # group 32: every product of the tiny model takes that path
     calls = []
     monkeypatch.setattr(kernels_int8, "decode_int8", lambda *a: calls.append(1) or decode_int8(*a))
     tiny = load_tiny()
