@@ -9,8 +9,10 @@ plain-NumPy twin the tests pin it to. Lesson: lessons/14_int8/README.md.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
+from pathlib import Path
 
 import llvmlite.binding
 import numba
@@ -19,6 +21,7 @@ from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from . import kernels
 from .kernels import _attend_new, _rmsnorm, _silu_gate, njit  # the float kernels a decoding layer reuses
 
 # ---- symmetric quantization of rows, group by group: s = max|x| / limit, q = rint(x / s) ----
@@ -386,3 +389,27 @@ def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, 
     logits = np.empty(head.q.shape[0], np.float32)
     _lm_head_int8(x, norm, head.q, head.scale, eps, logits, VECTOR)
     return logits
+
+
+# ---- this file's cached kernels also depend on kernels.py ------------------------------------
+
+def forget_stale_kernels() -> None:
+    """Numba checks a cached kernel against its own source file only, but the decoding step above
+    compiles kernels.py's attention, norm and gate into itself. When kernels.py has changed since
+    this file's kernels were cached (a pull that leaves this file alone), their cache would
+    silently run the old code: so its index files are dropped, and they compile anew."""
+    try:
+        folder = Path(_decode_layer_int8._cache._cache_path)
+        stamp = hashlib.sha256(Path(kernels.__file__).read_bytes()).hexdigest()
+        marker = folder / "kernels_int8.kernels-py-sha256"
+        if marker.is_file() and marker.read_text() == stamp:
+            return
+        for index in folder.glob("kernels_int8.*.nbi"):
+            index.unlink()
+        folder.mkdir(parents=True, exist_ok=True)
+        marker.write_text(stamp)
+    except (AttributeError, OSError):  # no disk cache, or one that cannot be written: nothing to drop
+        pass
+
+
+forget_stale_kernels()

@@ -105,10 +105,10 @@ def test_silu_gate(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1)])  # blocks of four rows and keys, and the rest
-def test_attend_cache(dtype, D, n):
+@pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1), (8, 150)])  # fours of rows and keys, and the rest;
+def test_attend_cache(dtype, D, n):                                        # several blocks of positions
     rng = np.random.default_rng(5)
-    H, KV, Tmax = 6, 2, 12
+    H, KV, Tmax = 6, 2, n + 5
     q, kt, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, D, Tmax, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype)
     kt[..., n:], v[:, n:] = 1e9, 1e9  # positions past the cache length must not be read
     out, probs = kernels.attend_cache(q, kt, v, n)

@@ -11,7 +11,7 @@ import pytest
 
 import nanoagent
 from conftest import load_tiny
-from nanoagent import kernels_int8, quant
+from nanoagent import kernels, kernels_int8, quant
 from nanoagent.checkpoint import WeightsError, read_model, save_folder
 from nanoagent.decode import ContextLengthError
 from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
@@ -189,6 +189,24 @@ def test_the_int8_path_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
     assert kernels_int8.vector_path() is True  # NEON is part of 64-bit ARM
 
 
+def test_int8_kernels_drop_their_cache_when_kernels_py_changes(tmp_path, monkeypatch):
+    """The int8 decoding step compiles kernels.py's attention into itself, so its cache keeps a
+    stamp of kernels.py and is dropped when that file changes (Numba only checks its own file)."""
+    monkeypatch.setattr(kernels_int8._decode_layer_int8._cache, "_cache_path", str(tmp_path))
+    old, other = tmp_path / "kernels_int8._decode_layer_int8-1.py311.nbi", tmp_path / "kernels._rmsnorm-1.py311.nbi"
+    old.write_text("compiled against some kernels.py")
+    other.write_text("kernels.py's own, which Numba checks itself")
+    kernels_int8.forget_stale_kernels()  # no stamp yet: it may be stale
+    assert not old.exists() and other.exists()
+    new = tmp_path / "kernels_int8._decode_layer_int8-2.py311.nbi"
+    new.write_text("compiled against this kernels.py")
+    kernels_int8.forget_stale_kernels()  # stamp unchanged: kept
+    assert new.exists()
+    (tmp_path / "kernels_int8.kernels-py-sha256").write_text("a stamp of another kernels.py")
+    kernels_int8.forget_stale_kernels()
+    assert not new.exists()
+
+
 @pytest.mark.parametrize("group,vector", [(16, True), (None, True), (32, True), (32, False)])
 def test_int8_compiled_decode_step_equals_the_layered_forward(group, vector, monkeypatch):
     monkeypatch.setattr(kernels_int8, "VECTOR", vector)  # group 32: every product of the tiny model takes that path
@@ -204,10 +222,11 @@ def test_int8_compiled_decode_step_equals_the_layered_forward(group, vector, mon
     got = [model.decode_step(int(t), kv) for t in ids[4:]]
     assert len(calls) == len(ids) - 4  # each step went through the compiled per-layer kernels
     # the same kernels in the same order of sums: equal to float32 rounding
-    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=1e-6 * np.abs(want).max())
+    tol = 1e-6
+    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=tol * np.abs(want).max())
     assert kv.length == kv_want.length == len(ids)
-    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=0, atol=1e-6 * np.abs(kv_want.kt).max())
-    np.testing.assert_allclose(kv.v, kv_want.v, rtol=0, atol=1e-6 * np.abs(kv_want.v).max())
+    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=0, atol=tol * np.abs(kv_want.kt).max())
+    np.testing.assert_allclose(kv.v, kv_want.v, rtol=0, atol=tol * np.abs(kv_want.v).max())
     with pytest.raises(ContextLengthError):
         model.decode_step(1, kv)  # the cache is full
 

@@ -92,6 +92,12 @@ by_hand = sum(qw.scale[0, g] * sx[0, g] * int(np.dot(qw.q[0, g * gs:(g + 1) * gs
 y8 = kernels_int8.matmul_int8(xq, sx, qw.q, qw.scale)  # (T,F): the Numba kernel
 assert np.isclose(y8[0, 0], by_hand, rtol=1e-5)
 assert np.allclose(y8, kernels_int8.matmul_int8_ref(xq, sx, qw.q, qw.scale), rtol=1e-5, atol=1e-5)
+# Two kernels compute it (the README's "Keeping the lanes"): the portable one, which sums each
+# group across its vector lanes, and the vector path, which keeps 16 float lanes across the row
+# and reads four rows at once. They differ only by the order of float additions.
+portable, vector = (kernels_int8.matmul_int8(xq, sx, qw.q, qw.scale, v) for v in (False, True))
+assert np.allclose(portable, vector, rtol=1e-5, atol=1e-5 * np.abs(portable).max())
+print(kernels_int8.kernel_line())
 
 y = h @ w.T  # float32
 xq8, sx8 = kernels_int8.quantize_rows(h, gs, 127, np.int16)  # int8-range activations, for comparison
