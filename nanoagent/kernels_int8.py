@@ -148,8 +148,8 @@ def _dot_int8(xq, sx, q, sw):
 # rounding (the tests pin both to one twin).
 # It runs four rows at once, a quarter of the matrix apart: four streams through memory that
 # the hardware prefetcher follows side by side. One thread, a (1536, 576) weight from memory:
-# 9.9 GB/s portable, 14 GB/s one row at a time this way, 23 GB/s four rows a quarter apart
-# (two far-apart rows 19; four adjacent rows were slower than one).
+# 6.3 GB/s portable, 13.6 GB/s one row at a time this way, 19.3 GB/s four rows a quarter apart
+# (two rows half apart 16.5, eight rows 16.7, four adjacent rows 6.3: lessons/14_int8).
 # Groups of exactly 32 only (quant.GROUP); other groups take the portable kernel.
 
 LANES = 32  # a group: 32 int16 inputs fill one 512-bit register (two of 256 bits with AVX2)
@@ -243,23 +243,26 @@ def kernel_line() -> str:
 
 
 @njit
+def _vector_fits(q, sw, vector):
+    """Whether q, sw (groups of LANES inputs) take the vector path, when it is asked for."""
+    return vector and q.shape[1] == LANES * sw.shape[1]
+
+
+@njit
 def _tasks(q, sw, vector):
     """How many tasks _rows_task splits q's rows into."""
     R = q.shape[0]
-    if vector and q.shape[1] == LANES * sw.shape[1]:
-        return R // STREAMS + R % STREAMS
-    return R
+    return R // STREAMS + R % STREAMS if _vector_fits(q, sw, vector) else R
 
 
 @njit
 def _rows_task(xq, sx, q, sw, out, t, vector):
     """Task t (of _tasks) of out = the int8 product of q, sw with one input row xq, sx: on the vector
     path rows t + k R/4 for t < R/4, then the last R % 4 rows one per task; else row t."""
-    R = q.shape[0]
-    if not (vector and q.shape[1] == LANES * sw.shape[1]):
+    if not _vector_fits(q, sw, vector):
         out[t] = _dot_int8(xq, sx, q[t], sw[t])
         return
-    quarter = R // STREAMS
+    quarter = q.shape[0] // STREAMS
     if t < quarter:
         out[t], out[t + quarter], out[t + 2 * quarter], out[t + 3 * quarter] = _dot4_int8(
             xq, sx, q, sw, (t, t + quarter, t + 2 * quarter, t + 3 * quarter))
