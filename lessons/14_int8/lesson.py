@@ -11,9 +11,11 @@
 # %%
 import json
 import os
+import platform
 import time
 from pathlib import Path
 
+import numba
 import numpy as np
 
 import nanoagent
@@ -98,6 +100,20 @@ assert np.allclose(y8, kernels_int8.matmul_int8_ref(xq, sx, qw.q, qw.scale), rto
 portable, vector = (kernels_int8.matmul_int8(xq, sx, qw.q, qw.scale, v) for v in (False, True))
 assert np.allclose(portable, vector, rtol=1e-5, atol=1e-5 * np.abs(portable).max())
 print(kernels_int8.kernel_line())
+
+
+@numba.njit  # not cached: inspect_asm reads the machine code of this compilation
+def four_rows(xq, sx, q, sw):
+    return kernels_int8._dot4_int8(xq, sx, q, sw, (0, 1, 2, 3))
+
+
+# What LLVM made of the vector IR on this CPU (x86: integer pair sums, floats, fused multiply-adds)
+assert np.allclose(four_rows(xq[0], sx[0], qw.q[:4], qw.scale[:4]), vector[0, :4], rtol=1e-6, atol=1e-6)
+asm = next(iter(four_rows.inspect_asm().values()))
+found = [op for op in ("vpmaddwd", "vpdpwssd", "vcvtdq2ps", "vfmadd213ps", "vfmadd231ps") if op in asm]
+print(f"{platform.machine()}: the four-row kernel compiles to", ", ".join(found) or "(no x86 vector instructions)")
+if platform.machine() in ("x86_64", "AMD64") and kernels_int8.VECTOR:
+    assert {"vpmaddwd", "vpdpwssd"} & set(found) and "vcvtdq2ps" in found
 
 y = h @ w.T  # float32
 xq8, sx8 = kernels_int8.quantize_rows(h, gs, 127, np.int16)  # int8-range activations, for comparison
