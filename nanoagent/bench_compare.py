@@ -79,8 +79,9 @@ def llamacpp_rates(gguf: Path, long_prompt, chat, new_tokens: int, repeats: int)
 
 
 def run_worker(args, extra: list[str], env=None) -> dict:
+    """One measurement (after a warm-up) in a fresh process: ours, or llama.cpp's with --llamacpp-worker."""
     cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--prompt-tokens", str(args.prompt_tokens),
-           "--new-tokens", str(args.new_tokens), "--repeats", str(args.repeats)] + \
+           "--new-tokens", str(args.new_tokens), "--repeats", "1"] + \
         (["--model", args.model] if args.model else []) + extra
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, env=env)
     if done.returncode != 0:
@@ -88,30 +89,52 @@ def run_worker(args, extra: list[str], env=None) -> dict:
     return json.loads(done.stdout.splitlines()[-1])
 
 
+FIGURES = (("prefill", "prefill"), ("decode", "decode"), ("decode_long", "decode-long"))
+
+
+def paired_rounds(args, ours: list[str], theirs: list[str], env=None) -> list[tuple[dict, dict]]:
+    """`args.repeats` rounds, each measuring both sides once, each in a fresh process, in turn (who
+    goes first alternates): this machine's speed drifts over the minutes a comparison takes, and
+    a round's ratio compares two runs made a few seconds apart."""
+    rounds = []
+    for r in range(args.repeats):
+        if r % 2:
+            b = run_worker(args, theirs, env)
+            rounds.append((run_worker(args, ours, env), b))
+        else:
+            a = run_worker(args, ours, env)
+            rounds.append((a, run_worker(args, theirs, env)))
+        print(f"  round {r + 1} of {args.repeats}: decode {rounds[-1][0]['decode'][0]:.1f} vs "
+              f"{rounds[-1][1]['decode'][0]:.1f} tokens/s", file=sys.stderr, flush=True)
+    return rounds
+
+
 def compare_llamacpp(args) -> None:
-    """Float32 against GGUF F32 and int8 against Q8_0, each side in a fresh process, and the ratios."""
+    """Float32 against GGUF F32 and int8 against Q8_0, in paired rounds of fresh processes, and the ratios."""
     folder = resolve(args.model)
     settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {thread_count()} threads on both sides; "
           f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt "
           f"(decode-long: after the {args.prompt_tokens} tokens); "
-          f"median of {args.repeats}, each figure from a fresh process\n{blas_line()}\n{kernel_line()}", flush=True)
+          f"{args.repeats} rounds, each measuring both sides once in fresh processes; medians, and the ratio the "
+          f"median of the rounds' ratios\n{blas_line()}\n{kernel_line()}", flush=True)
     rows = []
     with tempfile.TemporaryDirectory(prefix="nanoagent-bench-") as tmp:
         for precision, qtype in (("float32", "f32"), ("int8", "q8_0")):
             print(f"exporting {qtype.upper()} and measuring {precision}", file=sys.stderr, flush=True)
             gguf = export_gguf(folder, Path(tmp) / f"model-{qtype}.gguf", qtype)
-            theirs = run_worker(args, ["--llamacpp-worker", str(gguf)])
-            runs = [("", run_worker(args, ["--compare-worker", "--precision", precision]))]
-            if settings:  # the machine's BLAS setting, and the same run with it removed for this command alone
-                env = {k: v for k, v in os.environ.items() if k not in BLAS_SETTINGS}
-                runs.append((f", {'/'.join(settings)} unset", run_worker(args, ["--compare-worker", "--precision",
-                                                                                precision], env)))
-            for label, ours in runs:
-                for figure, name in (("prefill", "prefill"), ("decode", "decode"), ("decode_long", "decode-long")):
-                    a, b = statistics.median(ours[figure]), statistics.median(theirs[figure])
-                    rows.append((f"{name} {precision}{label}", a, f"{b:.1f} ({qtype.upper()})", a / b,
-                                 ours["peak_rss_gib"], theirs["peak_rss_gib"]))
+            ours, theirs = ["--compare-worker", "--precision", precision], ["--llamacpp-worker", str(gguf)]
+            variants = [("", None)]
+            if settings:  # the machine's BLAS setting, and the same runs with it removed for this command alone
+                variants.append((f", {'/'.join(settings)} unset",
+                                 {k: v for k, v in os.environ.items() if k not in BLAS_SETTINGS}))
+            for label, env in variants:
+                rounds = paired_rounds(args, ours, theirs, env)
+                for figure, name in FIGURES:
+                    a, b = (statistics.median(side[figure][0] for side in sides) for sides in zip(*rounds))
+                    ratio = statistics.median(x[figure][0] / y[figure][0] for x, y in rounds)
+                    rows.append((f"{name} {precision}{label}", a, f"{b:.1f} ({qtype.upper()})", ratio,
+                                 max(x["peak_rss_gib"] for x, _ in rounds), max(y["peak_rss_gib"] for _, y in rounds)))
             os.unlink(gguf)
     print(f"{'figure':36s} {'ours tok/s':>10s} {'llama.cpp tok/s':>18s} {'ratio':>6s} {'RSS ours':>9s} "
           f"{'RSS l.cpp':>9s}")
