@@ -4,8 +4,10 @@ A weight row is int8 with one float32 scale per group of gs inputs (gs = Cin: on
 output channel); the activations are quantized on the fly to int16 over the same groups.
 Each group's dot product is summed exactly in int32 (|q| <= 127 and |xq| <= limit with
 gs * 127 * limit < 2^31: no overflow), then scaled and summed in float32. Integer sums may be
-reordered freely, so LLVM vectorizes them without fastmath. Each kernel sits beside the
-plain-NumPy twin the tests pin it to. Lesson: lessons/14_int8/README.md.
+reordered freely, so LLVM vectorizes them without fastmath. Where the CPU allows, a vector
+path written in LLVM IR (_dot4_int8) keeps the groups' sums in vector lanes instead, four rows
+at a time; the portable kernel stays, and both are pinned to the same twin. Each kernel sits
+beside the plain-NumPy twin the tests pin it to. Lesson: lessons/14_int8/README.md.
 """
 from __future__ import annotations
 
