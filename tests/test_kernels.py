@@ -105,8 +105,8 @@ def test_silu_gate(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1), (8, 150)])  # fours of rows and keys, and the rest;
-def test_attend_cache(dtype, D, n):                                        # several blocks of positions
+@pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1), (8, 150)])  # fours of rows and keys, the rest, a long cache
+def test_attend_cache(dtype, D, n):
     rng = np.random.default_rng(5)
     H, KV, Tmax = 6, 2, n + 5
     q, kt, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, D, Tmax, dtype=dtype), rand(rng, KV, Tmax, D, dtype=dtype)

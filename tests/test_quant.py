@@ -11,7 +11,7 @@ import pytest
 
 import nanoagent
 from conftest import load_tiny
-from nanoagent import kernels, kernels_int8, quant
+from nanoagent import kernels_int8, quant
 from nanoagent.checkpoint import WeightsError, read_model, save_folder
 from nanoagent.decode import ContextLengthError
 from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
@@ -222,11 +222,10 @@ def test_int8_compiled_decode_step_equals_the_layered_forward(group, vector, mon
     got = [model.decode_step(int(t), kv) for t in ids[4:]]
     assert len(calls) == len(ids) - 4  # each step went through the compiled per-layer kernels
     # the same kernels in the same order of sums: equal to float32 rounding
-    tol = 1e-6
-    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=tol * np.abs(want).max())
+    np.testing.assert_allclose(np.stack(got), np.stack(want), rtol=0, atol=1e-6 * np.abs(want).max())
     assert kv.length == kv_want.length == len(ids)
-    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=0, atol=tol * np.abs(kv_want.kt).max())
-    np.testing.assert_allclose(kv.v, kv_want.v, rtol=0, atol=tol * np.abs(kv_want.v).max())
+    np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=0, atol=1e-6 * np.abs(kv_want.kt).max())
+    np.testing.assert_allclose(kv.v, kv_want.v, rtol=0, atol=1e-6 * np.abs(kv_want.v).max())
     with pytest.raises(ContextLengthError):
         model.decode_step(1, kv)  # the cache is full
 
