@@ -1,4 +1,4 @@
-"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `quant`, `serve`).
+"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `grpo`, `quant`, `serve`).
 
 Each figure is the median of several runs in this process, after a warm-up run, so the
 numbers are comparable within one command on a noisy machine. `generate --int8` runs the
@@ -29,6 +29,7 @@ import numpy as np
 from . import kernels_int8, quant
 from .batch import BatchDecoder
 from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, llamacpp_rates
+from .bench_grpo import add_grpo_args, bench_grpo
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
 from .data.io import DataError, find_data_dir
@@ -341,6 +342,9 @@ def main(argv=None) -> None:
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)
     t.set_defaults(run=bench_train)
+    r = sub.add_parser("grpo", help="seconds per GRPO update, the prompt once per group against whole rows")
+    add_grpo_args(r)
+    r.set_defaults(run=bench_grpo)
     q = sub.add_parser("quant", help="what int8 costs: perplexity and greedy agreement against float32")
     q.add_argument("--model", default=None)
     q.add_argument("--data", default=None, help="GSM8K test.jsonl (default: in $NANOAGENT_DATA or shared/data beside the checkout)")

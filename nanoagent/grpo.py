@@ -4,7 +4,8 @@ One round: for each of P prompts, G replies are sampled with batched decoding (t
 of a prompt share one prefill) and scored. Each reward becomes an advantage relative to its
 group, A = (r - mean) / (std + eps); a group whose replies all got the same reward says
 nothing about which is better and is skipped (and counted). Then the policy update: the forward
-pass over prompt + reply, GRPO's per-token loss on the reply tokens only (the PPO-clipped ratio
+pass over prompt + reply (the prompt once per group, its G replies continuing it: model.Prefix),
+GRPO's per-token loss on the reply tokens only (the PPO-clipped ratio
 to the sampling policy, and beta times the k3 KL to the reference model) through the fused LM
 head (loss.py, kind "grpo"), the same backward as SFT, one AdamW step. With `updates` > 1 the
 same samples are learned from again, the first pass's log-probabilities standing for the
@@ -25,7 +26,7 @@ import numpy as np
 from .batch import BatchDecoder
 from .data.batch import Batch, Example, collate
 from .loss import PolicyTerms, lm_head_loss
-from .model import Model
+from .model import Model, Prefix
 from .optim import AdamWState, adamw_step, clip_scale, global_norm
 from .sampling import SamplingParams
 from .train import EMBED, TrainingError
@@ -92,22 +93,49 @@ def group_advantages(rewards: np.ndarray, eps: float = 1e-4) -> tuple[np.ndarray
     return np.where(kept[:, None], (r - mean) / std, 0.0), kept
 
 
+@dataclass
+class GroupBatches:
+    """One kept group laid out for the update: its prompt runs once, its replies continue it."""
+    prefix: np.ndarray  # (P-1,) the prompt without its last token: one forward for the whole group
+    batches: list[Batch]  # the replies, each row the prompt's last token + the reply (padded)
+
+    @property
+    def reply_tokens(self) -> int:
+        return sum(int(b["mask"].sum()) for b in self.batches)
+
+
 def policy_batches(prompts: list[list[int]], groups: list[list[Rollout]], adv: np.ndarray, kept: np.ndarray,
-                   pad_id: int, batch_size: int) -> list[Batch]:
-    """The kept groups' prompt + reply sequences -> padded batches whose mask counts the reply tokens only,
-    each with "adv" (B,T): the advantage of the reply each position's target belongs to."""
-    examples, advs = [], []
+                   pad_id: int, batch_size: int, share_prompt: bool = True) -> list[GroupBatches]:
+    """The kept groups -> for each, its prompt (but the last token) and padded batches of its replies
+    whose mask counts the reply tokens only, each with "adv" (B,T): its reply's advantage.
+
+    A reply's row starts at the prompt's last token, whose output predicts the reply's first token;
+    the rest of the prompt is a shared prefix (model.Prefix) that every row attends to. With
+    `share_prompt` False each row is the whole prompt + reply and the prefix is empty (the same
+    loss and gradient, G times the prompt's work: `bench grpo` times the two).
+    """
+    out = []
     for i in np.flatnonzero(kept):
-        for g, r in enumerate(groups[i]):
-            ids = np.asarray(prompts[i] + r.reply, dtype=np.int64)
-            examples.append(Example(ids, np.arange(len(ids)) >= len(prompts[i])))
-            advs.append(adv[i, g])
-    batches = []
-    for a in range(0, len(examples), batch_size):
-        b = collate(examples[a:a + batch_size], pad_id)
-        b["adv"] = np.repeat(np.asarray(advs[a:a + batch_size])[:, None], b["targets"].shape[1], axis=1)  # (B,T)
-        batches.append(b)
-    return batches
+        cut = len(prompts[i]) - 1 if share_prompt else 0  # prompt tokens in the shared prefix
+        examples = [Example(np.asarray(prompts[i][cut:] + r.reply, dtype=np.int64),
+                            np.arange(len(prompts[i]) - cut + len(r.reply)) >= len(prompts[i]) - cut)
+                    for r in groups[i]]
+        batches = []
+        for a in range(0, len(examples), batch_size):
+            b = collate(examples[a:a + batch_size], pad_id)
+            b["adv"] = np.repeat(adv[i, a:a + batch_size, None], b["targets"].shape[1], axis=1)  # (B,T)
+            batches.append(b)
+        out.append(GroupBatches(np.asarray(prompts[i][:cut], dtype=np.int64), batches))
+    return out
+
+
+def run_prefix(model: Model, ids: np.ndarray):
+    """A group's prompt (but its last token) through the model once -> (Prefix, its caches); (None, None)
+    for an empty one."""
+    if len(ids) == 0:
+        return None, None
+    _, caches = model.forward(ids[None])
+    return Prefix(caches), caches
 
 
 # ---- the policy update ---------------------------------------------------------------------------
@@ -119,48 +147,64 @@ class UpdateStats:
     clip_frac: float  # share of reply tokens whose ratio was clipped (0 on the first pass over samples)
     grad_norm: float  # before clipping
     n_tokens: int  # reply tokens that carried loss
-    n_inputs: int  # input tokens processed, padding excluded
+    n_inputs: int  # input tokens processed (each shared prompt once), padding excluded
 
 
-def reference_logp(ref: Model, batches: list[Batch]) -> list[np.ndarray]:
-    """log p (B,T) of each batch's targets under the reference model: a forward pass, no caches kept."""
-    return [lm_head_loss(ref.forward(b["inputs"], keep_caches=False)[0], ref.params[EMBED], b["targets"],
-                         b["mask"], backward=False).logp for b in batches]
+def reference_logp(ref: Model, groups: list[GroupBatches]) -> list[list[np.ndarray]]:
+    """log p (B,T) of each group's batches' targets under the reference model: forward passes only."""
+    out = []
+    for gb in groups:
+        prefix, _ = run_prefix(ref, gb.prefix)  # only the keys and values stay alive
+        out.append([lm_head_loss(ref.forward(b["inputs"], keep_caches=False, prefix=prefix)[0], ref.params[EMBED],
+                                 b["targets"], b["mask"], backward=False).logp for b in gb.batches])
+    return out
 
 
-def policy_update(model: Model, batches: list[Batch], state: AdamWState, lr: float, cfg: GRPOConfig,
-                  refs: list[np.ndarray] | None = None, olds: list[np.ndarray] | None = None
-                  ) -> tuple[UpdateStats, list[np.ndarray]]:
-    """GRPO's loss and its gradient over every batch (added up), then one AdamW step
-    -> (stats, each batch's log p (B,T) before the step). Raises TrainingError, before touching
-    the weights, on a NaN/inf loss or gradient."""
-    denom = max(sum(int(b["mask"].sum()) for b in batches), 1)  # the mean over all reply tokens of the round
+def policy_update(model: Model, groups: list[GroupBatches], state: AdamWState, lr: float, cfg: GRPOConfig,
+                  refs: list[list[np.ndarray]] | None = None, olds: list[list[np.ndarray]] | None = None
+                  ) -> tuple[UpdateStats, list[list[np.ndarray]]]:
+    """GRPO's loss and its gradient over every group's batches (added up), then one AdamW step
+    -> (stats, each batch's log p (B,T) before the step, by group). Raises TrainingError, before
+    touching the weights, on a NaN/inf loss or gradient.
+
+    Each group's prompt goes forward once; its replies' batches continue it, and their gradient
+    at its keys and values goes back through it once, after the last of them.
+    """
+    denom = max(sum(gb.reply_tokens for gb in groups), 1)  # the mean over all reply tokens of the round
     grads: dict[str, np.ndarray] | None = None
     loss = kl = clipped = 0.0
     n_inputs, logps = 0, []
-    for k, b in enumerate(batches):
-        ref = None if refs is None else refs[k]
-        old = None if olds is None else olds[k]
-        h, caches = model.forward(b["inputs"])
-        out = lm_head_loss(h, model.params[EMBED], b["targets"], b["mask"], kind="grpo", denom=denom,
-                           dwte=None if grads is None else grads[EMBED],
-                           terms=PolicyTerms(b["adv"], old, ref, cfg.clip_eps, cfg.beta))
-        del h
-        if not math.isfinite(out.loss):
-            raise TrainingError(f"the loss is {out.loss}")
-        m = b["mask"]
-        loss += out.loss
-        if ref is not None:
-            d = np.where(m, ref - out.logp, 0.0)
-            kl += float(np.sum(np.exp(d) - d - 1.0))  # k3, zero where the mask does not count
-        if old is not None:
-            ratio, adv = np.exp(np.where(m, out.logp - old, 0.0)), b["adv"]
-            clipped += float(np.sum(m & (((ratio > 1 + cfg.clip_eps) & (adv > 0)) |
-                                         ((ratio < 1 - cfg.clip_eps) & (adv < 0)))))
-        n_inputs += int(b["lengths"].sum())
-        logps.append(out.logp)
-        grads = model.backward(out.dh, caches, grads or {EMBED: out.dwte}, free_caches=True)  # the head's dW is in
-        del out, caches
+    for g, gb in enumerate(groups):
+        prefix, prefix_caches = run_prefix(model, gb.prefix)
+        n_inputs += len(gb.prefix)
+        logps.append([])
+        for k, b in enumerate(gb.batches):
+            ref = None if refs is None else refs[g][k]
+            old = None if olds is None else olds[g][k]
+            h, caches = model.forward(b["inputs"], prefix=prefix)
+            out = lm_head_loss(h, model.params[EMBED], b["targets"], b["mask"], kind="grpo", denom=denom,
+                               dwte=None if grads is None else grads[EMBED],
+                               terms=PolicyTerms(b["adv"], old, ref, cfg.clip_eps, cfg.beta))
+            del h
+            if not math.isfinite(out.loss):
+                raise TrainingError(f"the loss is {out.loss}")
+            m = b["mask"]
+            loss += out.loss
+            if ref is not None:
+                d = np.where(m, ref - out.logp, 0.0)
+                kl += float(np.sum(np.exp(d) - d - 1.0))  # k3, zero where the mask does not count
+            if old is not None:
+                ratio, adv = np.exp(np.where(m, out.logp - old, 0.0)), b["adv"]
+                clipped += float(np.sum(m & (((ratio > 1 + cfg.clip_eps) & (adv > 0)) |
+                                             ((ratio < 1 - cfg.clip_eps) & (adv < 0)))))
+            n_inputs += int(b["lengths"].sum())
+            logps[-1].append(out.logp)
+            grads = model.backward(out.dh, caches, grads or {EMBED: out.dwte}, free_caches=True,  # the head's dW is in
+                                   prefix=prefix)
+            del out, caches
+        if prefix is not None:
+            grads = model.backward_prefix(prefix, prefix_caches, grads, free_caches=True)
+        del prefix, prefix_caches
     norm = global_norm(grads)
     if not math.isfinite(norm):
         raise TrainingError(f"the gradient norm is {norm}")
@@ -198,12 +242,12 @@ def grpo_round(model: Model, prompts: list[list[int]], reward_fn: Callable[[int,
     adv, kept = group_advantages(rewards, cfg.adv_eps)
     result = RoundResult(rewards, figures, int(kept.sum()), int((~kept).sum()), groups=groups,
                          reply_tokens=sum(len(r.reply) for g in groups for r in g), gen_seconds=t1 - t0)
-    batches = policy_batches(prompts, groups, adv, kept, pad_id, cfg.batch_size)
-    if batches:
-        refs = reference_logp(ref_model, batches) if ref_model is not None and cfg.beta else None
+    laid = policy_batches(prompts, groups, adv, kept, pad_id, cfg.batch_size)
+    if laid:
+        refs = reference_logp(ref_model, laid) if ref_model is not None and cfg.beta else None
         olds = None  # the first pass: the sampling policy is the current one (ratio 1)
         for _ in range(cfg.updates):
-            stats, logps = policy_update(model, batches, state, lr, cfg, refs, olds)
+            stats, logps = policy_update(model, laid, state, lr, cfg, refs, olds)
             olds = olds or logps
             result.updates.append(stats)
     result.update_seconds = time.perf_counter() - t1
@@ -215,5 +259,6 @@ def round_seeds(seed: int, step: int, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, step]).generate_state(n)]
 
 
-__all__ = ["GRPOConfig", "Rollout", "sample_groups", "group_advantages", "policy_batches", "UpdateStats",
+__all__ = ["GRPOConfig", "Rollout", "sample_groups", "group_advantages", "GroupBatches", "policy_batches",
+           "run_prefix", "UpdateStats",
            "reference_logp", "policy_update", "RoundResult", "grpo_round", "round_seeds"]

@@ -140,6 +140,7 @@ class AttentionCache(NamedTuple):
     k: np.ndarray  # (B,KV,S,D)
     v: np.ndarray  # (B,KV,S,D)
     probs: np.ndarray  # (B,H,T,S)
+    shared: int = 0  # the first `shared` keys and values are a prefix all B sequences share (prefix_attention)
 
 
 def attention_forward(q, k, v):
@@ -166,7 +167,7 @@ def attention_backward(dout, cache: AttentionCache):
     p = softmax(s)  =>  ds = p * (dp - sum_s p dp);  s = q k^T / sqrt(D)  =>  dq = ds k / sqrt(D),
     dk = ds^T q / sqrt(D). Masked (future) keys have p = 0, hence ds = 0: no gradient flows to them.
     """
-    q, k, v, probs = cache
+    q, k, v, probs = cache.q, cache.k, cache.v, cache.probs
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
@@ -180,6 +181,27 @@ def attention_backward(dout, cache: AttentionCache):
     dq = (ds @ k) * scale  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
     dk = (ds.swapaxes(-1, -2) @ q.reshape(B, KV, G * T, D)) * scale  # (B,KV,S,G*T) @ (B,KV,G*T,D)
     return dq.reshape(B, H, T, D), dk, dv
+
+
+class KVGrad(NamedTuple):
+    """The gradient w.r.t. one layer's keys and values (after RoPE) at a shared prefix's P positions."""
+    k: np.ndarray  # (1,KV,P,D)
+    v: np.ndarray  # (1,KV,P,D)
+
+
+def prefix_attention(pk, pv, q, k, v):
+    """Causal attention for B sequences that all continue one prefix whose keys and values
+    pk, pv (1,KV,P,D) were computed once: q, k, v (B,.,T,D) at positions P..P+T-1 -> out (B,H,T,D).
+
+    The prefix's keys are laid before each sequence's own, so `attention_forward` sees S = P + T
+    keys and its causal mask lets every query see the whole prefix. GRPO uses it to run a prompt
+    once for its G replies; `block_backward` sums the B sequences' gradients at the prefix.
+    """
+    B = q.shape[0]
+    k = np.concatenate([np.broadcast_to(pk, (B, *pk.shape[1:])), k], axis=2)  # (B,KV,P+T,D)
+    v = np.concatenate([np.broadcast_to(pv, (B, *pv.shape[1:])), v], axis=2)
+    out, cache = attention_forward(q, k, v)
+    return out, cache._replace(shared=pk.shape[2])
 
 
 # ---- SwiGLU MLP: down(silu(gate(x)) * up(x)) ------------------------------------------
@@ -269,11 +291,15 @@ def block_forward(x, w: BlockWeights, n_heads, n_kv_heads, eps, cos, sin, attend
     return x + d, BlockCache(c_norm1, c_q, c_k, c_v, c_rq, c_rk, c_attn, c_o, c_norm2, c_g, c_u, c_sw, c_d)
 
 
-def block_backward(dy, cache: BlockCache):
-    """dy (B,T,C) -> dx (B,T,C), dw (BlockWeights of gradients), the forward run in reverse.
+def block_backward(dy, cache: BlockCache, dkv: KVGrad | None = None):
+    """dy (B,T,C) -> dx (B,T,C), dw (BlockWeights of gradients), d_prefix, the forward run in reverse.
 
     Two places fan out and so add gradients: the residual stream (x feeds both the branch and
-    the sum) and each normed input (h feeds q, k and v; h2 feeds gate and up).
+    the sum) and each normed input (h feeds q, k and v; h2 feeds gate and up). When these T
+    positions are a prefix that later sequences attended to, `dkv` is the gradient those sent
+    back to its keys and values, added to their own. When the forward attended to a shared
+    prefix (`prefix_attention`), d_prefix is the KVGrad at the prefix, summed over the batch
+    (else None).
     """
     B, T, C = dy.shape
     q, k = cache.attn.q, cache.attn.k
@@ -292,6 +318,13 @@ def block_backward(dy, cache: BlockCache):
     da, d_o = linear_backward(dx1, cache.o)  # (B,T,H*D)
     dq, dk, dv = attention_backward(da.reshape(B, T, H, D).transpose(0, 2, 1, 3), cache.attn)  # -> (B,H,T,D)
     del da
+    P, d_prefix = cache.attn.shared, None
+    if P:  # fan-out: each sequence read the prefix's keys and values
+        d_prefix = KVGrad(dk[:, :, :P].sum(0, keepdims=True), dv[:, :, :P].sum(0, keepdims=True))
+        dk, dv = dk[:, :, P:], dv[:, :, P:]  # (B,KV,T,D): this block's own positions
+    if dkv is not None:  # fan-out: later sequences read these keys and values too
+        dk = dk + dkv.k
+        dv = dv + dkv.v
     dq = rope_backward(dq, cache.rope_q).transpose(0, 2, 1, 3).reshape(B, T, H * D)  # (B,H,T,D) -> (B,T,H*D)
     dk = rope_backward(dk, cache.rope_k).transpose(0, 2, 1, 3).reshape(B, T, KV * D)  # (B,KV,T,D) -> (B,T,KV*D)
     dv = dv.transpose(0, 2, 1, 3).reshape(B, T, KV * D)
@@ -303,4 +336,4 @@ def block_backward(dy, cache: BlockCache):
     del dq, dk, dv, dh_k, dh_v
     dx, d_attn_norm = rmsnorm_backward(dh, cache.norm1)
     dx += dx1  # fan-out: the residual stream carries dx1 past attention
-    return dx, BlockWeights(d_attn_norm, d_q, d_k, d_v, d_o, d_mlp_norm, d_gate, d_up, d_down)
+    return dx, BlockWeights(d_attn_norm, d_q, d_k, d_v, d_o, d_mlp_norm, d_gate, d_up, d_down), d_prefix

@@ -14,10 +14,26 @@ import numpy as np
 from . import kernels, kernels_int8
 from .config import ModelConfig
 from .decode import KVCache, SlotCache, check_fits, new_kv_cache
-from .layers import (BLOCK_NAMES, BlockWeights, attention_forward, block_backward, block_forward, block_weights,
-                     embedding_backward, embedding_forward, linear_forward, rmsnorm_backward, rmsnorm_forward,
-                     rope_tables)
+from .layers import (BLOCK_NAMES, BlockWeights, KVGrad, attention_forward, block_backward, block_forward,
+                     block_weights, embedding_backward, embedding_forward, linear_forward, prefix_attention,
+                     rmsnorm_backward, rmsnorm_forward, rope_tables)
 from .quant import Int8Weight
+
+
+class Prefix:
+    """A prompt run once, shared by several sequences that continue it (GRPO's G replies to one prompt).
+
+    Holds the prompt's keys and values at every layer, from its forward's caches, and the
+    gradient the continuing sequences send back to them (`Model.backward(..., prefix=)` adds
+    into it, `Model.backward_prefix` carries it through the prompt's own layers).
+    """
+
+    def __init__(self, caches):
+        block_caches = caches[1]
+        self.k = [c.attn.k for c in block_caches]  # (1,KV,P,D) each, after RoPE
+        self.v = [c.attn.v for c in block_caches]
+        self.length = self.k[0].shape[2]  # P
+        self.grad = [KVGrad(np.zeros_like(k), np.zeros_like(v)) for k, v in zip(self.k, self.v)]
 
 
 class Model:
@@ -39,25 +55,28 @@ class Model:
         return all(isinstance(w, Int8Weight) for w in self.params.values() if getattr(w, "ndim", 2) == 2)
 
     # ---- forward -------------------------------------------------------------------------
-    def forward(self, ids, kv: KVCache | None = None, keep_caches: bool = True):
+    def forward(self, ids, kv: KVCache | None = None, keep_caches: bool = True, prefix: Prefix | None = None):
         """ids (B,T) -> final-normed hidden states h (B,T,C) and the caches for backward.
 
         With a KV cache holding P positions, ids are positions P..P+T-1 and are appended to it.
-        Inference passes keep_caches=False: each layer's activations are dropped as soon as the
-        next layer has them (keeping them costs about 1.5 MB per token).
+        With a `prefix` of P positions, the B rows each continue it (positions P..P+T-1, attending
+        to its keys and values, which are not copied B times). Inference passes keep_caches=False:
+        each layer's activations are dropped as soon as the next layer has them (keeping them
+        costs about 1.5 MB per token).
         """
         ids = np.asarray(ids)
         if ids.ndim == 1:
             ids = ids[None]
         B, T = ids.shape
         cfg = self.config
-        P = kv.length if kv is not None else 0
+        P = kv.length if kv is not None else prefix.length if prefix is not None else 0
         check_fits(P + T, kv.capacity if kv is not None else cfg.max_position_embeddings)
         cos, sin = self.cos[P:P + T], self.sin[P:P + T]  # (T, D/2)
         x, c_emb = embedding_forward(ids, self.params["model.embed_tokens.weight"])  # (B,T,C)
         block_caches = []
         for i, w in enumerate(self.blocks):
-            attend = attention_forward if kv is None else partial(kv.attend, i)
+            attend = (partial(kv.attend, i) if kv is not None else
+                      partial(prefix_attention, prefix.k[i], prefix.v[i]) if prefix is not None else attention_forward)
             x, c = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
                                  cos, sin, attend)
             block_caches.append(c if keep_caches else None)
@@ -76,13 +95,17 @@ class Model:
         return self.lm_head(h[0])
 
     # ---- backward (training) ---------------------------------------------------------------
-    def backward(self, dh, caches, grads: dict[str, np.ndarray] | None = None, free_caches: bool = False):
+    def backward(self, dh, caches, grads: dict[str, np.ndarray] | None = None, free_caches: bool = False,
+                 prefix: Prefix | None = None, dkv: list[KVGrad] | None = None):
         """dh (B,T,C), the gradient of the loss w.r.t. `forward`'s h -> grads, keyed like `params`.
 
         Runs every layer's backward in reverse. `grads` may already hold gradients (the tied LM
         head's in 'model.embed_tokens.weight', or earlier micro-batches when accumulating): this
         pass adds into them. `free_caches` drops each block's cache once used, so activation
         memory shrinks while the gradients grow (the caller must not need `caches` afterwards).
+        When the forward continued a `prefix`, the gradient w.r.t. its keys and values is added
+        into `prefix.grad`; `dkv`, one KVGrad a layer, is a gradient arriving at these positions'
+        own keys and values from sequences that continued them (`backward_prefix`).
         Lesson: lessons/11_backward/README.md.
         """
         grads = {} if grads is None else grads
@@ -97,14 +120,25 @@ class Model:
         dx, d_norm = rmsnorm_backward(dh, c_norm)
         add("model.norm.weight", d_norm)
         for i in reversed(range(len(block_caches))):
-            dx, dw = block_backward(dx, block_caches[i])
+            dx, dw, d_prefix = block_backward(dx, block_caches[i], None if dkv is None else dkv[i])
             if free_caches:
                 block_caches[i] = None
+            if d_prefix is not None:
+                prefix.grad[i].k[...] += d_prefix.k
+                prefix.grad[i].v[...] += d_prefix.v
             for name, g in zip(BLOCK_NAMES, dw):
                 add(f"model.layers.{i}.{name}", g)
         name = "model.embed_tokens.weight"
         grads[name] = embedding_backward(dx, c_emb, grads.get(name))  # adds into the head's gradient if present
         return grads
+
+    def backward_prefix(self, prefix: Prefix, caches, grads: dict[str, np.ndarray] | None = None,
+                        free_caches: bool = False):
+        """The backward of a prompt that other sequences continued: `caches` are its forward's,
+        `prefix.grad` what they sent back to its keys and values. Its own outputs carry no loss
+        (dh = 0); everything reaches it through the keys and values. -> grads, added into."""
+        dh = np.zeros_like(caches[2].x)  # the final norm's input, (1,P,C)
+        return self.backward(dh, caches, grads, free_caches, dkv=prefix.grad)
 
     def own_params(self) -> "Model":
         """Copy every parameter into a writable array of its own, so an optimizer can update it in place.

@@ -47,3 +47,20 @@ def test_compare_llamacpp_when_installed(real_model):
     for name, cells in rows.items():
         ours, theirs, ratio = float(cells[2]), float(cells[3]), float(cells[5])
         assert ours > 0 and theirs > 0 and ratio == pytest.approx(ours / theirs, abs=0.01), name  # printed rounded
+
+
+def test_grpo_update_counts_the_prompt_once_per_group(tmp_path):
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "grpo", "--model", str(folder), "--group", "3",
+                        "--prompt-tokens", "40", "--reply-tokens", "5", "--batch-size", "2", "--repeats", "1"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    P = int(re.search(r"a prompt of (\d+) tokens", lines[0]).group(1))
+    assert P == 40
+    tokens = {way: int(re.search(r"(\d+) tokens through", line).group(1))
+              for line in lines for way in ("whole", "once") if ("prompt + reply" if way == "whole" else "once for") in line}
+    # inputs are a sequence but its last token: whole rows 3 x (P + 5 - 1); shared: the prompt but its last
+    # token once, then 3 rows of the last prompt token + the reply but its last token
+    assert tokens == {"whole": 3 * (P + 4), "once": (P - 1) + 3 * 5}
+    assert re.search(r"the prompt once: [\d.]+x faster per update", lines[-1])

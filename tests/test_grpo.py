@@ -13,8 +13,9 @@ from conftest import load_tiny
 from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
 from nanoagent.gradcheck import numeric_grad, rel_err
+from nanoagent.data.batch import Example, collate
 from nanoagent.grpo import (GRPOConfig, Rollout, group_advantages, grpo_round, policy_batches, policy_update,
-                            reference_logp, round_seeds, sample_groups)
+                            reference_logp, round_seeds, run_prefix, sample_groups)
 from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softmax, token_loss_ref
 from nanoagent.optim import adamw_init
 from nanoagent.sampling import SamplingParams
@@ -156,18 +157,71 @@ def test_group_advantages():
     np.testing.assert_allclose(adv[kept].mean(axis=1), 0, atol=1e-15)
 
 
-def test_policy_batches_count_reply_tokens_only():
+def test_policy_batches_share_the_prompt_and_count_reply_tokens_only():
     prompts = [[1, 5, 6], [1, 7]]
     groups = [[Rollout(0, [9, 2], "stop"), Rollout(0, [8, 8, 8], "length")],
               [Rollout(1, [3], "length"), Rollout(1, [3], "length")]]
     adv, kept = group_advantages(np.array([[1.0, 0.0], [0.5, 0.5]]))
-    batches = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=4)
-    assert len(batches) == 1  # the second group has one reward value: skipped
-    b = batches[0]
-    np.testing.assert_array_equal(b["inputs"], [[1, 5, 6, 9, 2], [1, 5, 6, 8, 8]])
-    np.testing.assert_array_equal(b["targets"], [[5, 6, 9, 2, 2], [5, 6, 8, 8, 8]])
-    np.testing.assert_array_equal(b["mask"], [[0, 0, 1, 1, 0], [0, 0, 1, 1, 1]])  # the stop token counts
+    laid = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=4)
+    assert len(laid) == 1 and len(laid[0].batches) == 1  # the second group has one reward value: skipped
+    np.testing.assert_array_equal(laid[0].prefix, [1, 5])  # run once; each row starts at the prompt's last token
+    b = laid[0].batches[0]
+    np.testing.assert_array_equal(b["inputs"], [[6, 9, 2], [6, 8, 8]])
+    np.testing.assert_array_equal(b["targets"], [[9, 2, 2], [8, 8, 8]])
+    np.testing.assert_array_equal(b["mask"], [[1, 1, 0], [1, 1, 1]])  # the stop token counts
     np.testing.assert_allclose(b["adv"][:, 0], adv[0])
+    assert laid[0].reply_tokens == 5
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.2])
+def test_a_shared_prompt_gives_the_loss_and_gradient_of_whole_sequences(beta):
+    """A prompt run once, its replies continuing it in two batches, gives the loss, log-probabilities and
+    every parameter's gradient that the replies give as whole prompt + reply sequences (float64)."""
+    model = load_tiny(np.float64)
+    rng = np.random.default_rng(6)
+    prompt = [int(t) for t in rng.integers(3, 60, 7)]
+    replies = [[int(t) for t in rng.integers(3, 60, n)] for n in (4, 2, 5)]
+    adv = np.array([0.9, -1.2, 0.3])
+    wte = "model.embed_tokens.weight"
+
+    def terms(a, mask, targets):  # a reference log p (per target token) unlike the model's: the KL has a gradient
+        ref = np.where(mask, -2.0 - 0.02 * targets, 0.0)
+        return PolicyTerms(np.repeat(a[:, None], mask.shape[1], axis=1), None, ref, EPS, beta)
+
+    # whole sequences: prompt + reply, the loss on the reply tokens
+    whole = collate([Example(np.array(prompt + r), np.arange(len(prompt) + len(r)) >= len(prompt)) for r in replies], 0)
+    denom = int(whole["mask"].sum())
+    h, caches = model.forward(whole["inputs"])
+    out = lm_head_loss(h, model.params[wte], whole["targets"], whole["mask"], kind="grpo", denom=denom,
+                       terms=terms(adv, whole["mask"], whole["targets"]))
+    want = model.backward(out.dh, caches, {wte: out.dwte})
+    want_logp = [out.logp[i][whole["mask"][i]] for i in range(3)]
+
+    # shared: the prompt once, the replies in batches of 2 and 1 continuing it
+    laid = policy_batches([prompt], [[Rollout(0, r, "length") for r in replies]], adv[None], np.array([True]), 0, 2)
+    (gb,) = laid
+    prefix, prefix_caches = run_prefix(model, gb.prefix)
+    grads, loss, logp = None, 0.0, []
+    for k, b in enumerate(gb.batches):
+        h, caches = model.forward(b["inputs"], prefix=prefix)
+        o = lm_head_loss(h, model.params[wte], b["targets"], b["mask"], kind="grpo", denom=denom,
+                         dwte=None if grads is None else grads[wte], terms=terms(adv[2 * k:2 * k + 2], b["mask"], b["targets"]))
+        loss += o.loss
+        logp += [o.logp[i][b["mask"][i]] for i in range(len(b["mask"]))]
+        grads = model.backward(o.dh, caches, grads or {wte: o.dwte}, prefix=prefix)
+    grads = model.backward_prefix(prefix, prefix_caches, grads)
+
+    assert loss == pytest.approx(out.loss, rel=1e-10)
+    for a, w in zip(logp, want_logp):
+        np.testing.assert_allclose(a, w, rtol=1e-10)
+    assert set(grads) == set(want)
+    for name in want:
+        np.testing.assert_allclose(grads[name], want[name], rtol=1e-8, atol=1e-12, err_msg=name)
+    # and the reference model's log p, through the same shared prompt
+    (ref_logp,) = reference_logp(model, laid)
+    got = [lp[i][b["mask"][i]] for lp, b in zip(ref_logp, gb.batches) for i in range(len(b["mask"]))]
+    for a, w in zip(got, want_logp):
+        np.testing.assert_allclose(a, w, rtol=1e-10)
 
 
 def test_sample_groups_share_a_prompt_and_repeat_with_their_seeds():
@@ -193,13 +247,13 @@ def test_update_figures_kl_and_clipping():
     prompts = [[1, 20, 30], [1, 40]]
     groups = sample_groups(model, prompts, cfg, None, [1, 2])
     adv, kept = group_advantages(np.array([[1.0, 0.0, 0.0, 0.5], [0.0, 1.0, 1.0, 0.0]]))
-    batches = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=cfg.batch_size)
-    refs = reference_logp(ref, batches)
+    laid = policy_batches(prompts, groups, adv, kept, pad_id=2, batch_size=cfg.batch_size)
+    refs = reference_logp(ref, laid)
     state = adamw_init(model.params)
-    first, olds = policy_update(model, batches, state, 3e-3, cfg, refs)
+    first, olds = policy_update(model, laid, state, 3e-3, cfg, refs)
     assert first.kl == pytest.approx(0.0, abs=1e-9) and first.clip_frac == 0.0
     assert first.n_tokens == 8 * 5 and np.isfinite(first.grad_norm) and state.step == 1
-    second, _ = policy_update(model, batches, state, 3e-3, cfg, refs, olds)
+    second, _ = policy_update(model, laid, state, 3e-3, cfg, refs, olds)
     assert second.kl > 0 and 0 < second.clip_frac < 1
 
 

@@ -105,7 +105,7 @@ w = layers.block_weights(params, 0)
 cos, sin = layers.rope_tables(D, 16, cfg.rope_theta, np.float64)
 x, dout = rng.normal(size=(B, T, C)), rng.normal(size=(B, T, C))
 _, cache = layers.block_forward(x, w, H, KV, eps, cos[:T], sin[:T])
-dx, dw = layers.block_backward(dout, cache)
+dx, dw, _ = layers.block_backward(dout, cache)
 check("block", lambda: np.sum(layers.block_forward(x, w, H, KV, eps, cos[:T], sin[:T])[0] * dout),
       {"x": (x, dx), **{name.split(".")[-2]: (a, b) for name, a, b in zip(layers.BLOCK_NAMES, w, dw)}})
 

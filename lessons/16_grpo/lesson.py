@@ -17,8 +17,8 @@ import numpy as np
 from nanoagent.checkpoint import check_params, read_safetensors
 from nanoagent.config import ModelConfig
 from nanoagent.gradcheck import numeric_grad, rel_err  # central differences, shared with the tests
-from nanoagent.grpo import (GRPOConfig, group_advantages, grpo_round, policy_batches, reference_logp, round_seeds,
-                            sample_groups)
+from nanoagent.data.batch import Example, collate
+from nanoagent.grpo import GRPOConfig, group_advantages, grpo_round, policy_batches, round_seeds, run_prefix, sample_groups
 from nanoagent.loss import PolicyTerms, lm_head_loss
 from nanoagent.model import Model
 from nanoagent.optim import adamw_init
@@ -170,8 +170,9 @@ print(f"by hand vs group_advantages: max|diff| = {np.abs(adv - hand).max():.0e}"
 # ## 4. Replies from the tiny model, and GRPO's loss by hand
 # Two prompts, G = 4 replies each, sampled by the package (`sample_groups`, the batched
 # decoder). The reward here is a toy: the share of a reply's tokens in the lower half of
-# the vocabulary (the loss only ever sees the advantages). `policy_batches` lays out
-# prompt + reply with a mask on the reply tokens and each token's advantage.
+# the vocabulary (the loss only ever sees the advantages). Each kept reply is laid out as
+# prompt + reply with a mask on the reply tokens and each token's advantage (section 7 runs
+# the prompt once for its whole group instead, as the package does).
 
 # %%
 model32 = load_tiny(np.float32)  # samples
@@ -183,11 +184,14 @@ prompts = [[1, 20, 31, 7], [1, 45, 3]]
 groups = sample_groups(model32, prompts, cfg, STOP, round_seeds(0, 0, len(prompts)))
 rewards = np.array([[np.mean(np.array(rep.reply) < V // 2) for rep in g] for g in groups])
 adv, kept = group_advantages(rewards, cfg.adv_eps)
-(batch,) = policy_batches(prompts, groups, adv, kept, pad_id=0, batch_size=cfg.batch_size)
+rows = [(i, g) for i in np.flatnonzero(kept) for g in range(G)]  # the kept groups' replies
+batch = collate([Example(np.array(prompts[i] + groups[i][g].reply), np.arange(len(prompts[i]) + len(groups[i][g].reply))
+                         >= len(prompts[i])) for i, g in rows], pad_id=0)
 for i, g in enumerate(groups):
     print(f"prompt {prompts[i]}: " + "  ".join(f"{rep.reply} r={rw:.2f} A={a:+.2f}"
                                                 for rep, rw, a in zip(g, rewards[i], adv[i])))
-inputs, targets, mask, A = batch["inputs"], batch["targets"], batch["mask"], batch["adv"]  # (B,T) each
+inputs, targets, mask = batch["inputs"], batch["targets"], batch["mask"]  # (B,T) each
+A = np.repeat(np.array([adv[i, g] for i, g in rows])[:, None], targets.shape[1], axis=1)  # (B,T): the reply's A
 print(f"batch {inputs.shape}, {int(mask.sum())} reply tokens carry loss")
 
 # %% [markdown]
@@ -227,7 +231,8 @@ def hand_grpo(logp, old, ref, beta, eps=cfg.clip_eps):
 
 logp, probs = hand_logp(h)  # (B,T), (B,T,V)
 ref_model = Model(model.config, {k: v + 0.02 * rng.normal(size=v.shape) for k, v in model.params.items()})
-(logp_ref,) = reference_logp(ref_model, [batch])  # (B,T), 0 where the mask does not count
+logp_ref = lm_head_loss(ref_model.forward(inputs, keep_caches=False)[0], ref_model.params[EMBED], targets, mask,
+                        backward=False).logp  # (B,T), 0 where the mask does not count
 delta = np.where(mask, rng.choice([-0.5, -0.05, 0.05, 0.5], size=logp.shape), 0.0)
 settings = {"on-policy": (logp.copy(), None, 0.0),  # (log p_old held fixed, log p_ref, beta)
             "clipped": (logp - delta, None, 0.0),
@@ -311,7 +316,38 @@ for t in np.flatnonzero(mask[b]):
 print("(A*ratio is 0 where the token is clipped; w = -dl/dlog p is their sum)")
 
 # %% [markdown]
-# ## 7. A toy run: the reward is emitting one fixed token
+# ## 7. The prompt once for its group
+# A group's G replies all continue one prompt, and nothing of the prompt depends on the
+# reply: its keys and values at every layer are the same for all G. So the package runs the
+# prompt (but its last token) once (`run_prefix` -> a `model.Prefix`), and each reply's row
+# starts at the prompt's last token (whose output predicts the reply's first token) and
+# attends to the prefix's keys and values laid before its own. Backward, each layer's
+# gradient at the prefix's keys and values is summed over the rows that read them, and then
+# carried once through the prompt's own layers (`Model.backward_prefix`). The gradient is
+# the same as over whole prompt + reply rows; the tokens processed are not.
+
+# %%
+on_policy = results["on-policy"][1]
+want = model.backward(on_policy.dh, caches, {EMBED: on_policy.dwte.copy()})
+grads, shared_loss, shared_tokens = None, 0.0, 0
+for gb in policy_batches(prompts, groups, adv, kept, pad_id=0, batch_size=G):
+    prefix, prefix_caches = run_prefix(model, gb.prefix)  # (P-1 positions, once)
+    shared_tokens += len(gb.prefix)
+    for b in gb.batches:
+        hb, cb = model.forward(b["inputs"], prefix=prefix)  # rows: the prompt's last token + the reply
+        o = lm_head_loss(hb, W, b["targets"], b["mask"], kind="grpo", denom=int(mask.sum()),
+                         dwte=None if grads is None else grads[EMBED], terms=PolicyTerms(b["adv"]))
+        shared_loss += o.loss
+        shared_tokens += int(b["lengths"].sum())
+        grads = model.backward(o.dh, cb, grads or {EMBED: o.dwte}, prefix=prefix)  # adds into prefix.grad
+    grads = model.backward_prefix(prefix, prefix_caches, grads)  # the prompt's layers, once
+errors["shared prompt = whole rows"] = max(rel_err(grads[k], want[k]) for k in want)
+errors["shared prompt = whole rows: loss"] = abs(shared_loss - on_policy.loss) / max(abs(on_policy.loss), 1e-12)
+print(f"tokens through the model: {int(batch['lengths'].sum())} as whole rows, {shared_tokens} with each prompt once; "
+      f"all {len(want)} gradients max rel err {errors['shared prompt = whole rows']:.0e}")
+
+# %% [markdown]
+# ## 8. A toy run: the reward is emitting one fixed token
 # `grpo_round` samples 8 replies of 4 tokens to each of 4 prompts, scores each by the share
 # of its tokens equal to one token the starting model gives under 1%, and takes two GRPO
 # updates on each round's samples (the second with log p_old from the first: the ratio
@@ -346,7 +382,7 @@ print(f"mean reward: first 3 rounds {first:.3f}, last 5 rounds {last:.3f}")
 # %%
 TOLERANCE = {"finite differences": 1e-6, "log-likelihood trick": 1e-6,  # central differences: ~1e-9 at best
              "loss by hand": 1e-10, "dh by hand": 1e-10, "dW by hand": 1e-10, "advantages": 1e-12,
-             "weighted SFT = GRPO": 1e-10, "rewards": 1e-12,
+             "weighted SFT = GRPO": 1e-10, "rewards": 1e-12, "shared prompt = whole rows": 1e-9,
              "unbiased": 1.0}  # (mean - target) / (5 standard errors)
 bad = {k: v for k, v in errors.items() if not v <= TOLERANCE[k.split(":")[0].split(",")[0]]}
 if bad:
