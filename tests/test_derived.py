@@ -65,6 +65,8 @@ def test_every_family_makes_rows_in_the_common_form(made):
             last = r["messages"][-1]
             if family == "parallel-values":  # ends at its calls: no result is known for a made-up value
                 assert last["role"] == "assistant" and len(last["tool_calls"]) >= 2 and len(r["messages"]) == 2
+            elif family == "several-args" and len(r["messages"]) == 2:  # made-up values: ends at its call
+                assert last["role"] == "assistant" and len(last["tool_calls"]) == 1
             else:
                 assert last["role"] == "assistant" and not last.get("tool_calls") and last["content"].strip()
             for c in (c for cs in calls_of(r) for c in cs):
@@ -129,6 +131,26 @@ def test_parallel_values_name_every_value_of_one_argument_in_the_request(made, i
             assert re.search(rf"(?<![\d.]){re.escape(v.lower())}(?![\d]|\.\d)", request.lower()), (v, request)
         span = D._value_span(first.request, first.call["arguments"][key])
         assert request.startswith(first.request[:first.request.index(span)])  # the request, worded around the values
+
+
+def test_several_args_name_each_argument_beside_its_value_in_one_call(made, inputs):
+    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.episodes()}
+    rows = made["several-args"]
+    assert len(rows) >= 20
+    for r in rows:
+        (calls,) = calls_of(r)
+        (call,) = calls  # one call, however many numbers
+        args = call["arguments"]
+        assert sum(isinstance(v, (int, float)) and not isinstance(v, bool) for v in args.values()) >= 2
+        request = r["messages"][0]["content"]
+        for k, v in args.items():  # each argument named, its value right after the name
+            value = f"{v:g}" if isinstance(v, float) else str(v)
+            assert re.search(rf"(?:{re.escape(k)}|{re.escape(k.replace('_', ' '))})(?: =| of)? {re.escape(value)}\b",
+                             request), (k, v, request)
+        original = originals.get((call["name"], json.dumps(args, sort_keys=True)))
+        if len(r["messages"]) == 4:  # its own values: the glaive result and answer follow
+            assert original is not None and r["messages"][2]["content"] == original.result
+    assert any(len(r["messages"]) == 2 for r in rows) and any(len(r["messages"]) == 4 for r in rows)
 
 
 def test_a_value_is_found_once_with_its_unit_and_written_alike():
@@ -302,7 +324,7 @@ def test_the_near_miss_stage_replays_calls_beside_the_refusals(data_dir):
     assert all(bool(calls_of(r)) == (r["source"] != "near-miss") for r in rows)
 
 
-@pytest.mark.parametrize("recipe", ["agent", "agent-parallel", "near-miss-stage", "parallel-stage"])
+@pytest.mark.parametrize("recipe", ["agent", "agent-parallel", "near-miss-stage", "parallel-stage", "contrast-stage"])
 def test_the_agent_mixes_share_no_prompt_with_the_evaluations(recipe, data_dir, bfcl_dir, inputs):
     episode = inputs.episodes()[0].request  # a request glaive holds: treated as an eval prompt, it must vanish
     blocked = eval_prompts(data_dir, bfcl_dir) | {normalize_text(episode)}

@@ -7,6 +7,9 @@ fits, and writes bare numbers instead of calculator expressions).
     parallel-values one request whose argument is given 2-4 values in one sentence ("the weather in Oslo and
                     Lima") -> one call per value; the row ends at the calls (no result is known for a value
                     no glaive chat called with)
+    several-args    the contrast to parallel-values: one request whose several numbers fill different
+                    arguments of one function ("... with loan amount 200000, interest rate 5 and loan term
+                    30") -> one call
     parallel-calc   2-4 checked GSM8K step expressions asked in one sentence -> one calculator call each
     nocall-math     a GSM8K question with 1-4 unrelated, non-arithmetic tools -> a short worked answer
     nocall-chat     a glaive question asked without tools (or refused by its own tools), offered
@@ -357,6 +360,47 @@ def parallel_values(inputs: Inputs, n: int, rng):
         tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
         yield {"messages": [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": calls}],
                "tools": [tools[int(j)] for j in rng.permutation(len(tools))], "source": "parallel-values"}
+
+
+NAMED = ("{name} {value}", "{name} = {value}", "{name} of {value}", "{name} {value}")
+SEVERAL = ("{task} with {named}.", "{task} for {named}.", "Please {task_lower} using {named}.", "{task}: {named}.",
+           "Can you {task_lower} with {named}?", "I need to {task_lower}, with {named}.")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def several_args(inputs: Inputs, n: int, rng):
+    """The contrast to parallel-values (which taught a 135M model "several numbers, several calls"): one
+    request whose numbers are values of *different* arguments -> one call. A glaive single call with two or
+    more numeric arguments is asked again in BFCL's manner, the tool's description as the task and every
+    argument named beside its value ("Calculate monthly loan payment amount with loan amount 200000,
+    interest rate 5 and loan term 30."). Half the rows keep the call's own values and go on to its result
+    and answer; the others take values near them (a bound of a range keeps its own) and end at the call."""
+    eps = [e for e in inputs.episodes() if sum(map(_number, e.call["arguments"].values())) >= 2]
+    pool, made, tries = inputs.tool_pool(), set(), 0
+    while len(made) < n and tries < 20 * n and eps:
+        tries += 1
+        e = eps[int(rng.integers(len(eps)))]
+        args, own = dict(e.call["arguments"]), rng.random() < 0.5
+        if not own:
+            args = {k: v if not _number(v) or BOUND.search(k) else _other_numbers(v, rng, 1)[0] for k, v in args.items()}
+        plain, form = rng.random() < 0.7, NAMED[int(rng.integers(len(NAMED)))]  # "loan amount" (else "loan_amount")
+        named = _spoken([form.format(name=k.replace("_", " ") if plain else k,
+                                     value=f"{v:g}" if isinstance(v, float) else v) for k, v in args.items()], rng)
+        task = e.tool["description"].strip().rstrip(".")
+        request = SEVERAL[int(rng.integers(len(SEVERAL)))].format(task=task, task_lower=_lower_first(task), named=named)
+        if normalize_text(request) in made:
+            continue
+        made.add(normalize_text(request))
+        call = {"name": e.call["name"], "arguments": args}
+        messages = [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": [call]}]
+        if own and args == e.call["arguments"]:
+            messages += [{"role": "tool", "content": e.result}, {"role": "assistant", "content": e.answer}]
+        tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
+        yield {"messages": messages, "tools": [tools[int(j)] for j in rng.permutation(len(tools))],
+               "source": "several-args"}
 
 
 # ---- no call when no tool fits ------------------------------------------------------------------------

@@ -157,8 +157,14 @@ NEAR_MISS_STAGE = [
 # too (simple_python 55 -> 30%); kept so that docs/results.md's fifth attempt can be rebuilt.
 PARALLEL_STAGE = NEAR_MISS_STAGE + [derived("parallel-values", 40)]
 
+# The parallel stage with its contrast: as many rows again whose several numbers fill different arguments of
+# one call (several-args), so that "several values of one argument -> several calls" has "several arguments
+# -> one call" beside it.
+CONTRAST_STAGE = PARALLEL_STAGE + [derived("several-args", 60)]
+
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-parallel": AGENT_PARALLEL,
-           "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE}
+           "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
+           "contrast-stage": CONTRAST_STAGE}
 
 
 @dataclass
