@@ -124,7 +124,7 @@ class Model:
             if free_caches:
                 block_caches[i] = None
             if d_prefix is not None:
-                prefix.grad[i].k[...] += d_prefix.k
+                prefix.grad[i].k[...] += d_prefix.k  # in place: the KVGrad tuple holds the arrays
                 prefix.grad[i].v[...] += d_prefix.v
             for name, g in zip(BLOCK_NAMES, dw):
                 add(f"model.layers.{i}.{name}", g)
