@@ -117,9 +117,9 @@ def policy_batches(prompts: list[list[int]], groups: list[list[Rollout]], adv: n
     out = []
     for i in np.flatnonzero(kept):
         cut = len(prompts[i]) - 1 if share_prompt else 0  # prompt tokens in the shared prefix
-        examples = [Example(np.asarray(prompts[i][cut:] + r.reply, dtype=np.int64),
-                            np.arange(len(prompts[i]) - cut + len(r.reply)) >= len(prompts[i]) - cut)
-                    for r in groups[i]]
+        head = prompts[i][cut:]  # the prompt tokens each row starts with
+        examples = [Example(np.asarray(head + r.reply, dtype=np.int64),
+                            np.arange(len(head) + len(r.reply)) >= len(head)) for r in groups[i]]
         batches = []
         for a in range(0, len(examples), batch_size):
             b = collate(examples[a:a + batch_size], pad_id)

@@ -60,7 +60,7 @@ class Model:
 
         With a KV cache holding P positions, ids are positions P..P+T-1 and are appended to it.
         With a `prefix` of P positions, the B rows each continue it (positions P..P+T-1, attending
-        to its keys and values, which are not copied B times). Inference passes keep_caches=False:
+        to its keys and values, computed once for all B). Inference passes keep_caches=False:
         each layer's activations are dropped as soon as the next layer has them (keeping them
         costs about 1.5 MB per token).
         """

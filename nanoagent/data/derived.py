@@ -362,7 +362,7 @@ def parallel_values(inputs: Inputs, n: int, rng):
                "tools": [tools[int(j)] for j in rng.permutation(len(tools))], "source": "parallel-values"}
 
 
-NAMED = ("{name} {value}", "{name} = {value}", "{name} of {value}", "{name} {value}")
+NAMED = ("{name} {value}", "{name} = {value}", "{name} of {value}", "{name} {value}")  # the bare form drawn twice
 SEVERAL = ("{task} with {named}.", "{task} for {named}.", "Please {task_lower} using {named}.", "{task}: {named}.",
            "Can you {task_lower} with {named}?", "I need to {task_lower}, with {named}.")
 
@@ -383,9 +383,10 @@ def several_args(inputs: Inputs, n: int, rng):
     while len(made) < n and tries < 20 * n and eps:
         tries += 1
         e = eps[int(rng.integers(len(eps)))]
-        args, own = dict(e.call["arguments"]), rng.random() < 0.5
-        if not own:
-            args = {k: v if not _number(v) or BOUND.search(k) else _other_numbers(v, rng, 1)[0] for k, v in args.items()}
+        args = dict(e.call["arguments"])
+        if rng.random() >= 0.5:  # other values
+            args = {k: v if not _number(v) or BOUND.search(k) else _other_numbers(v, rng, 1)[0]
+                    for k, v in args.items()}
         plain, form = rng.random() < 0.7, NAMED[int(rng.integers(len(NAMED)))]  # "loan amount" (else "loan_amount")
         named = _spoken([form.format(name=k.replace("_", " ") if plain else k,
                                      value=f"{v:g}" if isinstance(v, float) else v) for k, v in args.items()], rng)
@@ -396,7 +397,7 @@ def several_args(inputs: Inputs, n: int, rng):
         made.add(normalize_text(request))
         call = {"name": e.call["name"], "arguments": args}
         messages = [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": [call]}]
-        if own and args == e.call["arguments"]:
+        if args == e.call["arguments"]:  # its own values (or only bounds to vary): the glaive result holds
             messages += [{"role": "tool", "content": e.result}, {"role": "assistant", "content": e.answer}]
         tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
         yield {"messages": messages, "tools": [tools[int(j)] for j in rng.permutation(len(tools))],
