@@ -107,11 +107,28 @@ def round_prompts(n: int, step: int, per_round: int, seed: int) -> list[int]:
     return [int(i) for i in epoch_order(n, seed, epoch)[k * per_round:(k + 1) * per_round]]
 
 
+def stream(n: int, start: int, count: int, seed: int) -> list[int]:
+    """Positions start .. start+count of epochs of a seeded order of n laid end to end, without short rounds."""
+    return [int(epoch_order(n, seed, j // n)[j % n]) for j in range(start, start + count)]
+
+
+def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed: int) -> list[int]:
+    """The prompts of round `step` with --balance: half of them (the odd one too) with a reference call,
+    half without, each half walking its own seeded order, so that every round pulls the choice between
+    calling and answering both ways."""
+    calls = [i for i, p in enumerate(prompts) if p.reference]
+    plain = [i for i, p in enumerate(prompts) if not p.reference]
+    n_calls = (per_round + 1) // 2
+    n_plain = per_round - n_calls
+    return ([calls[j] for j in stream(len(calls), step * n_calls, n_calls, seed)] +
+            [plain[j] for j in stream(len(plain), step * n_plain, n_plain, seed + 1)])
+
+
 # ---- the command line --------------------------------------------------------------------------------
 
-RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "steps", "epochs", "temperature",
-            "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight",
-            "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
+RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "balance", "steps", "epochs",
+            "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates",
+            "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -125,6 +142,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-config", default=None, help="config name of a hub dataset")
     ap.add_argument("--group", type=int, default=8, help="G: replies sampled per prompt (default: %(default)s)")
     ap.add_argument("--prompts", type=int, default=2, help="prompts per round (default: %(default)s)")
+    ap.add_argument("--balance", action="store_true",
+                    help="every round half prompts with a reference call and half without (default: one order)")
     ap.add_argument("--steps", type=int, default=None, help="rounds, each one policy update (default: from --epochs)")
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the prompts when --steps is not given")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
@@ -211,6 +230,9 @@ def setup(args: argparse.Namespace) -> Run:
     ref = load_model(start_dir) if args.beta > 0 else None
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
     n_calls = sum(bool(p.reference) for p in prompts)
+    if args.balance and not 0 < n_calls < len(prompts):
+        raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
+                        f"{len(prompts)} with calls")
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     log(f"{len(prompts)} prompts ({n_calls} with calls, {len(prompts) - n_calls} no-call){notes}; {steps} rounds "
         f"of {args.prompts} prompts x {args.group} replies, beta {args.beta}, lr {args.lr}")
@@ -233,7 +255,8 @@ def step_once(run: Run, step: int) -> dict:
     """Round number `step` (0-based): sample, score, update -> its history entry (also appended to the log)."""
     a = run.args
     lr = lr_at(step, a.lr, a.warmup, run.steps, a.min_lr_ratio)
-    chosen = round_prompts(len(run.prompts), step, a.prompts, a.seed)
+    chosen = (balanced_prompts(run.prompts, step, a.prompts, a.seed) if a.balance else
+              round_prompts(len(run.prompts), step, a.prompts, a.seed))
     try:
         r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,

@@ -207,7 +207,8 @@ def restore_args(args: argparse.Namespace, keys=RUN_ARGS) -> dict:
         raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
     trainer = json.loads((ckpt / "trainer_state.json").read_text())
     for k in keys:
-        setattr(args, k, trainer["args"][k])
+        if k in trainer["args"]:  # a setting added since the checkpoint was written keeps its default
+            setattr(args, k, trainer["args"][k])
     return trainer
 
 

@@ -320,6 +320,19 @@ def test_tool_prompts_from_rows():
     assert len(rl.round_prompts(5, 2, 2, seed=0)) == 1
 
 
+def test_balanced_rounds_pull_both_ways():
+    """--balance: every round holds prompts with a call and without, in equal numbers (the odd one a call),
+    and each kind walks its own seeded order through whole epochs."""
+    mixed = [rl.ToolPrompt([k], [WEATHER], [{"name": "get_weather", "arguments": {"city": "Oslo"}}] if k % 3 else [])
+             for k in range(9)]  # 6 with a call, 3 without
+    rounds = [rl.balanced_prompts(mixed, step, 3, seed=0) for step in range(6)]
+    assert all([bool(mixed[i].reference) for i in r] == [True, True, False] for r in rounds)
+    calls = [i for r in rounds for i in r[:2]]
+    plain = [i for r in rounds for i in r[2:]]
+    assert sorted(calls[:6]) == sorted(calls[6:]) == [1, 2, 4, 5, 7, 8] and calls[:6] != calls[6:]
+    assert sorted(plain[:3]) == sorted(plain[3:]) == [0, 3, 6]
+
+
 @pytest.fixture
 def tiny_run(tmp_path):
     """The tiny model as an HF folder (a context long enough for the tools prompt) and a rows file."""
