@@ -28,7 +28,7 @@ import numpy as np
 
 from . import kernels_int8, quant
 from .batch import BatchDecoder
-from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, llamacpp_rates
+from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, compare_torch, llamacpp_rates
 from .bench_grpo import add_grpo_args, bench_grpo
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
@@ -317,6 +317,14 @@ def ask(url, i: int, max_tokens: int) -> tuple[float, int]:
     return seconds, reply["usage"]["completion_tokens"]
 
 
+def train_figures(args) -> None:
+    """`bench train`: our figures alone, or beside PyTorch's with --compare-torch."""
+    if args.compare_torch:
+        compare_torch(args)
+    else:
+        bench_train(args)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.bench", description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -341,7 +349,11 @@ def main(argv=None) -> None:
     g.set_defaults(run=bench_generate)
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)
-    t.set_defaults(run=bench_train)
+    t.add_argument("--compare-torch", nargs="?", const=sys.executable, default=None, metavar="PYTHON",
+                   help="beside the same step in PyTorch, with the ratios: PYTHON is an interpreter that has torch "
+                        "and safetensors (default: this one)")
+    t.add_argument("--repeats", type=int, default=3, help="paired rounds of --compare-torch (default 3)")
+    t.set_defaults(run=train_figures)
     r = sub.add_parser("grpo", help="seconds per GRPO update, the prompt once per group against whole rows")
     add_grpo_args(r)
     r.set_defaults(run=bench_grpo)

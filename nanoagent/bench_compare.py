@@ -1,5 +1,6 @@
 """`python -m nanoagent.bench generate --compare-llamacpp`: our prefill and decode speed beside
-llama.cpp's on the same weights, in one command.
+llama.cpp's on the same weights, in one command (and `bench train --compare-torch`: a training
+step beside PyTorch's, at the end).
 
 The project exports its own weights to GGUF (F32 for float32, Q8_0 for int8) and llama.cpp
 (through llama-cpp-python, the optional `bench` extra) runs them on as many threads as we do.
@@ -19,9 +20,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from .bench_train import seq_lens, train_worker
 from .export import export_gguf
 from .kernels_int8 import kernel_line
 from .threads import blas_line
@@ -33,6 +36,11 @@ BLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machine
 def thread_count() -> int:
     """The threads both sides run on: NUMBA_NUM_THREADS if set, else every core (Numba's default)."""
     return int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
+
+
+def threads_phrase() -> str:
+    n = thread_count()
+    return f"{n} thread{'s' if n > 1 else ''}"
 
 
 def chat_prompt(tok) -> list[int]:
@@ -92,20 +100,23 @@ def run_worker(args, extra: list[str], env=None) -> dict:
 FIGURES = (("prefill", "prefill"), ("decode", "decode"), ("decode_long", "decode-long"))
 
 
-def paired_rounds(args, ours: list[str], theirs: list[str], env=None) -> list[tuple[dict, dict]]:
-    """`args.repeats` rounds, each measuring both sides once, each in a fresh process, in turn (who
+def paired_rounds(repeats: int, ours: Callable[[], dict], theirs: Callable[[], dict], figure: str
+                  ) -> list[tuple[dict, dict]]:
+    """`repeats` rounds, each measuring both sides once (each call a fresh process), in turn (who
     goes first alternates): this machine's speed drifts over the minutes a comparison takes, and
-    a round's ratio compares two runs made a few seconds apart."""
+    a round's ratio compares two runs made a few seconds apart. `figure` names the result's entry
+    the progress line shows."""
     rounds = []
-    for r in range(args.repeats):
+    for r in range(repeats):
         if r % 2:
-            b = run_worker(args, theirs, env)
-            rounds.append((run_worker(args, ours, env), b))
+            b = theirs()
+            rounds.append((ours(), b))
         else:
-            a = run_worker(args, ours, env)
-            rounds.append((a, run_worker(args, theirs, env)))
-        print(f"  round {r + 1} of {args.repeats}: decode {rounds[-1][0]['decode'][0]:.1f} vs "
-              f"{rounds[-1][1]['decode'][0]:.1f} tokens/s", file=sys.stderr, flush=True)
+            a = ours()
+            rounds.append((a, theirs()))
+        shown = [side[figure][0] if isinstance(side[figure], list) else side[figure] for side in rounds[-1]]
+        print(f"  round {r + 1} of {repeats}: {figure} {shown[0]:.1f} vs {shown[1]:.1f} tokens/s", file=sys.stderr,
+              flush=True)
     return rounds
 
 
@@ -113,7 +124,7 @@ def compare_llamacpp(args) -> None:
     """Float32 against GGUF F32 and int8 against Q8_0, in paired rounds of fresh processes, and the ratios."""
     folder = resolve(args.model)
     settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
-    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {thread_count()} threads on both sides; "
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}; {threads_phrase()} on both sides; "
           f"prefill of {args.prompt_tokens} tokens, decode of {args.new_tokens} greedy tokens after a chat prompt "
           f"(decode-long: after the {args.prompt_tokens} tokens); "
           f"{args.repeats} rounds, each measuring both sides once in fresh processes; medians, and the ratio the "
@@ -129,7 +140,8 @@ def compare_llamacpp(args) -> None:
                 variants.append((f", {'/'.join(settings)} unset",
                                  {k: v for k, v in os.environ.items() if k not in BLAS_SETTINGS}))
             for label, env in variants:
-                rounds = paired_rounds(args, ours, theirs, env)
+                rounds = paired_rounds(args.repeats, lambda: run_worker(args, ours, env),
+                                       lambda: run_worker(args, theirs, env), "decode")
                 for figure, name in FIGURES:
                     a, b = (statistics.median(side[figure][0] for side in sides) for sides in zip(*rounds))
                     ratio = statistics.median(x[figure][0] / y[figure][0] for x, y in rounds)
@@ -143,3 +155,53 @@ def compare_llamacpp(args) -> None:
     if settings:
         print(f"(this machine sets {', '.join(f'{k}={v}' for k, v in settings.items())}; "
               f"'unset' rows ran without it)")
+
+
+# ---- a training step beside PyTorch's -----------------------------------------------------------------
+
+TORCH_PEER = Path(__file__).with_name("bench_torch.py")  # run as a script, never imported: no torch here
+
+
+def torch_worker(python: str, folder: Path, seq_len: int, steps: int) -> dict:
+    """The same training step in PyTorch, in a fresh process of `python` (an interpreter with torch)."""
+    cmd = [python, str(TORCH_PEER), str(folder), str(seq_len), str(steps), str(thread_count())]
+    try:
+        done = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    except OSError as e:
+        raise OSError(f"--compare-torch {python}: {e.strerror}") from None
+    if done.returncode != 0:
+        last = (done.stderr.strip().splitlines() or ["no message"])[-1]
+        hint = " (pip install torch safetensors there)" if "ModuleNotFoundError" in last else ""
+        raise OSError(f"the PyTorch peer under {python} failed: {last}{hint}")
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def compare_torch(args) -> None:
+    """Our training step against PyTorch's on the same weights, in paired rounds of fresh processes."""
+    folder = resolve(args.model)
+    settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
+    probe = torch_worker(args.compare_torch, folder, 16, 1)  # fails early, and names the torch build
+    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, full fine-tune, batch 1, loss {args.loss}; "
+          f"PyTorch {probe['torch']} (eager, under {args.compare_torch}); {threads_phrase()} on both sides; "
+          f"{args.repeats} rounds, each measuring both sides once in fresh processes (median of {args.steps} steps "
+          f"after a warm-up); the ratio is the median of the rounds' ratios\n{blas_line()}", flush=True)
+    variants = [("", None)]
+    if settings:  # the machine's BLAS setting, and our runs with it removed for this command alone
+        variants.append((f", {'/'.join(settings)} unset",
+                         {k: v for k, v in os.environ.items() if k not in BLAS_SETTINGS}))
+    rows = []
+    for seq_len in seq_lens(args):
+        for label, env in variants:
+            rounds = paired_rounds(args.repeats, lambda: train_worker(args, seq_len, env),
+                                   lambda: torch_worker(args.compare_torch, folder, seq_len, args.steps),
+                                   "tokens_per_s")
+            ours, theirs = ([side["tokens_per_s"] for side in sides] for sides in zip(*rounds))
+            rows.append((f"train seq {seq_len}{label}", statistics.median(ours), statistics.median(theirs),
+                         statistics.median(a / b for a, b in zip(ours, theirs)),
+                         max(x["peak_rss_gib"] for x, _ in rounds), max(y["peak_rss_gib"] for _, y in rounds)))
+    print(f"{'figure':36s} {'ours tok/s':>10s} {'PyTorch tok/s':>14s} {'ratio':>6s} {'RSS ours':>9s} {'RSS torch':>9s}")
+    for name, a, b, ratio, rss_a, rss_b in rows:
+        print(f"{name:36s} {a:10.1f} {b:14.1f} {ratio:6.2f} {rss_a:8.2f}G {rss_b:8.2f}G")
+    if settings:
+        print(f"(this machine sets {', '.join(f'{k}={v}' for k, v in settings.items())}; "
+              f"'unset' rows ran ours without it)")

@@ -19,6 +19,7 @@ import numpy as np
 
 from .data.batch import Example, collate
 from .optim import adamw_init
+from .threads import blas_line
 from .train import load_model, model_folder, train_step
 
 
@@ -75,16 +76,29 @@ def bench_train(args) -> None:
     if busy > 0.5 * (os.cpu_count() or 1):
         print(f"note: the machine is busy ({what} {busy:.1f} on {os.cpu_count()} cores); "
               "these figures are lower than on an idle machine")
-    for seq_len in [int(s) for s in str(args.seq_lens).split(",")]:
-        cmd = [sys.executable, "-m", "nanoagent.bench_train", "--worker", "--seq-lens", str(seq_len),
-               "--steps", str(args.steps), "--loss", args.loss] + (["--model", str(args.model)] if args.model else [])
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"seq {seq_len}: failed\n{proc.stderr.strip()}", file=sys.stderr)
+    print(blas_line())
+    for seq_len in seq_lens(args):
+        try:
+            r = train_worker(args, seq_len)
+        except OSError as e:
+            print(f"seq {seq_len}: {e}", file=sys.stderr)
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(f"train seq {seq_len:5d}: {r['tokens_per_s']:7.1f} tokens/s  ({r['step_s']:.2f} s/step: "
               f"forward + loss + backward + AdamW, {r['cpu_s']:.1f} CPU s)  peak RSS {r['peak_rss_gib']:.2f} GiB")
+
+
+def seq_lens(args) -> list[int]:
+    return [int(s) for s in str(args.seq_lens).split(",")]
+
+
+def train_worker(args, seq_len: int, env=None) -> dict:
+    """`measure` in a fresh process (its own peak RSS, nothing inherited) -> its figures."""
+    cmd = [sys.executable, "-m", "nanoagent.bench_train", "--worker", "--seq-lens", str(seq_len),
+           "--steps", str(args.steps), "--loss", args.loss] + (["--model", str(args.model)] if args.model else [])
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise OSError(f"the training step failed: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv=None) -> None:

@@ -1,5 +1,6 @@
-"""`python -m nanoagent.bench generate --profile` and `--compare-llamacpp` print what they say they
-print (figures are the bench's business; tests only check that the commands work)."""
+"""`python -m nanoagent.bench generate --profile`, `--compare-llamacpp` and `train --compare-torch`
+print what they say they print (figures are the bench's business; tests only check that the
+commands work)."""
 import re
 import subprocess
 import sys
@@ -9,8 +10,8 @@ import pytest
 from test_quant import tiny_folder
 
 
-def bench(*args, timeout=600):
-    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "generate", *args],
+def bench(*args, timeout=600, what="generate"):
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", what, *args],
                        capture_output=True, text=True, timeout=timeout)
     assert r.returncode == 0, r.stderr
     return r.stdout.splitlines()
@@ -64,3 +65,34 @@ def test_grpo_update_counts_the_prompt_once_per_group(tmp_path):
     # token once, then 3 rows of the last prompt token + the reply but its last token
     assert tokens == {"whole": 3 * (P + 4), "once": (P - 1) + 3 * 5}
     assert re.search(r"the prompt once: [\d.]+x faster per update", lines[-1])
+
+
+FAKE_TORCH = """#!/bin/sh
+echo '{"tokens_per_s": 10.0, "peak_rss_gib": 0.5, "torch": "0.0-fake", "seq_len": 0}'
+"""
+
+
+def test_compare_torch_pairs_the_peer_with_ours(tmp_path):
+    """`train --compare-torch PYTHON`: each round runs ours and the peer (here an interpreter that
+    prints a fixed 10 tokens/s), and the ratio is ours over the peer's."""
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_TORCH)
+    fake.chmod(0o755)
+    lines = bench("--model", str(folder), "--compare-torch", str(fake), "--seq-lens", "8,16", "--steps", "1",
+                  "--repeats", "2", what="train")
+    assert "PyTorch 0.0-fake" in lines[0] and lines[1].startswith("BLAS: ")
+    rows = [line.split() for line in lines if line.startswith("train seq")]
+    lengths = [r[2].rstrip(",") for r in rows]  # a second row per length where the machine sets a BLAS kernel
+    assert sorted(set(lengths)) == ["16", "8"] and lengths.count("8") == lengths.count("16")
+    for cells in rows:
+        ours, theirs, ratio = (float(c) for c in cells[-5:-2])
+        assert theirs == 10.0 and ratio == pytest.approx(ours / 10.0, abs=0.01)
+
+
+def test_compare_torch_without_torch_says_so_in_one_line(tmp_path):
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "train", "--model", str(folder), "--compare-torch",
+                        str(tmp_path / "no-python")], capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and r.stderr.strip().count("\n") == 0
+    assert r.stderr.startswith("error: --compare-torch") and "No such file" in r.stderr
