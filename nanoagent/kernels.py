@@ -14,6 +14,7 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
+from numba.typed import List
 
 njit = numba.njit(cache=True, nogil=True)
 
@@ -456,10 +457,10 @@ def _attend_new(q, k, v, cos, sin, kt, vc, P):
     return att
 
 
-# ==== one decoding step with float weights, a compiled call per layer ===================
-# The float twin of kernels_int8's decoding step (which says why one call per layer: a token
-# runs about 210 small parallel loops, and called one by one from Python each pays the
-# interpreter and wakes the worker threads). The math is the layered forward's; each thread
+# ==== one decoding step with float weights, one compiled call =============================
+# The float twin of kernels_int8's decoding step (which says why one call: a token runs about
+# 210 small parallel loops, and called one by one from Python each pays the interpreter and
+# wakes the worker threads). The math is the layered forward's; each thread
 # reads two weight rows side by side (_dot2): q rows r and r + nq/2 share a pass, and so do
 # k row r and v row r, gate row r and up row r, and the two halves of o, down and the LM head.
 # A test pins it to the layered forward.
@@ -517,21 +518,36 @@ def _lm_head(x, norm, wte, eps):
     return _matvec(wte, h[0])
 
 
-def decode_float(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, eps):
+def stack_layers(blocks) -> tuple:
+    """The layers' weights (layers.BlockWeights) as one Numba typed list per kind (attn_norm, q,
+    ..., down), built once: a decoding step then runs every layer in one compiled call, where a
+    Python loop calling a kernel per layer pays Numba's dispatch of some twenty arguments on each
+    (about 20 us a layer, a few percent of a token)."""
+    return tuple(List(list(kind)) for kind in zip(*blocks))
+
+
+def decode_float(x, stack, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads, eps):
     """One new token through every layer, float weights -> logits (V,).
 
-    x (C,) is its embedding, at position P; blocks the layers.BlockWeights; norm (C,) the final
-    norm; wte (V,C) the tied embedding; cos/sin (1,D/2) the rotation of position P; kt_cache
-    (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and values
-    are written at P.
+    x (C,) is its embedding, at position P; stack the layers' weights (stack_layers); norm (C,)
+    the final norm; wte (V,C) the tied embedding; cos/sin (1,D/2) the rotation of position P;
+    kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold P positions, and this token's keys and
+    values are written at P.
     """
-    x, eps = np.ascontiguousarray(x), x.dtype.type(eps)
-    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
-        x = _decode_layer(x, *b, cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps)
+    return _decode_float(np.ascontiguousarray(x), *stack, norm, wte, cos, sin, kt_cache, v_cache, P, n_heads,
+                         x.dtype.type(eps))
+
+
+@njit
+def _decode_float(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, norm, wte, cos, sin, kt_cache, v_cache, P,
+                  n_heads, eps):
+    for i in range(len(wq)):
+        x = _decode_layer(x, attn_norm[i], wq[i], wk[i], wv[i], wo[i], mlp_norm[i], wg[i], wu[i], wd[i], cos, sin,
+                          kt_cache[i], v_cache[i], P, n_heads, eps)
     return _lm_head(x, norm, wte, eps)
 
 
-# ---- one decoding step for a batch of sequences, a compiled call per layer ---------------
+# ---- one decoding step for a batch of sequences, one compiled call ---------------------
 # The same plan for A sequences decoded together (batch.BatchDecoder): token a belongs to
 # cache row rows[a] at position P[a]. The products go through matmul_rows (each weight read
 # once for all A rows), attention reads each sequence's own row. Pinned to the layered
@@ -583,20 +599,31 @@ def _decode_layer_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, cos, 
     return x + down  # residual
 
 
-def decode_rows(x, blocks, norm, wte, cos, sin, kt_cache, v_cache, rows, P, n_heads, eps):
+def decode_rows(x, stack, norm, wte, cos, sin, kt_cache, v_cache, rows, P, n_heads, eps):
     """One new token for each of A sequences through every layer, float weights -> logits (A,V).
 
-    x (A,C) their embeddings; token a belongs to cache row rows[a] at position P[a], rotated by
-    cos[a], sin[a] (A,D/2); kt_cache (L,S,KV,D,Tmax) and v_cache (L,S,KV,Tmax,D) hold a row per
-    slot, and each token's keys and values are written at its row's position P[a].
+    x (A,C) their embeddings; stack the layers' weights (stack_layers); token a belongs to cache
+    row rows[a] at position P[a], rotated by cos[a], sin[a] (A,D/2); kt_cache (L,S,KV,D,Tmax) and
+    v_cache (L,S,KV,Tmax,D) hold a row per slot, and each token's keys and values are written at
+    its row's position P[a].
     """
-    x, eps = np.ascontiguousarray(x), x.dtype.type(eps)
-    rows, P = np.asarray(rows, np.int64), np.asarray(P, np.int64)
-    cos, sin = np.ascontiguousarray(cos), np.ascontiguousarray(sin)
-    for i, b in enumerate(blocks):
-        x = _decode_layer_rows(x, *b, cos, sin, kt_cache[i], v_cache[i], rows, P, n_heads, eps)
-    h, _ = rmsnorm(x, norm, eps)
-    return matmul_rows(h, wte)
+    return _decode_rows(np.ascontiguousarray(x), *stack, norm, wte, np.ascontiguousarray(cos),
+                        np.ascontiguousarray(sin), kt_cache, v_cache, np.asarray(rows, np.int64),
+                        np.asarray(P, np.int64), n_heads, x.dtype.type(eps))
+
+
+@njit
+def _decode_rows(x, attn_norm, wq, wk, wv, wo, mlp_norm, wg, wu, wd, norm, wte, cos, sin, kt_cache, v_cache, rows,
+                 P, n_heads, eps):
+    for i in range(len(wq)):
+        x = _decode_layer_rows(x, attn_norm[i], wq[i], wk[i], wv[i], wo[i], mlp_norm[i], wg[i], wu[i], wd[i], cos,
+                               sin, kt_cache[i], v_cache[i], rows, P, n_heads, eps)
+    A, C = x.shape
+    h, rstd = np.empty((A, C), x.dtype), np.empty(A, x.dtype)
+    _rmsnorm(x, norm, eps, h, rstd)
+    logits = np.empty((A, wte.shape[0]), x.dtype)
+    _matmul_rows(h, wte, logits)
+    return logits
 
 
 # ==== backward kernels (training) ======================================================

@@ -44,11 +44,25 @@ class Model:
         self.dtype = params["model.embed_tokens.weight"].dtype
         self.cos, self.sin = rope_tables(config.head_dim, config.max_position_embeddings,
                                          config.rope_theta, self.dtype)  # (Tmax, D/2)
+        self._layer_names = [f"model.layers.{i}.{name}" for i in range(config.num_hidden_layers)
+                             for name in BLOCK_NAMES]
+        self._stack = None  # (the layer weights it holds, int8?, kernels' typed lists): layer_stack()
 
     @property
     def blocks(self) -> list[BlockWeights]:
         """Each layer's weights, read from `params` on each use (so never stale when one is replaced)."""
         return [block_weights(self.params, i) for i in range(self.config.num_hidden_layers)]
+
+    def layer_stack(self) -> tuple[bool, tuple]:
+        """-> (int8?, the layers' weights as the decoding kernels take them: kernels.stack_layers or
+        kernels_int8.stack_layers), built on first use and again whenever a weight in `params` has
+        been replaced by another array (one updated in place is the same array)."""
+        weights = [self.params[name] for name in self._layer_names]
+        if self._stack is None or any(a is not b for a, b in zip(weights, self._stack[0])):
+            int8 = isinstance(weights[1], Int8Weight)  # a layer's q
+            stack = (kernels_int8 if int8 else kernels).stack_layers(self.blocks)
+            self._stack = (weights, int8, stack)
+        return self._stack[1:]
 
     @property
     def int8(self) -> bool:
@@ -161,9 +175,9 @@ class Model:
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
         """One new token at position P -> its logits (V,); the cache grows by one.
 
-        Each layer runs in one compiled call (kernels.decode_float, or kernels_int8.decode_int8
-        for int8 weights: the same math as `forward`, pinned to it by tests); a cache of several
-        sequences goes through `forward` on one token each.
+        Every layer and the head run in one compiled call (kernels.decode_float, or
+        kernels_int8.decode_int8 for int8 weights: the same math as `forward`, pinned to it by
+        tests); a cache of several sequences goes through `forward` on one token each.
         """
         P = kv.length
         if kv.v.shape[1] != 1:
@@ -171,8 +185,9 @@ class Model:
         check_fits(P + 1, kv.capacity)
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
         x = embedding_forward(np.array([token]), wte)[0][0]  # (C,)
-        decode = kernels_int8.decode_int8 if self.int8 else kernels.decode_float
-        logits = decode(x, self.blocks, self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
+        int8, stack = self.layer_stack()
+        decode = kernels_int8.decode_int8 if int8 else kernels.decode_float
+        logits = decode(x, stack, self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
                         kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1
         return logits
@@ -183,8 +198,8 @@ class Model:
 
         The A tokens go through the network side by side, so each weight matrix is read once for
         all of them ((A,C) @ (C,N) products); RoPE turns each token by its own position, and
-        attention reads each token's own slot. Float weights run each layer in one compiled call
-        (kernels.decode_rows; one sequence alone takes decode_step's kernels.decode_float); int8
+        attention reads each token's own slot. Float weights run the whole step in one compiled
+        call (kernels.decode_rows; one sequence alone takes decode_step's kernels.decode_float); int8
         weights go layer by layer through `block_forward` (SlotCache.attend_rows).
         """
         rows = np.asarray(rows, np.int64)
@@ -194,7 +209,8 @@ class Model:
         x, _ = embedding_forward(np.asarray(tokens).reshape(1, -1), wte)  # (1,A,C)
         cos, sin = self.cos[P], self.sin[P]  # (A, D/2): each token at its own position
         args = (cfg.num_attention_heads, cfg.rms_norm_eps)
-        if self.int8:
+        int8, stack = self.layer_stack()
+        if int8:
             for i, w in enumerate(self.blocks):
                 x, _ = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
                                      cos, sin, partial(cache.attend_rows, i, rows))
@@ -202,10 +218,10 @@ class Model:
             logits = self.lm_head(h[0])
         elif len(rows) == 1:
             r = rows[0]
-            logits = kernels.decode_float(x[0, 0], self.blocks, norm, wte, cos, sin, cache.kt[:, r], cache.v[:, r],
+            logits = kernels.decode_float(x[0, 0], stack, norm, wte, cos, sin, cache.kt[:, r], cache.v[:, r],
                                           int(P[0]), *args)[None]
         else:
-            logits = kernels.decode_rows(x[0], self.blocks, norm, wte, cos, sin, cache.kt, cache.v, rows, P, *args)
+            logits = kernels.decode_rows(x[0], stack, norm, wte, cos, sin, cache.kt, cache.v, rows, P, *args)
         cache.lengths[rows] += 1
         return logits
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import FIXTURES
 from nanoagent import kernels
 from nanoagent.decode import ContextLengthError
+from nanoagent.model import Model
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +66,8 @@ def test_too_long_for_the_cache_is_a_clear_error(tiny_model):
 
 @pytest.mark.parametrize("model_name", ["tiny_model", "tiny_model64"])
 def test_compiled_decode_step_equals_the_layered_forward(request, model_name, monkeypatch):
-    """Float weights: each decoding step goes through kernels.decode_float (one compiled call per
-    layer) and gives the logits and cache of `forward` on one token."""
+    """Float weights: each decoding step goes through kernels.decode_float (one compiled call for
+    every layer and the head) and gives the logits and cache of `forward` on one token."""
     model = request.getfixturevalue(model_name)
     calls = []
     decode_float = kernels.decode_float
@@ -84,3 +85,29 @@ def test_compiled_decode_step_equals_the_layered_forward(request, model_name, mo
     np.testing.assert_allclose(kv.kt, kv_want.kt, rtol=tol, atol=tol * np.abs(kv_want.kt).max())
     np.testing.assert_allclose(kv.v, kv_want.v, rtol=tol, atol=tol * np.abs(kv_want.v).max())
     assert kv.length == len(ids)
+
+
+def test_decoding_sees_a_replaced_weight(tiny_model):
+    """The layers' typed lists are built once, and again when a weight array in `params` is replaced
+    (an update in place needs nothing: the lists hold the same arrays)."""
+    model = Model(tiny_model.config, dict(tiny_model.params))
+    name = "model.layers.1.mlp.up_proj.weight"
+
+    def step_and_forward():
+        kv = model.new_kv_cache(3)
+        model.prefill(np.array([5, 9]), kv)
+        return model.decode_step(7, kv), model.logits(np.array([5, 9, 7]))[-1]
+
+    before, _ = step_and_forward()
+    first = model.layer_stack()[1]
+    model.params[name] = model.params[name] * 1.5
+    after, want = step_and_forward()
+    assert model.layer_stack()[1] is not first
+    np.testing.assert_allclose(after, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert np.abs(after - before).max() > 1e-3 * np.abs(before).max()  # the new weight changed the logits
+    second = model.layer_stack()[1]
+    model.params[name] *= 2.0  # in place: the same lists, and decoding sees it
+    got, want = step_and_forward()
+    assert model.layer_stack()[1] is second
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
+    assert np.abs(got - after).max() > 1e-3 * np.abs(after).max()
