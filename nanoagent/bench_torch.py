@@ -76,7 +76,8 @@ def measure(folder: Path, seq_len: int, steps: int, threads: int) -> dict:
     step = statistics.median(times[1:])
     return {"seq_len": seq_len, "tokens_per_s": seq_len / step, "step_s": step, "cpu_s": statistics.median(cpu[1:]),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "times": times,
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "blas": "MKL" if torch.backends.mkl.is_available() else "its own BLAS"}
 
 
 if __name__ == "__main__":
