@@ -116,7 +116,7 @@ def measure_generate(lm: ChatModel, args) -> dict:
 PARTS = {"_matmul_rows": "matrix products in the layers", "_matmul_int8": "matrix products in the layers",
          "_decode_float": "one call: the layers and the head",
          "_decode_int8": "one call: the layers and the head",
-         "_attend_spans": "attention over the KV cache", "_rmsnorm": "RMSNorm, RoPE, SwiGLU gate",
+         "_attend_cache": "attention over the KV cache", "_rmsnorm": "RMSNorm, RoPE, SwiGLU gate",
          "_rope": "RMSNorm, RoPE, SwiGLU gate", "_silu_gate": "RMSNorm, RoPE, SwiGLU gate"}
 
 

@@ -106,10 +106,9 @@ def attention_decode(q, kt_cache, v_cache, n):
     transposed (1,KV,D,Tmax) and values (1,KV,Tmax,D), holding n positions -> out (1,H,1,D).
 
     The same function as `layers.attention_forward` for T = 1 (no mask needed: every cached key
-    is in the past), computed as the compiled decoding step computes it (kernels.attend_spans,
-    spans of positions read once for the query heads that share them), from the cache as stored:
+    is in the past), computed by the cache kernel, which reads the contiguous cache directly:
     out[h] = softmax(q[h] . kt[h // (H/KV)] / sqrt(D)) @ v[h // (H/KV)]   (kernels.attend_cache_ref).
     """
     _, H, _, D = q.shape
-    out = kernels.attend_spans(q[0, :, 0], kt_cache[0], v_cache[0], n)  # (H,D)
+    out, _ = kernels.attend_cache(q[0, :, 0], kt_cache[0], v_cache[0], n)  # (H,D)
     return out.reshape(1, H, 1, D)

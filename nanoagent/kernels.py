@@ -402,93 +402,6 @@ def attend_cache_ref(q, kt, v, n):
     return np.einsum("hn,hnd->hd", probs, vv), probs
 
 
-# ---- the same, split by spans of positions (decoding one token, in parallel) ----------------
-# A query head reads only its key/value head's cache, which H/KV query heads share. A task here
-# takes one key/value head and a span of SPAN positions: it reads those keys and values once for
-# all the query heads that share them, and keeps per head the span's largest score m, its sum
-# l of e^(s - m) and its output sum_p e^(s_p - m) v_p. The spans are then merged: with M the
-# largest of the m's, out = sum_spans e^(m - M) o / sum_spans e^(m - M) l (the merge of flash
-# decoding), which is softmax(s) @ v exactly, up to rounding. KV heads x spans are enough tasks
-# for every thread on a long cache, where a task per query head gave 9 tasks to 2 threads and had
-# two threads read the keys of the head their query heads straddle.
-
-SPAN = 128  # positions a task takes: its scores (G x SPAN) and a few key and value rows stay in L1
-
-
-@numba.njit(cache=True, nogil=True, parallel=True)
-def _attend_spans(q, kt, v, n, scale, out):
-    H, D = q.shape
-    KV = kt.shape[0]
-    G = H // KV  # the query heads of key/value head j are j*G .. j*G + G-1
-    S = (n + SPAN - 1) // SPAN
-    dt = q.dtype
-    scores = np.empty((KV * S, G, SPAN), dt)
-    m, l, o = np.empty((KV * S, G), dt), np.empty((KV * S, G), dt), np.zeros((KV * S, G, D), dt)
-    for t in numba.prange(KV * S):  # task t: key/value head j, positions p0 .. p1-1
-        j = t // S
-        p0 = (t % S) * SPAN
-        w = min(n, p0 + SPAN) - p0
-        sc, ot = scores[t], o[t]
-        sc[:, :w] = 0.0
-        d = 0
-        while d + 4 <= D:  # four key rows a pass, each read once for the G heads
-            k0, k1 = kt[j, d, p0:p0 + w], kt[j, d + 1, p0:p0 + w]
-            k2, k3 = kt[j, d + 2, p0:p0 + w], kt[j, d + 3, p0:p0 + w]
-            for g in range(G):
-                qg = q[j * G + g]
-                q0, q1, q2, q3 = qg[d] * scale, qg[d + 1] * scale, qg[d + 2] * scale, qg[d + 3] * scale
-                sg = sc[g]
-                for p in range(w):
-                    sg[p] += q0 * k0[p] + q1 * k1[p] + q2 * k2[p] + q3 * k3[p]
-            d += 4
-        for d in range(d, D):
-            for g in range(G):
-                qd = q[j * G + g, d] * scale
-                for p in range(w):
-                    sc[g, p] += qd * kt[j, d, p0 + p]
-        for g in range(G):
-            mg = _max(sc[g, :w])
-            for p in range(w):
-                sc[g, p] = exp(sc[g, p] - mg)
-            m[t, g], l[t, g] = mg, _sum(sc[g, :w])
-        p = 0
-        while p + 4 <= w:  # four value rows a pass, each read once for the G heads
-            v0, v1, v2, v3 = v[j, p0 + p], v[j, p0 + p + 1], v[j, p0 + p + 2], v[j, p0 + p + 3]
-            for g in range(G):
-                e0, e1, e2, e3 = sc[g, p], sc[g, p + 1], sc[g, p + 2], sc[g, p + 3]
-                og = ot[g]
-                for c in range(D):
-                    og[c] += e0 * v0[c] + e1 * v1[c] + e2 * v2[c] + e3 * v3[c]
-            p += 4
-        for p in range(p, w):
-            for g in range(G):
-                e = sc[g, p]
-                for c in range(D):
-                    ot[g, c] += e * v[j, p0 + p, c]
-    for h in range(H):  # merge the spans of each query head
-        j, g = h // G, h % G
-        top = m[j * S, g]
-        for s in range(1, S):
-            top = max(top, m[j * S + s, g])
-        total = 0.0
-        out[h] = 0.0
-        for s in range(S):
-            f = exp(m[j * S + s, g] - top)
-            total += f * l[j * S + s, g]
-            for c in range(D):
-                out[h, c] += f * o[j * S + s, g, c]
-        for c in range(D):
-            out[h, c] /= total
-
-
-def attend_spans(q, kt, v, n):
-    """q (H,D) at position n-1; kt (KV,D,Tmax) and v (KV,Tmax,D) holding n positions -> out (H,D):
-    attend_cache's output, computed by spans of positions (the decoding step's way)."""
-    out = np.empty_like(q)
-    _attend_spans(np.ascontiguousarray(q), kt, v, n, q.dtype.type(1.0 / math.sqrt(q.shape[1])), out)
-    return out
-
-
 # ---- one new query per sequence of a batch, each against its own cache row ----------------
 
 @numba.njit(cache=True, nogil=True, parallel=True)
@@ -522,13 +435,14 @@ def attend_rows_ref(q, kt, v, rows, n):
 
 # ---- attention for one new token, inside a compiled decoding step ------------------------
 
-@njit
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _attend_new(q, k, v, cos, sin, kt, vc, P):
     """The token at position P: q (H,1,D), k (KV,1,D), v (KV,D) -> att (H,D). RoPE turns q and k,
     k and v are written at position P of the cache kt (KV,D,Tmax), vc (KV,Tmax,D), and each query
-    head attends to the P+1 cached positions of its KV head (by spans: _attend_spans)."""
+    head attends to the P+1 cached positions of its KV head."""
     H, D = q.shape[0], q.shape[2]
     KV = k.shape[0]
+    group = H // KV  # query head h reads key/value head h // group
     qr, kr = np.empty_like(q), np.empty_like(k)
     _rope(q, cos, sin, qr)
     _rope(k, cos, sin, kr)
@@ -536,8 +450,10 @@ def _attend_new(q, k, v, cos, sin, kt, vc, P):
         for d in range(D):
             kt[j, d, P] = kr[j, 0, d]
             vc[j, P, d] = v[j, d]
-    att = np.empty((H, D), q.dtype)
-    _attend_spans(qr.reshape(H, D), kt, vc, P + 1, q.dtype.type(1.0 / math.sqrt(D)), att)
+    att, probs = np.empty((H, D), q.dtype), np.empty((H, P + 1), q.dtype)
+    scale = q.dtype.type(1.0 / math.sqrt(D))
+    for hh in numba.prange(H):
+        _attend_head(qr[hh, 0], kt[hh // group], vc[hh // group], P + 1, scale, att[hh], probs[hh])
     return att
 
 

@@ -105,19 +105,6 @@ def test_silu_gate(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("H,KV,D,n", [(6, 2, 8, 7), (9, 3, 6, 9), (4, 4, 16, 1), (9, 3, 8, 128), (6, 2, 8, 129),
-                                      (9, 3, 64, 700)])  # one span or several, the last one short or full
-def test_attend_spans(dtype, H, KV, D, n):
-    """The decoding step's attention, a task per key/value head and span of positions, merged after."""
-    rng = np.random.default_rng(6)
-    q, kt, v = rand(rng, H, D, dtype=dtype), rand(rng, KV, D, n + 5, dtype=dtype), rand(rng, KV, n + 5, D, dtype=dtype)
-    q[0] *= 40.0  # a peaked head: the spans' largest scores differ widely
-    kt[..., n:], v[:, n:] = 1e9, 1e9  # positions past the cache length must not be read
-    out_ref, _ = kernels.attend_cache_ref(q, kt, v, n)
-    np.testing.assert_allclose(kernels.attend_spans(q, kt, v, n), out_ref, rtol=TOL[dtype] * 10, atol=TOL[dtype] * 10)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1), (8, 150)])  # fours of rows and keys, the rest, a long cache
 def test_attend_cache(dtype, D, n):
     rng = np.random.default_rng(5)
