@@ -128,7 +128,8 @@ def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed:
 
 RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "balance", "steps", "epochs",
             "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates",
-            "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
+            "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size",
+            "slots", "seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
