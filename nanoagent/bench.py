@@ -115,14 +115,14 @@ def measure_generate(lm: ChatModel, args) -> dict:
 # Where a decoding token's time goes: each compiled kernel's own time, by the part of the network it is.
 PARTS = {"_matmul_rows": "matrix products in the layers", "_matmul_int8": "matrix products in the layers",
          "_decode_float": "one call: the layers and the head",
-         "_decode_int8": "one call: the layers and the head",
+         "_decode_layer_int8": "one compiled call per layer", "_lm_head_int8": "the LM head",
          "_attend_cache": "attention over the KV cache", "_rmsnorm": "RMSNorm, RoPE, SwiGLU gate",
          "_rope": "RMSNorm, RoPE, SwiGLU gate", "_silu_gate": "RMSNorm, RoPE, SwiGLU gate"}
 
 
 def profile_decode(lm: ChatModel, args) -> None:
     """Where one greedy decoding token's milliseconds go, two ways: `decode_step` (one compiled call
-    for the whole network) and `forward` on one token (a kernel call per operation, the way a
+    for the whole network; int8, a call per layer and one for the head) and `forward` on one token (a kernel call per operation, the way a
     training step runs: its rows split the network's time by part).
     Each is timed plain, then profiled: the kernels' own times, and what they leave of the profiled
     wall time, the Python and NumPy between them (which also carries the profiler's cost)."""
@@ -146,7 +146,7 @@ def profile_decode(lm: ChatModel, args) -> None:
 
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {args.precision}; {blas_line()}\n"
           f"one greedy decoding token, {n} tokens after a {len(prompt)}-token chat prompt (median of {args.repeats}):")
-    ways = {"decode_step: one compiled call": model.decode_step,
+    ways = {"decode_step: compiled": model.decode_step,
             "forward on one token: a kernel call per operation": lambda t, kv: model.prefill([t], kv)}
     for way, step in ways.items():
         decode(step)  # warm-up

@@ -1,4 +1,4 @@
-"""The int8 kernels: quantizing rows, int8 x int16 matrix products, and one decoding step in one call.
+"""The int8 kernels: quantizing rows, int8 x int16 matrix products, and one decoding step per layer.
 
 A weight row is int8 with one float32 scale per group of gs inputs (gs = Cin: one scale per
 output channel); the activations are quantized on the fly to int16 over the same groups.
@@ -22,7 +22,6 @@ import numpy as np
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic
-from numba.typed import List
 
 from . import kernels
 from .kernels import _attend_new, _rmsnorm, _silu_gate, njit  # the float kernels a decoding layer reuses
@@ -298,17 +297,17 @@ def matmul_int8_ref(xq, sx, q, sw):
     return np.einsum("nog,og,ng->no", dots.astype(np.float64), sw, sx).astype(np.float32)
 
 
-# ==== one decoding step with int8 weights, one compiled call ===============================
+# ==== one decoding step with int8 weights, a compiled call per layer ========================
 # Decoding a token runs about 150 small parallel loops (the matmuls of 30 layers, a few dozen
 # microseconds each). Called one by one from Python, each also pays the interpreter and wakes
-# Numba's worker thread from sleep; here the whole step is one call, so its loops follow each
+# Numba's worker thread from sleep; here each layer is one call, so its loops follow each
 # other within microseconds while the worker still spins. The math is the layered forward's
 # (layers.block_forward with the kernels above, a test pins the two equal); only the order of
 # the loops differs: q, k and v share one parallel loop over their rows, and so do gate and up.
-# The 30 layers come in as numba.typed.Lists, one per argument of the layer kernel
-# (stack_layers, built once per model): a tuple's type would change with the number of layers,
-# and a call per layer pays the dispatch of 25 arguments 30 times (lessons/14_int8/README.md
-# has the figures).
+# One call for the whole step is faster still, but needs the 30 layers as one Numba argument:
+# a tuple, whose type (so the compiled code) changes with the number of layers, or a
+# numba.typed.List, whose building compiles code that costs more memory than int8 saves
+# (lessons/14_int8/README.md has the figures).
 
 @njit
 def int16_limit(gs):
@@ -380,36 +379,21 @@ def _lm_head_int8(x, norm, wh, sh, eps, logits, vector):
         _rows_task(xq, sx, wh, sh, logits, t, vector)
 
 
-def stack_layers(blocks) -> tuple:
-    """The layers' weights (layers.BlockWeights of quant.Int8Weights) as Numba typed lists, one per
-    argument of the layer kernel (attn_norm, q, q's scales, ..., down's scales), as
-    kernels.stack_layers does for float weights."""
-    return tuple(List(list(kind)) for kind in zip(*([b.attn_norm, *b.q, *b.k, *b.v, *b.o, b.mlp_norm, *b.gate, *b.up,
-                                                      *b.down] for b in blocks)))
-
-
-def decode_int8(x, stack, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps):
+def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, eps):
     """One new token through every layer, int8 weights -> logits (V,).
 
-    x (C,) float32 is its embedding, at position P; stack the layers' weights (stack_layers);
-    norm (C,) the final norm; head the tied embedding's Int8Weight; cos/sin (1,D/2) the rotation
-    of position P; kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold P positions, and this
-    token's keys and values are written at P.
+    x (C,) float32 is its embedding, at position P; blocks the layers.BlockWeights holding
+    quant.Int8Weights; norm (C,) the final norm; head the tied embedding's Int8Weight; cos/sin
+    (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold
+    P positions, and this token's keys and values are written at P.
     """
+    x, eps = np.ascontiguousarray(x, np.float32), np.float32(eps)
+    for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
+        x = _decode_layer_int8(x, b.attn_norm, *b.q, *b.k, *b.v, *b.o, b.mlp_norm, *b.gate, *b.up, *b.down,
+                               cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps, VECTOR)
     logits = np.empty(head.q.shape[0], np.float32)
-    _decode_int8(np.ascontiguousarray(x, np.float32), *stack, norm, head.q, head.scale, cos, sin, kt_cache, v_cache,
-                 P, n_heads, np.float32(eps), logits, VECTOR)
+    _lm_head_int8(x, norm, head.q, head.scale, eps, logits, VECTOR)
     return logits
-
-
-@numba.njit(cache=True, nogil=True)
-def _decode_int8(x, attn_norm, wq, sq, wk, sk, wv, sv, wo, so, mlp_norm, wg, sg, wu, su, wd, sd, norm, wh, sh,
-                 cos, sin, kt_cache, v_cache, P, n_heads, eps, logits, vector):
-    for i in range(len(wq)):
-        x = _decode_layer_int8(x, attn_norm[i], wq[i], sq[i], wk[i], sk[i], wv[i], sv[i], wo[i], so[i], mlp_norm[i],
-                               wg[i], sg[i], wu[i], su[i], wd[i], sd[i], cos, sin, kt_cache[i], v_cache[i], P,
-                               n_heads, eps, vector)
-    _lm_head_int8(x, norm, wh, sh, eps, logits, vector)
 
 
 # ---- this file's cached kernels also depend on kernels.py ------------------------------------

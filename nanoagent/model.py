@@ -53,15 +53,16 @@ class Model:
         """Each layer's weights, read from `params` on each use (so never stale when one is replaced)."""
         return [block_weights(self.params, i) for i in range(self.config.num_hidden_layers)]
 
-    def layer_stack(self) -> tuple[bool, tuple]:
-        """-> (int8?, the layers' weights as the decoding kernels take them: kernels.stack_layers or
-        kernels_int8.stack_layers), built on first use and again whenever a weight in `params` has
-        been replaced by another array (one updated in place is the same array)."""
+    def layer_stack(self) -> tuple[bool, tuple | None]:
+        """-> (int8?, float weights' layers as the decoding kernels take them: kernels.stack_layers),
+        built on first use and again whenever a weight in `params` has been replaced by another
+        array (one updated in place is the same array). Int8 weights get None: their step runs a
+        compiled call per layer, since building typed lists of int8 arrays compiles Numba code
+        that took `generate` past its 400 MB (lessons/14_int8)."""
         weights = [self.params[name] for name in self._layer_names]
         if self._stack is None or any(a is not b for a, b in zip(weights, self._stack[0])):
             int8 = isinstance(weights[1], Int8Weight)  # a layer's q
-            stack = (kernels_int8 if int8 else kernels).stack_layers(self.blocks)
-            self._stack = (weights, int8, stack)
+            self._stack = (weights, int8, None if int8 else kernels.stack_layers(self.blocks))
         return self._stack[1:]
 
     @property
@@ -175,9 +176,10 @@ class Model:
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
         """One new token at position P -> its logits (V,); the cache grows by one.
 
-        Every layer and the head run in one compiled call (kernels.decode_float, or
-        kernels_int8.decode_int8 for int8 weights: the same math as `forward`, pinned to it by
-        tests); a cache of several sequences goes through `forward` on one token each.
+        Float weights run every layer and the head in one compiled call (kernels.decode_float),
+        int8 weights a compiled call per layer (kernels_int8.decode_int8): the same math as
+        `forward`, pinned to it by tests; a cache of several sequences goes through `forward` on
+        one token each.
         """
         P = kv.length
         if kv.v.shape[1] != 1:
@@ -186,8 +188,8 @@ class Model:
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
         x = embedding_forward(np.array([token]), wte)[0][0]  # (C,)
         int8, stack = self.layer_stack()
-        decode = kernels_int8.decode_int8 if int8 else kernels.decode_float
-        logits = decode(x, stack, self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
+        decode, layers = (kernels_int8.decode_int8, self.blocks) if int8 else (kernels.decode_float, stack)
+        logits = decode(x, layers, self.params["model.norm.weight"], wte, self.cos[P:P + 1], self.sin[P:P + 1],
                         kv.kt[:, 0], kv.v[:, 0], P, cfg.num_attention_heads, cfg.rms_norm_eps)
         kv.length = P + 1
         return logits
