@@ -121,9 +121,10 @@ PARTS = {"_matmul_rows": "matrix products in the layers", "_matmul_int8": "matri
 
 
 def profile_decode(lm: ChatModel, args) -> None:
-    """Where one greedy decoding token's milliseconds go, two ways: `decode_step` (one compiled call
-    for the whole network; int8, a call per layer and one for the head) and `forward` on one token (a kernel call per operation, the way a
-    training step runs: its rows split the network's time by part).
+    """Where one greedy decoding token's milliseconds go, two ways: `decode_step` (float32, one
+    compiled call for the whole network; int8, a call per layer and one for the head) and `forward`
+    on one token (a kernel call per operation, the way a training step runs: its rows split the
+    network's time by part).
     Each is timed plain, then profiled: the kernels' own times, and what they leave of the profiled
     wall time, the Python and NumPy between them (which also carries the profiler's cost)."""
     model = lm.model

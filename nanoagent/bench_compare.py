@@ -183,8 +183,9 @@ def compare_torch(args) -> None:
     probe = torch_worker(args.compare_torch, folder, 16, 1)  # fails early, and names the torch build
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, full fine-tune, batch 1, loss {args.loss}; "
           f"PyTorch {probe['torch']} (eager, {probe.get('blas', 'its own BLAS')}, under {args.compare_torch}); "
-          f"{threads_phrase()} on both sides; {args.repeats} rounds, each measuring both sides once in fresh processes (median of {args.steps} steps "
-          f"after a warm-up); the ratio is the median of the rounds' ratios\n{blas_line()}", flush=True)
+          f"{threads_phrase()} on both sides; {args.repeats} rounds, each measuring both sides once in fresh "
+          f"processes (median of {args.steps} steps after a warm-up); the ratio is the median of the rounds' "
+          f"ratios\n{blas_line()}", flush=True)
     variants = [("", None)]
     if settings:  # the machine's BLAS setting, and our runs with it removed for this command alone
         variants.append((f", {'/'.join(settings)} unset",
