@@ -21,7 +21,7 @@ from typing import Iterator
 import numpy as np
 from numba.core.dispatcher import Dispatcher
 
-from . import kernels, kernels_int8, threads
+from . import kernels, kernels_int8
 from .batch import generate_batch
 from .checkpoint import WeightsError, read_model, read_tokenizer
 from .decode import check_fits
@@ -209,7 +209,6 @@ def load(path=None, int8: bool = False) -> ChatModel:
     int8=True quantizes a float folder's weights to int8 while loading; an int8 folder (written by
     `python -m nanoagent.quantize`) loads as int8 either way.
     """
-    threads.spin_briefly()  # before any parallel kernel runs
     folder = resolve(path)
     return ChatModel(read_model(folder, int8=int8), read_tokenizer(folder))
 

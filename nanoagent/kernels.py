@@ -16,6 +16,9 @@ from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
 from numba.typed import List
 
+from . import threads
+
+threads.spin_briefly()  # every parallel loop is compiled here or in kernels_int8: set before any runs
 njit = numba.njit(cache=True, nogil=True)
 
 

@@ -134,13 +134,34 @@ def rope_backward(dy, cache: RopeCache):
 
 
 # ---- causal attention with grouped KV heads -------------------------------------------
+# The queries go through in blocks of QUERY_BLOCK positions, and a block's scores stop at the
+# key of its last query: every key after it is masked for the whole block, so it is never
+# multiplied. At T = S = 1024 that skips 44% of the products of the full (T,S) scores (as
+# PyTorch's causal attention does), and keeps 44% less of the probabilities for the backward.
+
+QUERY_BLOCK = 128
+
 
 class AttentionCache(NamedTuple):
     q: np.ndarray  # (B,H,T,D)
     k: np.ndarray  # (B,KV,S,D)
     v: np.ndarray  # (B,KV,S,D)
-    probs: np.ndarray  # (B,H,T,S)
+    probs: tuple  # per query block of rows t0..t1-1: (B,KV,G*(t1-t0),P+t1), the G heads of a KV head stacked
     shared: int = 0  # the first `shared` keys and values are a prefix all B sequences share (prefix_attention)
+
+    def full_probs(self) -> np.ndarray:
+        """The attention probabilities as one (B,H,T,S) array (zero on the keys a block skipped)."""
+        (B, H, T, _), S = self.q.shape, self.k.shape[2]
+        KV = self.k.shape[1]
+        full = np.zeros((B, KV, H // KV, T, S), self.q.dtype)
+        for (t0, t1), p in zip(query_blocks(T), self.probs):
+            full[:, :, :, t0:t1, :p.shape[-1]] = p.reshape(B, KV, H // KV, t1 - t0, -1)
+        return full.reshape(B, H, T, S)
+
+
+def query_blocks(T):
+    """The query rows 0..T-1 as (t0, t1) blocks of QUERY_BLOCK."""
+    return [(t0, min(T, t0 + QUERY_BLOCK)) for t0 in range(0, T, QUERY_BLOCK)]
 
 
 def attention_forward(q, k, v):
@@ -151,13 +172,20 @@ def attention_forward(q, k, v):
     """
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
-    G = H // KV  # query heads per KV head, stacked as rows so each KV head is one BLAS matmul
-    qg = q.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
-    scores = qg @ k.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
-    # probs = softmax(scores / sqrt(D) with -inf where key s > P + t, over s)  (kernels.causal_softmax_ref)
-    probs = kernels.causal_softmax(scores.reshape(B * H, T, S), 1.0 / math.sqrt(D), S - T)  # (B*H,T,S)
-    out = probs.reshape(B, KV, G * T, S) @ v  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
-    return out.reshape(B, H, T, D), AttentionCache(q, k, v, probs.reshape(B, H, T, S))
+    G, P = H // KV, S - T  # query heads per KV head, stacked as rows so each KV head is one BLAS matmul
+    qg = q.reshape(B, KV, G, T, D)
+    out = np.empty_like(qg)
+    probs = []
+    for t0, t1 in query_blocks(T):
+        n, end = G * (t1 - t0), P + t1  # the block's rows; the keys its last query sees
+        qb = qg[:, :, :, t0:t1].reshape(B, KV, n, D)  # (B,KV,G,Tb,D) -> (B,KV,G*Tb,D)
+        scores = qb @ k[:, :, :end].swapaxes(-1, -2)  # (B,KV,G*Tb,D) @ (B,KV,D,end) -> (B,KV,G*Tb,end)
+        # p = softmax(scores / sqrt(D) with -inf where key s > P + t, over s)  (kernels.causal_softmax_ref)
+        p = kernels.causal_softmax(scores.reshape(B * H, t1 - t0, end), 1.0 / math.sqrt(D), P + t0)
+        p = p.reshape(B, KV, n, end)
+        out[:, :, :, t0:t1] = (p @ v[:, :, :end]).reshape(B, KV, G, t1 - t0, D)  # (B,KV,G*Tb,end) @ (B,KV,end,D)
+        probs.append(p)
+    return out.reshape(B, H, T, D), AttentionCache(q, k, v, tuple(probs))
 
 
 def attention_backward(dout, cache: AttentionCache):
@@ -166,20 +194,27 @@ def attention_backward(dout, cache: AttentionCache):
     out = p v  =>  dp = dout v^T, dv = p^T dout (summed over the H/KV query heads sharing v);
     p = softmax(s)  =>  ds = p * (dp - sum_s p dp);  s = q k^T / sqrt(D)  =>  dq = ds k / sqrt(D),
     dk = ds^T q / sqrt(D). Masked (future) keys have p = 0, hence ds = 0: no gradient flows to them.
+    Block by block as the forward went; dk and dv add up every block's share.
     """
-    q, k, v, probs = cache.q, cache.k, cache.v, cache.probs
+    q, k, v = cache.q, cache.k, cache.v
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
-    G = H // KV
+    G, P = H // KV, S - T
     scale = 1.0 / math.sqrt(D)
-    p = probs.reshape(B, KV, G * T, S)  # (B,H,T,S) -> (B,KV,G*T,S): the G heads of a KV head stacked
-    do = dout.reshape(B, KV, G * T, D)  # (B,H,T,D) -> (B,KV,G*T,D)
-    dv = p.swapaxes(-1, -2) @ do  # (B,KV,S,G*T) @ (B,KV,G*T,D) -> (B,KV,S,D)
-    dp = do @ v.swapaxes(-1, -2)  # (B,KV,G*T,D) @ (B,KV,D,S) -> (B,KV,G*T,S)
-    ds = kernels.softmax_backward(p, dp)  # p * (dp - (p * dp).sum(-1, keepdims=True))  (kernels.softmax_backward_ref)
-    del dp
-    dq = (ds @ k) * scale  # (B,KV,G*T,S) @ (B,KV,S,D) -> (B,KV,G*T,D)
-    dk = (ds.swapaxes(-1, -2) @ q.reshape(B, KV, G * T, D)) * scale  # (B,KV,S,G*T) @ (B,KV,G*T,D)
+    qg, do = q.reshape(B, KV, G, T, D), dout.reshape(B, KV, G, T, D)
+    dq, dk, dv = np.empty_like(qg), np.zeros_like(k), np.zeros_like(v)
+    for (t0, t1), p in zip(query_blocks(T), cache.probs):
+        n, end = G * (t1 - t0), P + t1
+        dob = do[:, :, :, t0:t1].reshape(B, KV, n, D)  # (B,KV,G,Tb,D) -> (B,KV,G*Tb,D)
+        dv[:, :, :end] += p.swapaxes(-1, -2) @ dob  # (B,KV,end,G*Tb) @ (B,KV,G*Tb,D) -> (B,KV,end,D)
+        dp = dob @ v[:, :, :end].swapaxes(-1, -2)  # (B,KV,G*Tb,D) @ (B,KV,D,end) -> (B,KV,G*Tb,end)
+        ds = kernels.softmax_backward(p, dp)  # p * (dp - (p * dp).sum(-1, keepdims=True)) (softmax_backward_ref)
+        del dp
+        dqb = (ds @ k[:, :, :end]) * scale  # (B,KV,G*Tb,end) @ (B,KV,end,D) -> (B,KV,G*Tb,D)
+        dq[:, :, :, t0:t1] = dqb.reshape(B, KV, G, t1 - t0, D)
+        qb = qg[:, :, :, t0:t1].reshape(B, KV, n, D)
+        dk[:, :, :end] += ds.swapaxes(-1, -2) @ qb  # (B,KV,end,G*Tb) @ (B,KV,G*Tb,D) -> (B,KV,end,D)
+    dk *= scale
     return dq.reshape(B, H, T, D), dk, dv
 
 

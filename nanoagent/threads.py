@@ -1,6 +1,6 @@
-"""How many threads the hot loops run on: OpenMP's spin between Numba's parallel loops, and BLAS's
-thread count for like-for-like timings (process settings, so the entry points call them: `load()`);
-and `blas_line`, which says what BLAS a benchmark ran."""
+"""How many threads the hot loops run on: OpenMP's spin between Numba's parallel loops (set when
+`kernels` is imported), and BLAS's thread count for like-for-like timings; and `blas_line`, which
+says what BLAS a benchmark ran."""
 from __future__ import annotations
 
 import functools
@@ -12,9 +12,10 @@ from threadpoolctl import ThreadpoolController
 def spin_briefly() -> None:
     """Let Numba's OpenMP workers spin only briefly between parallel loops before they sleep,
     unless the user has chosen (OMP_WAIT_POLICY or GOMP_SPINCOUNT). libgomp reads it when the
-    first parallel loop starts, so `load()` calls this before any kernel runs. Its default long
-    spin lets a waiting worker hold the core the main thread needs on a busy machine
-    (lessons/14_int8/README.md has the measurements)."""
+    first parallel loop starts, so `kernels` calls this on import, before any kernel runs. Its
+    default long spin lets a waiting worker hold a core that the main thread or BLAS's threads
+    need: on a busy machine in decoding, and on an idle one in training, where BLAS products and
+    parallel loops take turns (lessons/14_int8/README.md has the measurements)."""
     if "OMP_WAIT_POLICY" not in os.environ:
         os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 

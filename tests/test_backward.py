@@ -89,10 +89,13 @@ def test_rope_backward(rng):
     check(lambda: np.sum(layers.rope_forward(x, cos, sin)[0] * dout), {"x": x}, {"x": dx})
 
 
-@pytest.mark.parametrize("heads,kv_heads", [(H, KV), (4, 2), (2, 2)])
-def test_attention_backward(rng, heads, kv_heads):
+@pytest.mark.parametrize("heads,kv_heads,prefix,block", [(H, KV, 0, 128), (4, 2, 0, 128), (2, 2, 0, 128),
+                                                        (4, 2, 0, 2), (4, 2, 3, 2), (H, KV, 2, 1)])
+def test_attention_backward(rng, monkeypatch, heads, kv_heads, prefix, block):
+    """Also with the queries in several blocks (the last one short), after a prefix of keys."""
+    monkeypatch.setattr(layers, "QUERY_BLOCK", block)
     q = rng.normal(size=(B, heads, T, D))
-    k, v = rng.normal(size=(B, kv_heads, T, D)), rng.normal(size=(B, kv_heads, T, D))
+    k, v = rng.normal(size=(B, kv_heads, prefix + T, D)), rng.normal(size=(B, kv_heads, prefix + T, D))
     dout = rng.normal(size=(B, heads, T, D))
     out, cache = layers.attention_forward(q, k, v)
     dq, dk, dv = layers.attention_backward(dout, cache)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import FIXTURES
-from nanoagent import kernels
+from nanoagent import kernels, layers
 from nanoagent.decode import ContextLengthError
 from nanoagent.model import Model
 
@@ -24,6 +24,30 @@ def test_tiny_logits_match_reference_float32(tiny_model, ref):
 def test_tiny_logits_match_reference_float64(tiny_model64, ref):
     h, _ = tiny_model64.forward(ref["ids"])
     assert np.abs(tiny_model64.lm_head(h) - ref["logits64"]).max() < 1e-10
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_attention_in_query_blocks_matches_reference(tiny_model, ref, monkeypatch, block):
+    """Queries in blocks whose scores stop at their last key give the reference logits."""
+    monkeypatch.setattr(layers, "QUERY_BLOCK", block)
+    h, _ = tiny_model.forward(ref["ids"])
+    assert np.abs(tiny_model.lm_head(h) - ref["logits"]).max() < 1e-4
+
+
+@pytest.mark.parametrize("prefix", [0, 4])
+def test_attention_blocks_equal_one_softmax_over_masked_scores(monkeypatch, prefix):
+    monkeypatch.setattr(layers, "QUERY_BLOCK", 3)
+    rng = np.random.default_rng(0)
+    B, H, KV, T, D = 2, 4, 2, 7, 8
+    q = rng.normal(size=(B, H, T, D))
+    k, v = rng.normal(size=(B, KV, prefix + T, D)), rng.normal(size=(B, KV, prefix + T, D))
+    out, cache = layers.attention_forward(q, k, v)
+    kk, vv = np.repeat(k, H // KV, axis=1), np.repeat(v, H // KV, axis=1)  # (B,H,S,D): head h reads h // (H/KV)
+    scores = (q @ kk.swapaxes(-1, -2)).reshape(B * H, T, prefix + T)
+    probs = kernels.causal_softmax_ref(scores, 1 / np.sqrt(D), prefix).reshape(B, H, T, prefix + T)
+    np.testing.assert_allclose(cache.full_probs(), probs, atol=1e-12)
+    np.testing.assert_allclose(out, probs @ vv, atol=1e-12)
+    assert [p.shape[-1] for p in cache.probs] == [prefix + 3, prefix + 6, prefix + 7]  # keys after a block: skipped
 
 
 def test_logits_of_one_sequence_equal_its_row_of_the_batch(tiny_model, ref):
