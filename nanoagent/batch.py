@@ -51,7 +51,7 @@ class BatchDecoder:
     def __init__(self, model: Model, slots: int = 8, capacity: int | None = None):
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
-        self.model, self.cache = model, new_slot_cache(model.config, model.dtype, slots, capacity)
+        self.model, self.cache = model, new_slot_cache(model.config, model.cache_dtype, slots, capacity)
         self.free = deque(range(slots))
         self.running: list[Sequence] = []
         self.waiting: deque[list[Sequence]] = deque()  # groups sharing a prompt join together

@@ -29,7 +29,8 @@ def check_fits(n_tokens: int, capacity: int, hint: str = "") -> None:
 class KVCache:
     """Keys and values of every layer for the positions seen so far (run state, not parameters).
 
-    Keys are stored transposed, so a new query's scores q.k_j run along contiguous memory.
+    Keys are stored transposed, so a new query's scores q.k_j run along contiguous memory. An int8
+    model's cache holds float16 where the CPU converts it in hardware (Model.cache_dtype).
     """
     kt: np.ndarray  # (L,B,KV,D,Tmax)
     v: np.ndarray  # (L,B,KV,Tmax,D)
@@ -51,6 +52,8 @@ class KVCache:
         if q.shape[0] == 1 and T == 1:  # decoding one token: attend to the cache as stored
             return attention_decode(q, kt_cache, v_cache, P + 1), None
         k, v = kt_cache[..., :P + T].swapaxes(-1, -2), v_cache[:, :, :P + T]  # views (B,KV,P+T,D)
+        if k.dtype != q.dtype:  # a float16 cache (kernels.HALF_CACHE): the products run in float32
+            k, v = k.astype(q.dtype), v.astype(q.dtype)
         return attention_forward(q, k, v)[0], None
 
 

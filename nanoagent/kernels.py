@@ -8,7 +8,10 @@ Lesson: lessons/12_numba_kernels/README.md.
 from __future__ import annotations
 
 import math
+import os
+import platform
 
+import llvmlite.binding
 import numba
 import numpy as np
 from llvmlite import ir
@@ -334,11 +337,81 @@ def silu_gate_ref(g, u):
     return g / (1.0 + np.exp(-g)) * u
 
 
+# ---- float16 KV caches ---------------------------------------------------------------------
+# After a long prompt a decoding step spends its time reading the cache: at 1000 positions the
+# keys and values are 46 MB a token in float32, against the int8 weights' 145 MB. So an int8
+# model's cache holds float16 where the CPU converts half floats in hardware (x86 with F16C, 64-bit
+# ARM): half the bytes, rounded to 11 significant bits, far finer than the int8 weights. Numba has
+# no float16 type, so kernels take the cache's bits (uint16, `cache_bits`); `widen` turns an
+# element into float32 (LLVM's fpext from half: on x86 one vcvtph2ps for eight of them) and
+# `narrow` rounds a float32 to the nearest half, ties to even, as NumPy's astype does. A float
+# cache goes through both unchanged, so one source compiles for either kind of cache.
+
+def half_cache() -> bool:
+    """Whether int8 models keep their KV cache in float16: where the CPU converts half floats in
+    hardware (x86 with F16C, 64-bit ARM). NANOAGENT_KV_CACHE=float16 or =float32 overrides."""
+    forced = os.environ.get("NANOAGENT_KV_CACHE", "").strip().lower()
+    if forced in ("float16", "float32"):
+        return forced == "float16"
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return True
+    return bool(llvmlite.binding.get_host_cpu_features().get("f16c", False))
+
+
+HALF_CACHE = half_cache()
+
+
+def cache_bits(a: np.ndarray) -> np.ndarray:
+    """A float16 cache as its bits (a uint16 view, what the kernels take); a float cache as it is."""
+    return a.view(np.uint16) if a.dtype == np.float16 else a
+
+
+@intrinsic
+def _half_to_float(typingctx, bits):
+    """float16 bits (uint16) -> float32."""
+    def codegen(context, builder, sig, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _float_to_half(typingctx, x):
+    """float32 -> the bits (uint16) of the nearest float16."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+    return types.uint16(x), codegen
+
+
+def widen(x):
+    """A cache element as a float: float16 bits -> float32, a float as it is (chosen when Numba compiles)."""
+    return x
+
+
+@overload(widen)
+def _widen_for(x):
+    if x == types.uint16:
+        return lambda x: _half_to_float(x)
+    return lambda x: x
+
+
+def narrow(x, cache):
+    """x as an element of `cache`: the bits of its nearest float16 for a uint16 cache, else x."""
+    return x
+
+
+@overload(narrow)
+def _narrow_for(x, cache):
+    if cache.dtype == types.uint16:
+        return lambda x, cache: _float_to_half(np.float32(x))
+    return lambda x, cache: x
+
+
 # ---- one new query against the KV cache (decoding) ------------------------------------
 
 @njit
 def _attend_head(q, kt, v, n, scale, out, probs):
-    """One query head q (D,) against n cached keys kt (D,Tmax) and values v (Tmax,D) -> out (D,), probs (n,)."""
+    """One query head q (D,) against n cached keys kt (D,Tmax) and values v (Tmax,D) -> out (D,), probs (n,);
+    the cache float, or float16 bits (widen)."""
     D = q.shape[0]
     # scores s_j = scale * q . k_j, over d in the outer loop so that the inner loop runs along
     # the keys (stored transposed) with no dependency between iterations; four rows of kt a
@@ -350,12 +423,12 @@ def _attend_head(q, kt, v, n, scale, out, probs):
         q0, q1, q2, q3 = q[d] * scale, q[d + 1] * scale, q[d + 2] * scale, q[d + 3] * scale
         k0, k1, k2, k3 = kt[d], kt[d + 1], kt[d + 2], kt[d + 3]
         for j in range(n):
-            probs[j] += q0 * k0[j] + q1 * k1[j] + q2 * k2[j] + q3 * k3[j]
+            probs[j] += q0 * widen(k0[j]) + q1 * widen(k1[j]) + q2 * widen(k2[j]) + q3 * widen(k3[j])
         d += 4
     for d in range(d, D):
         qd = q[d] * scale
         for j in range(n):
-            probs[j] += qd * kt[d, j]
+            probs[j] += qd * widen(kt[d, j])
     m = _max(probs[:n])
     for j in range(n):
         probs[j] = exp(probs[j] - m)
@@ -368,11 +441,11 @@ def _attend_head(q, kt, v, n, scale, out, probs):
         p0, p1, p2, p3 = probs[j], probs[j + 1], probs[j + 2], probs[j + 3]
         v0, v1, v2, v3 = v[j], v[j + 1], v[j + 2], v[j + 3]
         for d in range(D):
-            out[d] += p0 * v0[d] + p1 * v1[d] + p2 * v2[d] + p3 * v3[d]
+            out[d] += p0 * widen(v0[d]) + p1 * widen(v1[d]) + p2 * widen(v2[d]) + p3 * widen(v3[d])
         j += 4
     for j in range(j, n):
         for d in range(D):
-            out[d] += probs[j] * v[j, d]
+            out[d] += probs[j] * widen(v[j, d])
     inv = 1.0 / total
     for d in range(D):
         out[d] *= inv
@@ -393,7 +466,8 @@ def attend_cache(q, kt, v, n):
     holding n positions -> out (H,D), probs (H,n)."""
     H, D = q.shape
     out, probs = np.empty_like(q), np.empty((H, n), q.dtype)
-    _attend_cache(np.ascontiguousarray(q), kt, v, n, q.dtype.type(1.0 / math.sqrt(D)), out, probs)
+    _attend_cache(np.ascontiguousarray(q), cache_bits(kt), cache_bits(v), n, q.dtype.type(1.0 / math.sqrt(D)), out,
+                  probs)
     return out, probs
 
 
@@ -427,8 +501,8 @@ def attend_rows(q, kt, v, rows, n):
     slot; sequence a reads row rows[a], holding n[a] positions -> out (A,H,D)."""
     A, H, D = q.shape
     out = np.empty_like(q)
-    _attend_rows(np.ascontiguousarray(q), kt, v, np.asarray(rows, np.int64), np.asarray(n, np.int64),
-                 q.dtype.type(1.0 / math.sqrt(D)), out)
+    _attend_rows(np.ascontiguousarray(q), cache_bits(kt), cache_bits(v), np.asarray(rows, np.int64),
+                 np.asarray(n, np.int64), q.dtype.type(1.0 / math.sqrt(D)), out)
     return out
 
 
@@ -451,8 +525,8 @@ def _attend_new(q, k, v, cos, sin, kt, vc, P):
     _rope(k, cos, sin, kr)
     for j in range(KV):  # append position P to the cache
         for d in range(D):
-            kt[j, d, P] = kr[j, 0, d]
-            vc[j, P, d] = v[j, d]
+            kt[j, d, P] = narrow(kr[j, 0, d], kt)
+            vc[j, P, d] = narrow(v[j, d], vc)
     att, probs = np.empty((H, D), q.dtype), np.empty((H, P + 1), q.dtype)
     scale = q.dtype.type(1.0 / math.sqrt(D))
     for hh in numba.prange(H):

@@ -384,10 +384,11 @@ def decode_int8(x, blocks, norm, head, cos, sin, kt_cache, v_cache, P, n_heads, 
 
     x (C,) float32 is its embedding, at position P; blocks the layers.BlockWeights holding
     quant.Int8Weights; norm (C,) the final norm; head the tied embedding's Int8Weight; cos/sin
-    (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D) hold
-    P positions, and this token's keys and values are written at P.
+    (1,D/2) the rotation of position P; kt_cache (L,KV,D,Tmax) and v_cache (L,KV,Tmax,D), float32
+    or float16 (kernels.HALF_CACHE), hold P positions, and this token's keys and values are written at P.
     """
     x, eps = np.ascontiguousarray(x, np.float32), np.float32(eps)
+    kt_cache, v_cache = kernels.cache_bits(kt_cache), kernels.cache_bits(v_cache)
     for i, b in enumerate(blocks):  # arrays one by one: Numba types a NamedTuple of them far more slowly
         x = _decode_layer_int8(x, b.attn_norm, *b.q, *b.k, *b.v, *b.o, b.mlp_norm, *b.gate, *b.up, *b.down,
                                cos, sin, kt_cache[i], v_cache[i], P, n_heads, eps, VECTOR)

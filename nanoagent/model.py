@@ -165,8 +165,14 @@ class Model:
         return self
 
     # ---- incremental decoding -------------------------------------------------------------
+    @property
+    def cache_dtype(self):
+        """What the KV cache holds: float16 for int8 weights where the CPU converts it in hardware
+        (kernels.HALF_CACHE: half the bytes to read after a long prompt), else the model's dtype."""
+        return np.float16 if self.int8 and kernels.HALF_CACHE else self.dtype
+
     def new_kv_cache(self, capacity: int | None = None, batch: int = 1) -> KVCache:
-        return new_kv_cache(self.config, self.dtype, capacity, batch)
+        return new_kv_cache(self.config, self.cache_dtype, capacity, batch)
 
     def prefill(self, ids, kv: KVCache) -> np.ndarray:
         """ids (T,) appended to the cache in one batched forward -> logits of the last one (V,)."""

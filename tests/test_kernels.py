@@ -104,6 +104,39 @@ def test_silu_gate(dtype):
     np.testing.assert_allclose(kernels.silu_gate(g, u), kernels.silu_gate_ref(g, u), rtol=TOL[dtype], atol=TOL[dtype])
 
 
+@numba.njit
+def _round_trip(x, bits, back):
+    for i in range(x.shape[0]):
+        bits[i] = kernels.narrow(x[i], bits)
+        back[i] = kernels.widen(bits[i])
+
+
+def test_float16_cache_elements_round_as_numpy_does():
+    """narrow: float32 -> the nearest float16 (ties to even, subnormals, overflow to inf); widen: back, exactly."""
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.normal(size=2000) * 10.0 ** rng.integers(-9, 6, 2000),
+                        [0.0, -0.0, 1 + 2.0 ** -11, 1 + 3 * 2.0 ** -11, 6e-8, 70000.0, -1e-30]]).astype(np.float32)
+    bits, back = np.empty(x.size, np.uint16), np.empty(x.size, np.float32)
+    _round_trip(x, bits, back)
+    with np.errstate(over="ignore"):  # 70000 and the largest draws become inf, on both sides
+        half = x.astype(np.float16)
+    np.testing.assert_array_equal(bits, half.view(np.uint16))
+    np.testing.assert_array_equal(back, half.astype(np.float32))
+
+
+@pytest.mark.parametrize("D,n", [(8, 7), (8, 150)])
+def test_attend_cache_reads_a_float16_cache(D, n):
+    rng = np.random.default_rng(6)
+    H, KV, Tmax = 6, 2, n + 5
+    q = rand(rng, H, D, dtype=np.float32)
+    kt, v = rand(rng, KV, D, Tmax, dtype=np.float16), rand(rng, KV, Tmax, D, dtype=np.float16)
+    out, probs = kernels.attend_cache(q, kt, v, n)
+    out_ref, probs_ref = kernels.attend_cache_ref(q, kt.astype(np.float32), v.astype(np.float32), n)
+    np.testing.assert_allclose(out, out_ref, rtol=2e-5, atol=2e-5)
+    rows = kernels.attend_rows(q[None], kt[None], v[None], [0], [n])
+    np.testing.assert_allclose(rows[0], out_ref, rtol=2e-5, atol=2e-5)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("D,n", [(8, 7), (6, 9), (16, 1), (8, 150)])  # fours of rows and keys, the rest, a long cache
 def test_attend_cache(dtype, D, n):

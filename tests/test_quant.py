@@ -11,7 +11,7 @@ import pytest
 
 import nanoagent
 from conftest import load_tiny
-from nanoagent import kernels_int8, quant
+from nanoagent import kernels, kernels_int8, quant
 from nanoagent.checkpoint import WeightsError, read_model, save_folder
 from nanoagent.decode import ContextLengthError
 from nanoagent.eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
@@ -162,14 +162,38 @@ def test_int8_model_keeps_norms_float_and_follows_the_float_model(tiny_int8):
     np.testing.assert_allclose(b, deq.logits(ids), rtol=0, atol=2e-3 * np.abs(a).max())
 
 
-def test_int8_incremental_decoding_equals_full_forward(tiny_int8):
+@pytest.mark.parametrize("half", [False, True])
+def test_int8_incremental_decoding_equals_full_forward(tiny_int8, monkeypatch, half):
+    """With a float32 cache and with a float16 one (kernels.HALF_CACHE), whatever this CPU would choose."""
+    monkeypatch.setattr(kernels, "HALF_CACHE", half)
     _, model = tiny_int8
     ids = (np.arange(12) * 7) % model.config.vocab_size
     full = model.logits(ids)
     kv = model.new_kv_cache(len(ids))
+    assert kv.kt.dtype == kv.v.dtype == (np.float16 if half else np.float32)
     steps = [model.prefill(ids[:5], kv)] + [model.decode_step(int(t), kv) for t in ids[5:]]
     # the full forward (12 rows) runs on BLAS, the steps on the int8 kernel: equal but for its int16 input
+    # (and the float16 cache's rounding, 2^-11 of each key and value)
     np.testing.assert_allclose(np.stack(steps), full[4:], rtol=0, atol=1e-3 * np.abs(full).max())
+    rows = model.new_kv_cache(len(ids), batch=2)  # a batch goes through `forward`, the cache read back as float32
+    model.forward(np.stack([ids[:5], ids[:5]]), rows, keep_caches=False)
+    batched = [model.lm_head(model.forward(np.array([[t], [t]]), rows, keep_caches=False)[0][1, -1]) for t in ids[5:]]
+    np.testing.assert_allclose(np.stack(batched), full[5:], rtol=0, atol=1e-3 * np.abs(full).max())
+
+
+def test_a_float16_cache_holds_the_nearest_half_of_each_key(tiny_int8, monkeypatch):
+    """The compiled step rounds keys and values to float16 as NumPy does (to nearest, ties to even):
+    layer 0's keys at a new position do not depend on the cache, so both caches get the same ones."""
+    _, model = tiny_int8
+    ids = (np.arange(9) * 5) % model.config.vocab_size
+    caches = {}
+    for half in (False, True):
+        monkeypatch.setattr(kernels, "HALF_CACHE", half)
+        kv = caches[half] = model.new_kv_cache(len(ids))
+        model.prefill(ids[:4], kv)
+        model.decode_step(int(ids[4]), kv)
+    np.testing.assert_array_equal(caches[True].kt[0, ..., 4], caches[False].kt[0, ..., 4].astype(np.float16))
+    np.testing.assert_array_equal(caches[True].v[0, :, :, 4], caches[False].v[0, :, :, 4].astype(np.float16))
 
 
 def layered_steps(model, ids, n_prompt):
@@ -177,6 +201,18 @@ def layered_steps(model, ids, n_prompt):
     kv = model.new_kv_cache(len(ids))
     model.prefill(ids[:n_prompt], kv)
     return [model.prefill(np.array([[t]]), kv) for t in ids[n_prompt:]], kv
+
+
+def test_the_cache_kind_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
+    monkeypatch.setenv("NANOAGENT_KV_CACHE", "float32")
+    assert kernels.half_cache() is False
+    monkeypatch.setenv("NANOAGENT_KV_CACHE", "float16")
+    assert kernels.half_cache() is True
+    monkeypatch.delenv("NANOAGENT_KV_CACHE")
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    for f16c in (False, True):
+        monkeypatch.setattr(kernels.llvmlite.binding, "get_host_cpu_features", lambda: {"f16c": f16c})
+        assert kernels.half_cache() is f16c
 
 
 def test_the_int8_path_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
