@@ -347,15 +347,21 @@ def silu_gate_ref(g, u):
 # `narrow` rounds a float32 to the nearest half, ties to even, as NumPy's astype does. A float
 # cache goes through both unchanged, so one source compiles for either kind of cache.
 
+def cpu_choice(variable: str, on: str, off: str, x86_feature: str) -> bool:
+    """Whether to take a path that every 64-bit ARM CPU can run and an x86 one with `x86_feature`;
+    the environment variable `variable` set to `on` or `off` overrides."""
+    forced = os.environ.get(variable, "").strip().lower()
+    if forced in (on, off):
+        return forced == on
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return True
+    return bool(llvmlite.binding.get_host_cpu_features().get(x86_feature, False))
+
+
 def half_cache() -> bool:
     """Whether int8 models keep their KV cache in float16: where the CPU converts half floats in
     hardware (x86 with F16C, 64-bit ARM). NANOAGENT_KV_CACHE=float16 or =float32 overrides."""
-    forced = os.environ.get("NANOAGENT_KV_CACHE", "").strip().lower()
-    if forced in ("float16", "float32"):
-        return forced == "float16"
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return True
-    return bool(llvmlite.binding.get_host_cpu_features().get("f16c", False))
+    return cpu_choice("NANOAGENT_KV_CACHE", "float16", "float32", "f16c")
 
 
 HALF_CACHE = half_cache()

@@ -12,7 +12,6 @@ beside the plain-NumPy twin the tests pin it to. Lesson: lessons/14_int8/README.
 from __future__ import annotations
 
 import hashlib
-import os
 import platform
 from pathlib import Path
 
@@ -223,12 +222,7 @@ def vector_path() -> bool:
     """Whether the int8 kernels take the vector path: where LLVM lowers its 32-lane integer products
     to wide instructions (x86 with AVX2, AVX-512 better still; 64-bit ARM, whose NEON is always
     there). NANOAGENT_INT8_KERNEL=portable or =vector overrides the choice."""
-    forced = os.environ.get("NANOAGENT_INT8_KERNEL", "").strip().lower()
-    if forced in ("portable", "vector"):
-        return forced == "vector"
-    if platform.machine().lower() in ("arm64", "aarch64"):
-        return True
-    return bool(llvmlite.binding.get_host_cpu_features().get("avx2", False))
+    return kernels.cpu_choice("NANOAGENT_INT8_KERNEL", "vector", "portable", "avx2")
 
 
 VECTOR = vector_path()

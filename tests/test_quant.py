@@ -221,7 +221,7 @@ def test_the_int8_path_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
     monkeypatch.setenv("NANOAGENT_INT8_KERNEL", "vector")
     assert kernels_int8.vector_path() is True
     monkeypatch.delenv("NANOAGENT_INT8_KERNEL")
-    monkeypatch.setattr(kernels_int8.platform, "machine", lambda: "aarch64")
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "aarch64")
     assert kernels_int8.vector_path() is True  # NEON is part of 64-bit ARM
 
 
