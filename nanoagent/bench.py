@@ -109,9 +109,10 @@ def measure_generate(lm: ChatModel, args) -> dict:
     print(f"measuring prefill ({args.prompt_tokens} tokens) and decode ({args.new_tokens} tokens, after the chat "
           f"prompt and after the long one), {args.repeats} times each", file=sys.stderr, flush=True)
     prefill = [prefill_rate() for _ in range(args.repeats)]
-    rounds = [(decode_rate(chat_prompt), decode_rate(long_prompt)) for _ in range(args.repeats)]  # side by side:
-    return {"prefill": prefill,  # the long prompt's cost is the ratio within a round, which drift moves less
-            "decode": [short for short, _ in rounds], "decode_long": [long for _, long in rounds],
+    # the two decodes side by side in each round: the long prompt's cost is the ratio within a round,
+    # which the machine's drift moves less than it moves two blocks of runs minutes apart
+    rounds = [(decode_rate(chat_prompt), decode_rate(long_prompt)) for _ in range(args.repeats)]
+    return {"prefill": prefill, "decode": [short for short, _ in rounds], "decode_long": [long for _, long in rounds],
             "chat_tokens": len(chat_prompt)}
 
 

@@ -203,26 +203,24 @@ def layered_steps(model, ids, n_prompt):
     return [model.prefill(np.array([[t]]), kv) for t in ids[n_prompt:]], kv
 
 
-def test_the_cache_kind_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
-    monkeypatch.setenv("NANOAGENT_KV_CACHE", "float32")
-    assert kernels.half_cache() is False
-    monkeypatch.setenv("NANOAGENT_KV_CACHE", "float16")
-    assert kernels.half_cache() is True
-    monkeypatch.delenv("NANOAGENT_KV_CACHE")
-    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
-    for f16c in (False, True):
-        monkeypatch.setattr(kernels.llvmlite.binding, "get_host_cpu_features", lambda: {"f16c": f16c})
-        assert kernels.half_cache() is f16c
-
-
-def test_the_int8_path_is_chosen_by_cpu_or_by_the_environment(monkeypatch):
-    monkeypatch.setenv("NANOAGENT_INT8_KERNEL", "portable")
-    assert kernels_int8.vector_path() is False
-    monkeypatch.setenv("NANOAGENT_INT8_KERNEL", "vector")
-    assert kernels_int8.vector_path() is True
-    monkeypatch.delenv("NANOAGENT_INT8_KERNEL")
+@pytest.mark.parametrize("choice,variable,on,off,feature", [
+    (kernels.half_cache, "NANOAGENT_KV_CACHE", "float16", "float32", "f16c"),
+    (kernels_int8.vector_path, "NANOAGENT_INT8_KERNEL", "vector", "portable", "avx2")])
+def test_cpu_paths_are_chosen_by_cpu_or_by_the_environment(monkeypatch, choice, variable, on, off, feature):
+    """The float16 cache and the int8 vector path: the environment first, then 64-bit ARM (its half-float
+    conversions and NEON are always there), then the x86 feature."""
+    monkeypatch.setenv(variable, off)
+    assert choice() is False
+    monkeypatch.setenv(variable, on)
+    assert choice() is True
+    monkeypatch.delenv(variable)
+    monkeypatch.setattr(kernels.llvmlite.binding, "get_host_cpu_features", lambda: {})
     monkeypatch.setattr(kernels.platform, "machine", lambda: "aarch64")
-    assert kernels_int8.vector_path() is True  # NEON is part of 64-bit ARM
+    assert choice() is True
+    monkeypatch.setattr(kernels.platform, "machine", lambda: "x86_64")
+    assert choice() is False
+    monkeypatch.setattr(kernels.llvmlite.binding, "get_host_cpu_features", lambda: {feature: True})
+    assert choice() is True
 
 
 def test_int8_kernels_drop_their_cache_when_kernels_py_changes(tmp_path, monkeypatch):
