@@ -42,6 +42,7 @@ class GRPOConfig:
     updates: int = 1  # policy updates on each round's samples (TRL's num_iterations)
     batch_size: int = 4  # sequences per forward/backward
     slots: int = 0  # sequences decoded together (0: every reply of a round at once)
+    max_groups: int = 0  # groups the update takes, the first in the prompts' order (0: every one kept)
     adv_eps: float = 1e-4  # A = (r - mean) / (std + adv_eps)
     beta1: float = 0.9
     beta2: float = 0.95
@@ -55,6 +56,8 @@ class GRPOConfig:
             raise ValueError(f"clip epsilon must lie in (0, 1), got {self.clip_eps}")
         if self.beta < 0 or self.updates < 1 or self.batch_size < 1 or self.max_new_tokens < 1:
             raise ValueError("beta must be >= 0; updates, batch size and max new tokens >= 1")
+        if self.max_groups < 0:
+            raise ValueError(f"max groups must be >= 0 (0: no limit), got {self.max_groups}")
 
 
 @dataclass
@@ -91,6 +94,17 @@ def group_advantages(rewards: np.ndarray, eps: float = 1e-4) -> tuple[np.ndarray
     mean = r.mean(axis=1, keepdims=True)
     std = np.where(kept[:, None], r.std(axis=1, ddof=1, keepdims=True) + eps, 1.0)  # (P,1); 1: no 0/0 when eps is 0
     return np.where(kept[:, None], (r - mean) / std, 0.0), kept
+
+
+def first_kept(kept: np.ndarray, limit: int) -> np.ndarray:
+    """kept (P,) bool -> the same with only its first `limit` True (0: all of them).
+
+    Drawing more prompts than the update takes and learning from the first groups whose replies
+    differ is DAPO's dynamic sampling (Yu et al. 2025): every update then has its full number of
+    groups that carry a signal, where skipped groups would have left it short."""
+    if limit <= 0:
+        return kept
+    return kept & (np.cumsum(kept) <= limit)
 
 
 @dataclass
@@ -221,6 +235,7 @@ class RoundResult:
     figures: dict[str, float]  # the mean of each figure the reward function returned ("reward", ...)
     kept: int  # groups learned from
     skipped: int  # groups with one reward value
+    surplus: int = 0  # groups whose rewards differ, past the update's `max_groups`: not learned from
     updates: list[UpdateStats] = field(default_factory=list)  # empty when every group was skipped
     groups: list[list[Rollout]] = field(default_factory=list)
     reply_tokens: int = 0  # sampled, stop tokens included
@@ -232,16 +247,19 @@ def grpo_round(model: Model, prompts: list[list[int]], reward_fn: Callable[[int,
                cfg: GRPOConfig, state: AdamWState, lr: float, seeds: list[int], pad_id: int,
                stop_id: int | None, ref_model: Model | None = None) -> RoundResult:
     """Sample, score (`reward_fn(prompt index, rollout)` -> {"reward": float, other figures...}),
-    compute the group advantages, and update the policy `cfg.updates` times on the kept groups."""
+    compute the group advantages, and update the policy `cfg.updates` times on the kept groups
+    (those whose rewards differ; with `cfg.max_groups`, the first so many of them)."""
     t0 = time.perf_counter()
     groups = sample_groups(model, prompts, cfg, stop_id, seeds)
     t1 = time.perf_counter()
     scored = [[reward_fn(i, r) for r in g] for i, g in enumerate(groups)]
     rewards = np.array([[f["reward"] for f in fs] for fs in scored], dtype=np.float64)
     figures = {k: float(np.mean([f[k] for fs in scored for f in fs])) for k in scored[0][0]}
-    adv, kept = group_advantages(rewards, cfg.adv_eps)
-    result = RoundResult(rewards, figures, int(kept.sum()), int((~kept).sum()), groups=groups,
-                         reply_tokens=sum(len(r.reply) for g in groups for r in g), gen_seconds=t1 - t0)
+    adv, differ = group_advantages(rewards, cfg.adv_eps)
+    kept = first_kept(differ, cfg.max_groups)
+    result = RoundResult(rewards, figures, int(kept.sum()), int((~differ).sum()), int((differ & ~kept).sum()),
+                         groups=groups, reply_tokens=sum(len(r.reply) for g in groups for r in g),
+                         gen_seconds=t1 - t0)
     laid = policy_batches(prompts, groups, adv, kept, pad_id, cfg.batch_size)
     if laid:
         refs = reference_logp(ref_model, laid) if ref_model is not None and cfg.beta else None
@@ -259,6 +277,6 @@ def round_seeds(seed: int, step: int, n: int) -> list[int]:
     return [int(s) for s in np.random.SeedSequence([seed, step]).generate_state(n)]
 
 
-__all__ = ["GRPOConfig", "Rollout", "sample_groups", "group_advantages", "GroupBatches", "policy_batches",
+__all__ = ["GRPOConfig", "Rollout", "sample_groups", "group_advantages", "first_kept", "GroupBatches", "policy_batches",
            "run_prefix", "UpdateStats",
            "reference_logp", "policy_update", "RoundResult", "grpo_round", "round_seeds"]

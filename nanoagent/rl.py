@@ -4,9 +4,11 @@ The prompts are the training rows' chats (any format the data adapters read) cut
 first assistant turn, with that turn's calls as the reference ("no call" when it has none);
 rows that offer no tools, or whose reference fails the checker, are skipped and counted. Each
 round samples `--group` replies to each of `--prompts` prompts, scores them (rewards.py), and
-makes `--updates` GRPO updates on them (grpo.py; one by default). Checkpoints and `--resume` work as in SFT (the prompt order
-and the sampling seeds are functions of the seed and the step, so a resumed run repeats an
-unbroken one); every round appends a line to OUT/log.jsonl and redraws OUT/rewards.png; the
+makes `--updates` GRPO updates on them (grpo.py; one by default). With `--draw N` a round samples
+N prompts and learns from the first `--prompts` of them whose replies' rewards differ, where a
+group whose replies all score alike would have left the update short. Checkpoints and
+`--resume` work as in SFT (the prompt order and the sampling seeds are functions of the seed and
+the step, so a resumed run repeats an unbroken one); every round appends a line to OUT/log.jsonl and redraws OUT/rewards.png; the
 run ends by writing the HF folder OUT/model.
 """
 from __future__ import annotations
@@ -20,6 +22,7 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
@@ -124,12 +127,19 @@ def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed:
             [plain[j] for j in stream(len(plain), step * n_plain, n_plain, seed + 1)])
 
 
+def alternate(chosen: list[int], prompts: list[ToolPrompt]) -> list[int]:
+    """`chosen` reordered: a prompt with a reference call, one without, and so on (the rest at the end)."""
+    calls = [i for i in chosen if prompts[i].reference]
+    plain = [i for i in chosen if not prompts[i].reference]
+    return [i for pair in zip_longest(calls, plain) for i in pair if i is not None]
+
+
 # ---- the command line --------------------------------------------------------------------------------
 
-RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "balance", "steps", "epochs",
-            "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps", "updates",
-            "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size",
-            "slots", "seed")
+RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "draw", "balance", "steps",
+            "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps",
+            "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip",
+            "batch_size", "slots", "seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -143,6 +153,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data-config", default=None, help="config name of a hub dataset")
     ap.add_argument("--group", type=int, default=8, help="G: replies sampled per prompt (default: %(default)s)")
     ap.add_argument("--prompts", type=int, default=2, help="prompts per round (default: %(default)s)")
+    ap.add_argument("--draw", type=int, default=None,
+                    help="prompts sampled per round, more than --prompts: the update takes the first --prompts "
+                         "of them whose replies' rewards differ (dynamic sampling; default: --prompts)")
     ap.add_argument("--balance", action="store_true",
                     help="every round half prompts with a reference call and half without (default: one order)")
     ap.add_argument("--steps", type=int, default=None, help="rounds, each one policy update (default: from --epochs)")
@@ -171,6 +184,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
     if args.group < 2 or args.prompts < 1:
         ap.error("--group must be at least 2 (advantages compare replies) and --prompts at least 1")
+    if args.draw is not None and args.draw < args.prompts:
+        ap.error(f"--draw must be at least --prompts ({args.prompts}): it is how many prompts a round samples")
     if not 0 < args.clip_eps < 1 or args.beta < 0 or args.temperature <= 0:
         ap.error("--clip-eps must lie in (0, 1), --beta be >= 0 and --temperature > 0")
     if min(args.updates, args.batch_size, args.max_new_tokens, args.max_prompt_tokens) < 1:
@@ -221,13 +236,14 @@ def setup(args: argparse.Namespace) -> Run:
         raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "
                         "and an assistant turn")
     state = optimizer_state(args, trainer, fingerprint(prompts), model, model_dir, RUN_ARGS)
-    steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / args.prompts))
+    draw = args.draw or args.prompts
+    steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / draw))
     trainer["steps"] = steps
     cfg = GRPOConfig(group=args.group, max_new_tokens=args.max_new_tokens,
                      sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
                      clip_eps=args.clip_eps, beta=args.beta, updates=args.updates, batch_size=args.batch_size,
-                     slots=args.slots, beta1=args.beta1, beta2=args.beta2, weight_decay=args.weight_decay,
-                     grad_clip=args.clip or None)
+                     slots=args.slots, max_groups=args.prompts if args.draw else 0, beta1=args.beta1,
+                     beta2=args.beta2, weight_decay=args.weight_decay, grad_clip=args.clip or None)
     ref = load_model(start_dir) if args.beta > 0 else None
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
     n_calls = sum(bool(p.reference) for p in prompts)
@@ -235,8 +251,9 @@ def setup(args: argparse.Namespace) -> Run:
         raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
                         f"{len(prompts)} with calls")
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
+    drawn = f" (the first of {draw} drawn whose rewards differ)" if args.draw else ""
     log(f"{len(prompts)} prompts ({n_calls} with calls, {len(prompts) - n_calls} no-call){notes}; {steps} rounds "
-        f"of {args.prompts} prompts x {args.group} replies, beta {args.beta}, lr {args.lr}")
+        f"of {args.prompts} prompts{drawn} x {args.group} replies, beta {args.beta}, lr {args.lr}")
     if Figure is None:
         log("matplotlib is not installed: no rewards.png (pip install matplotlib); the log is written")
     return Run(args, model, ref, state, trainer, prompts, cfg, tok, model_dir / "tokenizer.json", steps, log)
@@ -256,8 +273,11 @@ def step_once(run: Run, step: int) -> dict:
     """Round number `step` (0-based): sample, score, update -> its history entry (also appended to the log)."""
     a = run.args
     lr = lr_at(step, a.lr, a.warmup, run.steps, a.min_lr_ratio)
-    chosen = (balanced_prompts(run.prompts, step, a.prompts, a.seed) if a.balance else
-              round_prompts(len(run.prompts), step, a.prompts, a.seed))
+    draw = a.draw or a.prompts
+    chosen = (balanced_prompts(run.prompts, step, draw, a.seed) if a.balance else
+              round_prompts(len(run.prompts), step, draw, a.seed))
+    if a.balance and a.draw:  # the update takes the first groups that differ: calls and no-calls in turn
+        chosen = alternate(chosen, run.prompts)
     try:
         r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,
@@ -268,7 +288,7 @@ def step_once(run: Run, step: int) -> dict:
     p, g = np.unravel_index(np.argmax(r.rewards), r.rewards.shape)
     best = r.groups[p][g]  # the round's best reply: a sample to read
     entry = {"step": step + 1, "lr": lr, **r.figures, "reward_std": float(r.rewards.std()),
-             "kept_groups": r.kept, "skipped_groups": r.skipped,
+             "kept_groups": r.kept, "skipped_groups": r.skipped, "surplus_groups": r.surplus,
              **{k: None if u is None else getattr(u, k) for k in ("loss", "kl", "clip_frac", "grad_norm")},
              "reply_tokens": r.reply_tokens, "trained_tokens": sum(x.n_inputs for x in r.updates),
              "gen_seconds": round(r.gen_seconds, 3), "update_seconds": round(r.update_seconds, 3),

@@ -14,7 +14,7 @@ from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
 from nanoagent.gradcheck import numeric_grad, rel_err
 from nanoagent.data.batch import Example, collate
-from nanoagent.grpo import (GRPOConfig, Rollout, group_advantages, grpo_round, policy_batches, policy_update,
+from nanoagent.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches, policy_update,
                             reference_logp, round_seeds, run_prefix, sample_groups)
 from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softmax, token_loss_ref
 from nanoagent.optim import adamw_init
@@ -155,6 +155,29 @@ def test_group_advantages():
     assert np.all(adv[1] == 0)
     np.testing.assert_allclose(adv[2], (r[2] - r[2].mean()) / r[2].std(ddof=1))
     np.testing.assert_allclose(adv[kept].mean(axis=1), 0, atol=1e-15)
+
+
+def test_first_kept_takes_the_first_groups_that_differ():
+    differ = np.array([True, False, True, True, False, True])
+    assert first_kept(differ, 2).tolist() == [True, False, True, False, False, False]
+    assert first_kept(differ, 0).tolist() == first_kept(differ, 9).tolist() == differ.tolist()
+
+
+def test_a_round_learns_from_at_most_max_groups():
+    """Dynamic sampling: of 4 groups, 3 differ; the update takes the first 2 of them, only their replies."""
+    model = load_tiny(np.float32)
+    cfg = GRPOConfig(group=4, max_new_tokens=3, batch_size=4, max_groups=2)
+    prompts = [[1, 5], [1, 6], [1, 7], [1, 8]]
+    score = lambda i, r: {"reward": 0.0 if i == 1 else float(r.reply[0] % 2)}  # group 1: one value
+    seeds = [11, 12, 13, 14]
+    while True:  # seeds under which groups 0, 2 and 3 each have replies of both parities
+        groups = sample_groups(model, prompts, cfg, None, seeds)
+        if all(len({r.reply[0] % 2 for r in groups[i]}) == 2 for i in (0, 2, 3)):
+            break
+        seeds = [s + 4 for s in seeds]
+    res = grpo_round(model, prompts, score, cfg, adamw_init(model.params), 1e-3, seeds, 0, None)
+    assert (res.kept, res.skipped, res.surplus) == (2, 1, 1)
+    assert res.updates[0].n_tokens == 2 * 4 * 3  # groups 0 and 2: 4 replies of 3 tokens each
 
 
 def test_policy_batches_share_the_prompt_and_count_reply_tokens_only():
@@ -331,6 +354,9 @@ def test_balanced_rounds_pull_both_ways():
     plain = [i for r in rounds for i in r[2:]]
     assert sorted(calls[:6]) == sorted(calls[6:]) == [1, 2, 4, 5, 7, 8] and calls[:6] != calls[6:]
     assert sorted(plain[:3]) == sorted(plain[3:]) == [0, 3, 6]
+    # --draw with --balance: the round's prompts alternate, so the update's first groups are of both kinds
+    assert [bool(mixed[i].reference) for i in rl.alternate(rl.balanced_prompts(mixed, 0, 5, seed=0), mixed)] == \
+        [True, False, True, False, True]
 
 
 @pytest.fixture
@@ -377,6 +403,18 @@ def test_command_on_the_tiny_folder_and_resume(tiny_run, tmp_path):
     again = read_model(tmp_path / "b" / "model")
     for k in final.params:
         np.testing.assert_array_equal(again.params[k], final.params[k], err_msg=k)
+
+
+def test_draw_samples_more_prompts_than_the_update_takes(tiny_run, tmp_path):
+    folder, data = tiny_run
+    argv = cli_args(folder, data, tmp_path / "d", "--steps", "3", "--balance")
+    argv[argv.index("--prompts") + 1] = "1"
+    log = rl.run(argv + ["--draw", "2"])["history"]
+    assert all(h["kept_groups"] <= 1 and h["kept_groups"] + h["skipped_groups"] + h["surplus_groups"] == 2
+               for h in log), log
+    assert sum(h["kept_groups"] for h in log) > 0
+    with pytest.raises(SystemExit):
+        rl.parse_args(argv + ["--draw", "0"])
 
 
 def test_the_module_runs_with_a_progress_bar_and_a_time_limit(tiny_run, tmp_path):
