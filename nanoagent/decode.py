@@ -57,6 +57,13 @@ class KVCache:
         return attention_forward(q, k, v)[0], None
 
 
+def one_sequence(kv: KVCache) -> None:
+    """Raise ValueError unless `kv` holds one sequence (what prefill and decode_step extend)."""
+    if kv.v.shape[1] != 1:
+        raise ValueError(f"this cache holds {kv.v.shape[1]} sequences; prefill and decode_step extend one "
+                         "(several go through Model.forward with ids (B,T), or decode_rows on a SlotCache)")
+
+
 def new_kv_cache(config, dtype, capacity: int | None = None, batch: int = 1) -> KVCache:
     """An empty cache for `batch` sequences of up to `capacity` positions (default: the context)."""
     capacity = min(capacity or config.max_position_embeddings, config.max_position_embeddings)

@@ -13,7 +13,7 @@ import numpy as np
 
 from . import kernels, kernels_int8
 from .config import ModelConfig
-from .decode import KVCache, SlotCache, check_fits, new_kv_cache
+from .decode import KVCache, SlotCache, check_fits, new_kv_cache, one_sequence
 from .layers import (BLOCK_NAMES, BlockWeights, KVGrad, attention_forward, block_backward, block_forward,
                      block_weights, embedding_backward, embedding_forward, linear_forward, prefix_attention,
                      rmsnorm_backward, rmsnorm_forward, rope_tables)
@@ -175,7 +175,8 @@ class Model:
         return new_kv_cache(self.config, self.cache_dtype, capacity, batch)
 
     def prefill(self, ids, kv: KVCache) -> np.ndarray:
-        """ids (T,) appended to the cache in one batched forward -> logits of the last one (V,)."""
+        """ids (T,) appended to a one-sequence cache in one batched forward -> logits of the last one (V,)."""
+        one_sequence(kv)
         h, _ = self.forward(np.asarray(ids).reshape(1, -1), kv, keep_caches=False)
         return self.lm_head(h[0, -1])
 
@@ -184,12 +185,11 @@ class Model:
 
         Float weights run every layer and the head in one compiled call (kernels.decode_float),
         int8 weights a compiled call per layer (kernels_int8.decode_int8): the same math as
-        `forward`, pinned to it by tests; a cache of several sequences goes through `forward` on
-        one token each.
+        `forward`, pinned to it by tests. The cache holds one sequence (several go through
+        `forward`, ids (B,T), or `decode_rows`).
         """
+        one_sequence(kv)
         P = kv.length
-        if kv.v.shape[1] != 1:
-            return self.prefill(np.array([[token]]), kv)
         check_fits(P + 1, kv.capacity)
         wte, cfg = self.params["model.embed_tokens.weight"], self.config
         x = embedding_forward(np.array([token]), wte)[0][0]  # (C,)

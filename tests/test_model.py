@@ -88,6 +88,18 @@ def test_too_long_for_the_cache_is_a_clear_error(tiny_model):
         tiny_model.logits(np.zeros(tiny_model.config.max_position_embeddings + 1, dtype=np.int64))
 
 
+def test_a_cache_of_several_sequences_is_extended_by_forward_only(tiny_model):
+    """prefill and decode_step extend one sequence: a cache of two says so, where it used to fail in a
+    reshape (prefill) or attend to its first row only (decode_step)."""
+    kv = tiny_model.new_kv_cache(8, batch=2)
+    with pytest.raises(ValueError, match="holds 2 sequences"):
+        tiny_model.prefill(np.arange(3), kv)
+    with pytest.raises(ValueError, match="holds 2 sequences"):
+        tiny_model.decode_step(3, kv)
+    tiny_model.forward(np.array([[1, 2, 3], [4, 5, 6]]), kv, keep_caches=False)
+    assert kv.length == 3
+
+
 @pytest.mark.parametrize("model_name", ["tiny_model", "tiny_model64"])
 def test_compiled_decode_step_equals_the_layered_forward(request, model_name, monkeypatch):
     """Float weights: each decoding step goes through kernels.decode_float (one compiled call for
