@@ -169,12 +169,13 @@ def test_a_round_learns_from_at_most_max_groups():
     cfg = GRPOConfig(group=4, max_new_tokens=3, batch_size=4, max_groups=2)
     prompts = [[1, 5], [1, 6], [1, 7], [1, 8]]
     score = lambda i, r: {"reward": 0.0 if i == 1 else float(r.reply[0] % 2)}  # group 1: one value
-    seeds = [11, 12, 13, 14]
-    while True:  # seeds under which groups 0, 2 and 3 each have replies of both parities
+    for first in range(0, 200, 4):  # seeds under which groups 0, 2 and 3 each have replies of both parities
+        seeds = [first + k for k in range(4)]
         groups = sample_groups(model, prompts, cfg, None, seeds)
         if all(len({r.reply[0] % 2 for r in groups[i]}) == 2 for i in (0, 2, 3)):
             break
-        seeds = [s + 4 for s in seeds]
+    else:
+        pytest.fail("no seeds gave three groups with both parities")
     res = grpo_round(model, prompts, score, cfg, adamw_init(model.params), 1e-3, seeds, 0, None)
     assert (res.kept, res.skipped, res.surplus) == (2, 1, 1)
     assert res.updates[0].n_tokens == 2 * 4 * 3  # groups 0 and 2: 4 replies of 3 tokens each
