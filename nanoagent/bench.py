@@ -32,6 +32,7 @@ from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, compare
 from .bench_grpo import add_grpo_args, bench_grpo
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
+from .cli import one_line_errors
 from .data.io import DataError, find_data_dir
 from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from .eval.ppl import perplexity
@@ -378,13 +379,8 @@ def main(argv=None) -> None:
     s.add_argument("--slots", type=int, default=8, help="the server's --slots (default 8)")
     s.set_defaults(run=bench_serve)
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors(DataError, WeightsError, OSError):
         args.run(args)
-    except (DataError, WeightsError, OSError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

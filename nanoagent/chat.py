@@ -20,6 +20,7 @@ import sys
 from .agent import Agent
 from .agent.builtin import BUILTIN_TOOLS, builtin_tools
 from .checkpoint import WeightsError
+from .cli import one_line_errors
 from .generate import CommandLine, add_generation_args, generation_kwargs, load, number
 
 HELP = "Commands: /reset forgets the conversation, /exit or /quit leaves, /help shows this."
@@ -148,15 +149,10 @@ def main(argv=None):
         tools = builtin_tools(names, docs=args.docs)
     except ValueError as e:
         ap.error(str(e))
-    try:
+    with one_line_errors(WeightsError, ValueError, OSError):  # ContextLengthError is a ValueError
         model = load(args.model, int8=args.int8)
         repl(model, tools, sys.stdin, sys.stdout, max_steps=args.max_steps, system=args.system,
              stream=not args.no_stream, **generation_kwargs(args))
-    except (WeightsError, ValueError, OSError) as e:  # ContextLengthError is a ValueError
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from gguf import GGMLQuantizationType, GGUFWriter, LlamaFileType, TokenType
 from gguf.quants import quantize as gguf_quantize
 
 from .checkpoint import WeightsError, read_params
+from .cli import one_line_errors
 from .config import ModelConfig
 from .quant import Int8Weight, dequantize
 from .tokenizer import CHAT_TEMPLATE
@@ -171,10 +171,8 @@ def main(argv=None) -> None:
     ap.add_argument("--type", default="q8_0", choices=TYPES, help="how matrices are stored (default q8_0)")
     ap.add_argument("--name", default=None, help="general.name in the file (default: the folder's name)")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors(WeightsError, ValueError, OSError):
         out = export_gguf(resolve(args.model), args.gguf, args.type, args.name)
-    except (WeightsError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
     log(f"Wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {args.type}). Run it with llama.cpp "
         f"(llama-cli -m {out}) or Ollama (a Modelfile with `FROM ./{out.name}`).")
 

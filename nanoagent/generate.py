@@ -24,6 +24,7 @@ from numba.core.dispatcher import Dispatcher
 from . import kernels, kernels_int8
 from .batch import generate_batch
 from .checkpoint import WeightsError, read_model, read_tokenizer
+from .cli import one_line_errors
 from .decode import check_fits
 from .model import Model
 from .sampling import SamplingParams, sample_next
@@ -337,7 +338,7 @@ def main(argv=None) -> None:
     ap.add_argument("--no-stream", action="store_true", help="print the reply once it is complete")
     args = ap.parse_args(argv)
 
-    try:
+    with one_line_errors(WeightsError, ValueError, OSError):  # ContextLengthError is a ValueError
         prompt = sys.stdin.read() if args.prompt == "-" else args.prompt
         if not prompt.strip():
             ap.error("argument --prompt: the message is empty")
@@ -359,11 +360,6 @@ def main(argv=None) -> None:
             for piece in pieces:
                 print(piece, end="", flush=True)
             print(flush=True)
-    except (WeightsError, ValueError, OSError) as e:  # ContextLengthError is a ValueError
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     print(stats.report(), file=sys.stderr)
 
 

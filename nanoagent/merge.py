@@ -30,6 +30,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import WeightsError, is_int8_folder, read_params, save_folder
+from .cli import one_line_errors
 from .config import ModelConfig
 from .weights import log, resolve
 
@@ -227,15 +228,10 @@ def parse_args(argv=None):
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    try:
+    with one_line_errors(WeightsError, ValueError, OSError):
         t0 = time.perf_counter()
         out = merge_folders(args.models, args.out, args.method, args.weights, args.base, args.density,
                             progress=not args.quiet)
-    except (WeightsError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:  # written atomically: nothing half-written stays
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     size = sum(f.stat().st_size for f in out.iterdir() if f.is_file())
     log(f"Wrote {out}: {size / 1e6:.1f} MB in {time.perf_counter() - t0:.1f} s")
 

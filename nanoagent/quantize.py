@@ -8,11 +8,11 @@ Lesson: lessons/14_int8/README.md.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
 from .checkpoint import WeightsError, is_int8_folder, quantize_tensors, read_config, save_folder
+from .cli import one_line_errors
 from .quant import GROUP
 from .weights import log, resolve
 
@@ -49,15 +49,10 @@ def main(argv=None) -> None:
     ap.add_argument("--group", type=group_arg, default=GROUP,
                     help=f"inputs per scale, or 'channel' for one scale per output row (default {GROUP})")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors(WeightsError, ValueError, OSError):
         src = resolve(args.model)
         t0 = time.perf_counter()
         out = quantize_folder(src, args.out, args.group)
-    except (WeightsError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:  # the folder is written atomically: nothing half-written stays
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     log(f"Wrote {out}: {folder_bytes(out) / 1e6:.1f} MB (from {folder_bytes(src) / 1e6:.1f} MB) "
         f"in {time.perf_counter() - t0:.1f} s")
 

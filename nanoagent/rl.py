@@ -40,7 +40,7 @@ from .sampling import SamplingParams
 from .tokenizer import Tokenizer, normalize_tools
 from .toolcalls import normalize_calls
 from .train import (TrainingError, add_optimizer_args, add_run_control_args, checkpoint, load_model, model_folder,
-                    optimizer_state, restore_args, run_command, save_checkpoint, stopped_at)
+                    optimizer_state, restore_args, run_command, save_final, stopped_at)
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
     from matplotlib.figure import Figure
@@ -367,10 +367,7 @@ def finish(run: Run, done: int) -> dict:
         run.log(f"stopped at round {done} of {run.steps}; go on with: python -m nanoagent.rl --resume --out "
                 f"{run.args.out}")
         return summary | {"done": False}
-    final = run.args.out / "model"
-    save_checkpoint(final, run.model, run.tokenizer_json)
-    run.log(f"wrote {final} (an HF folder: python -m nanoagent.generate --model {final})")
-    return summary | {"model": str(final), "done": True}
+    return summary | save_final(run)
 
 
 def run(argv=None) -> dict:

@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .checkpoint import WeightsError, atomic_dir, is_int8_folder, read_model, read_tokenizer, write_folder
+from .cli import one_line_errors
 from .data.batch import Batch, Example, collate, fingerprint, load_examples, micro_batch
 from .data.io import DataError
 from .loss import KINDS, lm_head_loss
@@ -323,10 +324,15 @@ def finish(run: Run, done: int) -> dict:
     if not run.trainer["evals"] or run.trainer["evals"][-1]["step"] != run.steps:
         evaluate_run(run, run.steps)
     checkpoint(run, run.steps)
+    return summary | save_final(run)
+
+
+def save_final(run) -> dict:
+    """The trained model as an HF folder, OUT/model -> what the run's summary says of it."""
     final = run.args.out / "model"
     save_checkpoint(final, run.model, run.tokenizer_json)
     run.log(f"wrote {final} (an HF folder: python -m nanoagent.generate --model {final})")
-    return summary | {"model": str(final), "done": True}
+    return {"model": str(final), "done": True}
 
 
 def run(argv=None) -> dict:
@@ -337,13 +343,10 @@ def run(argv=None) -> dict:
 
 def run_command(run_fn, argv, module: str) -> None:
     """A training command's errors as one line; Ctrl-C says how to go on."""
-    try:
+    with one_line_errors(TrainingError, WeightsError, DataError,
+                         interrupted="interrupted; the last checkpoint (if any) is intact: go on with "
+                                     f"python -m {module} --resume --out OUT (the run's own --out)"):
         run_fn(argv)
-    except (TrainingError, WeightsError, DataError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        sys.exit("interrupted; the last checkpoint (if any) is intact: go on with "
-                 f"python -m {module} --resume --out OUT (the run's own --out)")
 
 
 def main(argv=None) -> None:

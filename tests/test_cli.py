@@ -17,6 +17,7 @@ import pytest
 from nanoagent.agent import calculator
 from nanoagent.agent.scripted import ScriptedModel
 from nanoagent.chat import repl
+from nanoagent.cli import one_line_errors
 from nanoagent.data.mix import LOCAL
 from nanoagent.quantize import quantize_folder
 from test_quant import tiny_folder
@@ -351,3 +352,17 @@ def test_bench_quant_without_data_is_one_error(place):
     line = error_line(run(place, "bench", "quant", NANOAGENT_DATA=str(place.tmp / "nowhere")), 1)
     assert line.startswith("error: bench quant reads GSM8K test answers") and "NANOAGENT_DATA" in line
     assert place.untouched()
+
+
+def test_one_line_errors_says_the_error_and_the_interrupt_in_one_line(capsys):
+    with pytest.raises(SystemExit) as stop:
+        with one_line_errors(ValueError, OSError):
+            raise FileNotFoundError("no such folder: m")
+    assert stop.value.code == "error: no such folder: m"  # printed by Python on stderr, status 1
+    with pytest.raises(SystemExit) as stop:
+        with one_line_errors(ValueError, interrupted="interrupted; go on with --resume"):
+            raise KeyboardInterrupt
+    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted; go on with --resume\n"
+    with pytest.raises(KeyError):  # a kind not named is a bug, and keeps its traceback
+        with one_line_errors(ValueError, OSError):
+            raise KeyError("x")

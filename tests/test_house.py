@@ -16,7 +16,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "nanoagent"
 
 ROOMS = {  # module (or package) -> the room of the house it belongs to
-    "config": "config",
+    "config": "config", "cli": "config",
     "kernels": "math", "kernels_int8": "math", "layers": "math", "loss": "math", "optim": "math",
     "quant": "math", "sampling": "math", "decode": "math", "gradcheck": "math", "threads": "math",
     "model": "model",

@@ -12,6 +12,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 
 from ..checkpoint import WeightsError
+from ..cli import one_line_errors
 from ..tokenizer import Tokenizer
 from ..weights import hub_reachable, resolve
 from .benchmarks import eval_prompts
@@ -97,7 +98,7 @@ def main(argv=None) -> None:
     b.add_argument("--seed", type=int, default=0, help="random seed of the mix (default: %(default)s)")
     args = ap.parse_args(argv)
 
-    try:
+    with one_line_errors(DataError, WeightsError, OSError):
         name = args.recipe or default_recipe()
         recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight)
         if name in ("local", "agent"):  # both read the shared data folder, else the same datasets on the hub
@@ -117,11 +118,6 @@ def main(argv=None) -> None:
         stats_path = args.out.with_suffix(".stats.json")
         stats_path.write_text(json.dumps({"recipe": name, "options": asdict(options),
                                           "sources": {k: asdict(v) for k, v in stats.items()}}, indent=1) + "\n")
-    except (DataError, WeightsError, OSError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
     print(f"recipe {name}: {len(rows)} chats in {args.out} ({time.perf_counter() - t0:.0f} s)\n{stats_table(stats)}")
 
 

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from ..checkpoint import WeightsError
+from ..cli import one_line_errors
 from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
 from ..data.io import DataError
 from ..generate import load
@@ -106,7 +107,8 @@ def run_task(task: str, model, args) -> tuple[dict, str]:
 
 def main(argv=None) -> dict | None:
     args = parse_args(argv)
-    try:
+    with one_line_errors(WeightsError, DataError, BFCLDataError, ValueError, OSError,
+                         interrupted="interrupted; run again with --resume to go on from the replies made so far"):
         if args.task == "plot":
             return plot(args)
         if args.task == "ppl" and not args.data:
@@ -132,11 +134,6 @@ def main(argv=None) -> dict | None:
         tmp.replace(out)
         print(f"wrote {out}", file=sys.stderr)
         return report
-    except (WeightsError, DataError, BFCLDataError, ValueError, OSError) as e:
-        sys.exit(f"error: {e}")
-    except KeyboardInterrupt:  # the replies made so far are remembered: --resume goes on from them
-        print("interrupted; run again with --resume to go on from the replies made so far", file=sys.stderr)
-        sys.exit(130)
 
 
 if __name__ == "__main__":
