@@ -8,8 +8,8 @@ makes `--updates` GRPO updates on them (grpo.py; one by default). With `--draw N
 N prompts and learns from the first `--prompts` of them whose replies' rewards differ, where a
 group whose replies all score alike would have left the update short. Checkpoints and
 `--resume` work as in SFT (the prompt order and the sampling seeds are functions of the seed and
-the step, so a resumed run repeats an unbroken one); every round appends a line to OUT/log.jsonl and redraws OUT/rewards.png; the
-run ends by writing the HF folder OUT/model.
+the step, so a resumed run repeats an unbroken one); every round appends a line to
+OUT/log.jsonl and redraws OUT/rewards.png; the run ends by writing the HF folder OUT/model.
 """
 from __future__ import annotations
 
@@ -195,6 +195,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---- the run ------------------------------------------------------------------------------------------
 
+def drawn(args: argparse.Namespace) -> int:
+    """Prompts a round samples: --draw, else --prompts (a checkpoint from before --draw has none)."""
+    return args.draw or args.prompts
+
+
 @dataclass
 class Run:
     args: argparse.Namespace
@@ -236,13 +241,13 @@ def setup(args: argparse.Namespace) -> Run:
         raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "
                         "and an assistant turn")
     state = optimizer_state(args, trainer, fingerprint(prompts), model, model_dir, RUN_ARGS)
-    draw = args.draw or args.prompts
+    draw = drawn(args)
     steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / draw))
     trainer["steps"] = steps
     cfg = GRPOConfig(group=args.group, max_new_tokens=args.max_new_tokens,
                      sampling=SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k),
                      clip_eps=args.clip_eps, beta=args.beta, updates=args.updates, batch_size=args.batch_size,
-                     slots=args.slots, max_groups=args.prompts if args.draw else 0, beta1=args.beta1,
+                     slots=args.slots, max_groups=args.prompts, beta1=args.beta1,
                      beta2=args.beta2, weight_decay=args.weight_decay, grad_clip=args.clip or None)
     ref = load_model(start_dir) if args.beta > 0 else None
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
@@ -251,9 +256,9 @@ def setup(args: argparse.Namespace) -> Run:
         raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
                         f"{len(prompts)} with calls")
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
-    drawn = f" (the first of {draw} drawn whose rewards differ)" if args.draw else ""
+    of_drawn = f" (the first of {draw} drawn whose rewards differ)" if draw > args.prompts else ""
     log(f"{len(prompts)} prompts ({n_calls} with calls, {len(prompts) - n_calls} no-call){notes}; {steps} rounds "
-        f"of {args.prompts} prompts{drawn} x {args.group} replies, beta {args.beta}, lr {args.lr}")
+        f"of {args.prompts} prompts{of_drawn} x {args.group} replies, beta {args.beta}, lr {args.lr}")
     if Figure is None:
         log("matplotlib is not installed: no rewards.png (pip install matplotlib); the log is written")
     return Run(args, model, ref, state, trainer, prompts, cfg, tok, model_dir / "tokenizer.json", steps, log)
@@ -273,10 +278,10 @@ def step_once(run: Run, step: int) -> dict:
     """Round number `step` (0-based): sample, score, update -> its history entry (also appended to the log)."""
     a = run.args
     lr = lr_at(step, a.lr, a.warmup, run.steps, a.min_lr_ratio)
-    draw = a.draw or a.prompts
+    draw = drawn(a)
     chosen = (balanced_prompts(run.prompts, step, draw, a.seed) if a.balance else
               round_prompts(len(run.prompts), step, draw, a.seed))
-    if a.balance and a.draw:  # the update takes the first groups that differ: calls and no-calls in turn
+    if a.balance and draw > a.prompts:  # the update takes the first groups that differ: calls and no-calls in turn
         chosen = alternate(chosen, run.prompts)
     try:
         r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,

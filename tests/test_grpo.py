@@ -14,8 +14,8 @@ from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
 from nanoagent.gradcheck import numeric_grad, rel_err
 from nanoagent.data.batch import Example, collate
-from nanoagent.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches, policy_update,
-                            reference_logp, round_seeds, run_prefix, sample_groups)
+from nanoagent.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches,
+                            policy_update, reference_logp, round_seeds, run_prefix, sample_groups)
 from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softmax, token_loss_ref
 from nanoagent.optim import adamw_init
 from nanoagent.sampling import SamplingParams
