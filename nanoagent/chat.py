@@ -11,6 +11,9 @@ tool call and its result are shown as they happen (`-> name {...}`, `<- result`)
 web_search searches the `--docs` folder offline (BM25); online it uses the SearXNG
 instance named by NANOAGENT_SEARXNG_URL, else DuckDuckGo's HTML page;
 NANOAGENT_SEARCH=local|searxng|duckduckgo forces one (see nanoagent/agent/search.py).
+visit_webpage refuses private and local addresses (loopback, LAN, link-local, ...);
+`--allow-private-urls` or NANOAGENT_ALLOW_PRIVATE_URLS=1 lets it reach them, for an agent
+meant to read a local service (see nanoagent/agent/netguard.py).
 """
 
 import json
@@ -129,6 +132,9 @@ def build_parser():
     p = CommandLine(prog="python -m nanoagent.chat", description=__doc__.split("\n\n")[0])
     p.add_argument("--tools", default="", help=f"comma-separated tools: {','.join(BUILTIN_TOOLS)} (none: plain chat)")
     p.add_argument("--docs", default=None, help="a folder of .txt/.md/.html files for web_search to search offline")
+    p.add_argument("--allow-private-urls", action="store_true",
+                   help="let visit_webpage fetch private and local addresses (loopback, LAN, link-local); "
+                        "refused by default")
     p.add_argument("--model", default=None, help="a model folder (default: SmolLM2-135M-Instruct)")
     p.add_argument("--int8", action="store_true", help="load int8 weights")
     p.add_argument("--system", default=None, help="a system prompt")
@@ -145,8 +151,11 @@ def main(argv=None):
     names = [n.strip() for n in args.tools.split(",") if n.strip()]
     if args.docs is not None and "web_search" not in names:
         ap.error("argument --docs: only web_search reads documents; add it to --tools")
+    if args.allow_private_urls and "visit_webpage" not in names:
+        ap.error("argument --allow-private-urls: only visit_webpage fetches the pages the model asks for; "
+                 "add it to --tools")
     try:
-        tools = builtin_tools(names, docs=args.docs)
+        tools = builtin_tools(names, docs=args.docs, allow_private=True if args.allow_private_urls else None)
     except ValueError as e:
         ap.error(str(e))
     with one_line_errors(WeightsError, ValueError, OSError):  # ContextLengthError is a ValueError

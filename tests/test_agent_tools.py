@@ -19,7 +19,10 @@ from nanoagent.agent.calculator import CalculatorError, calculator, evaluate
 from nanoagent.agent.clock import get_current_time, now_in
 from nanoagent.agent.schema import function_schema, parse_docstring, validate_arguments
 from nanoagent.agent.search import BM25, LocalSearch, Searcher, make_web_search, split_passages
-from nanoagent.agent.web import FetchError, fetch, html_to_text, page_to_text, visit_webpage
+from nanoagent.agent.netguard import ALLOW_PRIVATE_ENV
+from nanoagent.agent.web import (MAX_TEXT_CHARS, REST_OF_PAGE, FetchError, Page, fetch, html_to_text, main_first,
+                                 make_visit_webpage, page_to_text, recipe_text, visit_webpage)
+from nanoagent.eval import webpages
 
 
 # ---------------------------------------------------------------- schemas from functions
@@ -382,6 +385,7 @@ def test_offline_search_without_documents_is_a_clear_error(monkeypatch):
 
 
 # ---------------------------------------------------------------- a loopback HTTP server
+# Loopback is refused by default (tests/test_web_safety.py): these tests opt in.
 
 PAGE = ("<!doctype html><html><head><title>Test  Page</title><script>var secret = 1;</script></head>"
         "<body><h1>Hello</h1><p>First   paragraph with <a href='/x'>a link</a>.</p>"
@@ -455,23 +459,80 @@ def test_html_to_text_keeps_visible_text_only():
     assert "secret" not in text and "hidden" not in text
 
 
+MENU = "".join(f"<li><a href='/s{i}'>Section number {i} of the site</a></li>" for i in range(150))
+ARTICLE_PAGE = (
+    "<html><head><title>Bridge  history</title></head><body>"
+    f"<div class='cookie-banner'>We use cookies to improve your experience.</div><nav><ul>{MENU}</ul></nav>"
+    "<article><h1>The old bridge</h1>"
+    + "".join(f"<p>Paragraph {i} tells how the river was crossed by ferry before the bridge, and how the town grew "
+              f"on both banks over the following decades.</p>" for i in range(3))
+    + "<p>The bridge opened to traffic on 3 May 1932 after four years of building.</p></article>"
+    "<footer>Copyright, contact, imprint and a list of partner sites.</footer></body></html>")
+
+
+def test_the_main_text_comes_first_within_the_budget():
+    assert len(html_to_text(ARTICLE_PAGE)[1]) > MAX_TEXT_CHARS                  # the menu alone fills the budget
+    assert "3 May 1932" not in html_to_text(ARTICLE_PAGE)[1][:MAX_TEXT_CHARS]   # so the old cut lost the answer
+    text = page_to_text(Page("https://example.org/bridge", 200, "text/html", ARTICLE_PAGE, False))
+    head, body = text.split("\n\n", 1)
+    assert head == "Title: Bridge history\nURL: https://example.org/bridge"
+    assert body.startswith("The old bridge\nParagraph 0") and "3 May 1932" in body
+    assert body.index("3 May 1932") < body.index(REST_OF_PAGE) < body.index("Section number 0")
+    assert len(body) <= MAX_TEXT_CHARS + len("\n[... more text not shown]")
+    assert body.count("Paragraph 1 tells") == 1                                 # the rest leaves out what came first
+
+
+def test_a_page_that_fits_is_read_in_its_own_order():
+    assert main_first(PAGE) == html_to_text(PAGE)
+    assert main_first(ARTICLE_PAGE, max_chars=100_000) == html_to_text(ARTICLE_PAGE)
+
+
+def test_a_declared_recipe_is_read_first():
+    recipe = {"@context": "https://schema.org", "@graph": [
+        {"@type": "WebPage", "name": "x"},
+        {"@type": ["Recipe", "Thing"], "name": "Pancakes",
+         "recipeIngredient": ["200 g flour", "2 eggs", "300 ml <b>milk</b> &amp; water"],
+         "recipeInstructions": [{"@type": "HowToSection", "itemListElement": [
+             {"@type": "HowToStep", "text": "Whisk everything."}, {"@type": "HowToStep", "text": " Fry  thin. "}]}]}]}
+    story = "".join(f"<p>A long story about pancakes, number {i}, that goes on and on before the recipe.</p>"
+                    for i in range(60))
+    html = (f"<html><head><script type='application/ld+json'>{json.dumps(recipe)}</script>"
+            "<script type='application/ld+json'>{not json</script></head>"
+            f"<body><article>{story}<p>Recipe card: 200 g flour...</p></article></body></html>")
+    assert recipe_text(html) == ("Ingredients:\n- 200 g flour\n- 2 eggs\n- 300 ml milk & water\n"
+                                 "Steps:\n1. Whisk everything.\n2. Fry thin.")
+    assert main_first(html)[1].startswith(recipe_text(html) + "\nA long story")
+    assert recipe_text("<p>no recipe</p>") == ""
+
+
+def test_saved_pages_keep_the_answer_within_the_budget():
+    """Real news, documentation, recipe and encyclopedia pages (tests/fixtures/pages/): the answer to a
+    question about each survives visit_webpage's cut on at least 90% of them (before: 21 of 30)."""
+    for row in webpages.read_pages():
+        assert webpages.survives(row["answer"], html_to_text(row["html"])[1]), row["file"]  # each page holds its answer
+    s = webpages.evaluate()["summary"]
+    assert s["pages"] >= 12
+    assert s["new_tool"] >= 0.9 * s["pages"] and s["new_agent"] >= 0.9 * s["pages"], s
+    assert s["new_tool"] > s["old_tool"], s
+
+
 def test_visit_webpage_reads_an_html_page(server):
-    text = visit_webpage(server + "/page")
+    text = make_visit_webpage(allow_private=True)(server + "/page")
     assert text.startswith("Title: Test Page\nURL: " + server + "/page")
     assert "# Hello" in text and "- two" in text and "secret" not in text
 
 
 def test_redirects_are_followed_and_bounded(server):
-    page = fetch(server + "/redirect")
+    page = fetch(server + "/redirect", allow_private=True)
     assert page.url == server + "/page" and page.status == 200 and "Hello" in page.body
     with pytest.raises(FetchError, match="more than 3 redirects"):
-        fetch(server + "/loop", max_redirects=3)
+        fetch(server + "/loop", max_redirects=3, allow_private=True)
     with pytest.raises(FetchError, match="only http and https"):
-        fetch(server + "/to-file")
+        fetch(server + "/to-file", allow_private=True)
 
 
 def test_oversize_body_is_cut_at_the_cap(server):
-    page = fetch(server + "/big", max_bytes=10_000)
+    page = fetch(server + "/big", max_bytes=10_000, allow_private=True)
     assert page.truncated and len(page.body) == 10_000
     assert "[page cut at the size limit]" in page_to_text(page)
 
@@ -479,7 +540,7 @@ def test_oversize_body_is_cut_at_the_cap(server):
 def test_slow_server_times_out(server):
     start = time.monotonic()
     with pytest.raises(FetchError, match="timed out"):
-        fetch(server + "/slow", timeout=0.5)
+        fetch(server + "/slow", timeout=0.5, allow_private=True)
     assert time.monotonic() - start < 2.5
 
 
@@ -494,20 +555,21 @@ def test_other_schemes_are_refused(url):
 
 def test_http_errors_plain_text_and_binary(server):
     with pytest.raises(FetchError, match="HTTP 404"):
-        fetch(server + "/missing")
-    assert page_to_text(fetch(server + "/plain")).endswith("just text")
+        fetch(server + "/missing", allow_private=True)
+    assert page_to_text(fetch(server + "/plain", allow_private=True)).endswith("just text")
     with pytest.raises(FetchError, match="cannot read content"):
-        page_to_text(fetch(server + "/binary"))
+        page_to_text(fetch(server + "/binary", allow_private=True))
 
 
 def test_unreachable_host_is_a_fetch_error():
     with pytest.raises(FetchError, match="could not reach"):
-        fetch("http://127.0.0.1:9/", timeout=2)  # the discard port: nothing listens there
+        fetch("http://127.0.0.1:9/", timeout=2, allow_private=True)  # the discard port: nothing listens there
 
 
-def test_online_backends_against_a_local_server(server, docs_folder):
-    searx = Searcher(backend="searxng", searxng_url=server)
+def test_online_backends_against_a_local_server(server, docs_folder, monkeypatch):
+    searx = Searcher(backend="searxng", searxng_url=server)  # the user's own instance: a local address is fine
     assert [r["title"] for r in searx.search("anything", 2)] == ["Result A", "Result B"]
+    monkeypatch.setenv(ALLOW_PRIVATE_ENV, "1")  # DuckDuckGo's endpoint is fetched with the environment's setting
     ddg = Searcher(backend="duckduckgo", duckduckgo_url=server + "/html/")
     results = ddg.search("anything", 5)
     assert results[0] == {"title": "Example Page", "url": "https://example.org/page", "snippet": "An example snippet."}

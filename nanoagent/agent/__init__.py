@@ -14,11 +14,11 @@ from .registry import Tool, ToolResult, run_call, tool
 from .scripted import ScriptedModel
 from .schema import function_schema, validate_arguments
 from .search import BM25, LocalSearch, make_web_search, web_search
-from .web import fetch, html_to_text, visit_webpage
+from .web import FetchError, fetch, html_to_text, make_visit_webpage, visit_webpage
 
 __all__ = [
     "Agent", "AgentResult", "Step", "Tool", "ToolResult", "tool", "run_call",
     "parse_tool_calls", "parse_reply", "ParsedReply", "function_schema", "validate_arguments",
-    "calculator", "web_search", "make_web_search", "visit_webpage", "get_current_time",
-    "BM25", "LocalSearch", "fetch", "html_to_text", "BUILTIN_TOOLS", "builtin_tools", "ScriptedModel",
+    "calculator", "web_search", "make_web_search", "visit_webpage", "make_visit_webpage", "get_current_time",
+    "BM25", "LocalSearch", "fetch", "FetchError", "html_to_text", "BUILTIN_TOOLS", "builtin_tools", "ScriptedModel",
 ]

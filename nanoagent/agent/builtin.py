@@ -13,7 +13,7 @@ from pathlib import Path
 from .calculator import calculator
 from .clock import get_current_time
 from .search import DOC_SUFFIXES, make_web_search, web_search
-from .web import visit_webpage
+from .web import make_visit_webpage, visit_webpage
 
 BUILTIN_TOOLS = {
     "calculator": calculator,
@@ -33,12 +33,15 @@ def check_docs(folder):
     return root
 
 
-def builtin_tools(names, docs=None):
-    """Tool names ("calculator", ...) -> [Tool]; `docs` makes web_search search that folder offline
-    (ValueError for an unknown name, or a folder that holds no documents)."""
+def builtin_tools(names, docs=None, allow_private=None):
+    """Tool names ("calculator", ...) -> [Tool] (ValueError for an unknown name, or a folder that holds
+    no documents). `docs` makes web_search search that folder offline; `allow_private` (True or
+    False) overrides NANOAGENT_ALLOW_PRIVATE_URLS for visit_webpage (see netguard.py)."""
     for name in names:
         if name not in BUILTIN_TOOLS:
             raise ValueError(f"unknown tool '{name}'; built-in tools are: {', '.join(BUILTIN_TOOLS)}")
     if docs is not None:
         check_docs(docs)
-    return [make_web_search(docs=docs) if name == "web_search" and docs else BUILTIN_TOOLS[name] for name in names]
+    made = {"web_search": make_web_search(docs=docs) if docs else web_search,
+            "visit_webpage": make_visit_webpage(allow_private) if allow_private is not None else visit_webpage}
+    return [made.get(name, BUILTIN_TOOLS[name]) for name in names]

@@ -15,7 +15,7 @@ step rather than an exception.
 
 from dataclasses import dataclass, field
 
-from .builtin import BUILTIN_TOOLS
+from .builtin import BUILTIN_TOOLS, builtin_tools
 from ..toolcalls import close_open_call, parse_reply
 from .registry import MAX_RESULT_CHARS, ToolResult, as_tool, run_call
 
@@ -45,14 +45,18 @@ class AgentResult:
         return self.answer
 
 
-def resolve_tools(tools):
-    """Tools given as Tools, functions or built-in names -> {name: Tool}."""
+def resolve_tools(tools, allow_private=None):
+    """Tools given as Tools, functions or built-in names -> {name: Tool}.
+
+    allow_private (True or False) overrides NANOAGENT_ALLOW_PRIVATE_URLS for the built-in
+    visit_webpage, given by name or as the Tool itself.
+    """
     resolved = {}
     for item in tools or ():
+        if item is BUILTIN_TOOLS["visit_webpage"]:
+            item = "visit_webpage"  # the built-in, made with this agent's allow_private
         if isinstance(item, str):
-            if item not in BUILTIN_TOOLS:
-                raise ValueError(f"unknown tool '{item}'; built-in tools are: {', '.join(BUILTIN_TOOLS)}")
-            item = BUILTIN_TOOLS[item]
+            item = builtin_tools([item], allow_private=allow_private)[0]  # ValueError for an unknown name
         t = as_tool(item)
         resolved[t.name] = t
     return resolved
@@ -67,15 +71,17 @@ class Agent:
     (the template adds the tools to it); generation: keyword arguments for `model.chat`,
     e.g. max_new_tokens, temperature, seed. With tools, generation stops after
     `</tool_call>` so the model does not go on to imagine the results; at most `max_calls`
-    calls of one reply are run.
+    calls of one reply are run. allow_private=True lets the built-in visit_webpage reach
+    private and local addresses (loopback, LAN, link-local...); None leaves it to the
+    NANOAGENT_ALLOW_PRIVATE_URLS setting (see agent/netguard.py).
     """
 
     def __init__(self, model, tools=(), max_steps=5, system=None, max_result_chars=MAX_RESULT_CHARS,
-                 max_calls=MAX_CALLS_PER_STEP, **generation):
+                 max_calls=MAX_CALLS_PER_STEP, allow_private=None, **generation):
         if max_steps < 1:
             raise ValueError("max_steps must be at least 1")
         self.model, self.max_steps, self.system = model, max_steps, system
-        self.tools = resolve_tools(tools)
+        self.tools = resolve_tools(tools, allow_private)
         self.max_result_chars, self.max_calls = max_result_chars, max_calls
         self.generation = {"max_new_tokens": 256, **generation}
         if self.tools:

@@ -166,9 +166,10 @@ class LocalSearch:
 # ---------------------------------------------------------------- online backends
 
 def searxng_search(query, max_results, base_url, timeout=10.0):
-    """query -> results from a SearXNG instance's JSON API."""
+    """query -> results from a SearXNG instance's JSON API. The instance is the user's own setting, often on
+    their own network, so it may be a private address (the pages its results name are checked as usual)."""
     url = base_url.rstrip("/") + "/search?" + urllib.parse.urlencode({"q": query, "format": "json"})
-    data = json.loads(fetch(url, timeout=timeout).body)
+    data = json.loads(fetch(url, timeout=timeout, allow_private=True).body)
     return [{"title": r.get("title", ""), "url": r.get("url", ""), "snippet": r.get("content", "")[:SNIPPET_CHARS]}
             for r in data.get("results", [])[:max_results]]
 

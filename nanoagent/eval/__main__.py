@@ -1,5 +1,5 @@
-"""`python -m nanoagent.eval {toolcall,ifeval,chain,ppl,all,plot}`: print a table, write the results as JSON
-(or, for `plot`, draw reports as a PNG)."""
+"""`python -m nanoagent.eval {toolcall,ifeval,chain,ppl,all,plot,webpages}`: print a table, write the results as
+JSON (or, for `plot`, draw reports as a PNG; `webpages` needs no model, see webpages.py)."""
 from __future__ import annotations
 
 import argparse
@@ -14,11 +14,11 @@ from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
 from ..data.io import DataError
 from ..generate import load
 from ..weights import resolve
-from . import bfcl, chain, ifeval, ppl
+from . import bfcl, chain, ifeval, ppl, webpages
 from .cache import CachedReplies, model_identity
 from .plot import plot_reports, read_report
 
-TASKS = ("toolcall", "ifeval", "chain", "ppl", "all", "plot")
+TASKS = ("toolcall", "ifeval", "chain", "ppl", "all", "plot", "webpages")
 
 
 def parse_args(argv=None):
@@ -27,7 +27,8 @@ def parse_args(argv=None):
                                              "(IFEval), multi-step tool use (GSM8K test with the calculator), "
                                              "perplexity; or draw reports.")
     ap.add_argument("task", choices=TASKS,
-                    help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars")
+                    help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars; 'webpages' measures "
+                         "visit_webpage's text on saved pages (no model)")
     ap.add_argument("--model", default=None, help="HF model folder (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--limit", type=int, default=None,
                     help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N "
@@ -111,6 +112,8 @@ def main(argv=None) -> dict | None:
                          interrupted="interrupted; run again with --resume to go on from the replies made so far"):
         if args.task == "plot":
             return plot(args)
+        if args.task == "webpages":
+            return webpages.main([])
         if args.task == "ppl" and not args.data:
             raise DataError("ppl needs --data (a text file, a .jsonl/.json/.parquet file or a hub dataset name)")
         out = args.out or Path(f"eval-{args.task}.json")
