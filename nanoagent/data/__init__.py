@@ -1,7 +1,7 @@
 """Data: one adapter per source into the common chat form, cleaning, and the training mix.
 
     python -m nanoagent.data build --recipe local --out mix.jsonl
-    python -m nanoagent.data build --recipe agent --out mix.jsonl    # glaive + derived families + GSM8K
+    python -m nanoagent.data build --recipe agent --out mix.jsonl    # the public tool-calling sets + derived families
     python -m nanoagent.train --data mix.jsonl ...
 
 Lesson: lessons/15_data_and_eval/README.md.

@@ -17,7 +17,7 @@ from ..tokenizer import Tokenizer
 from ..weights import hub_reachable, resolve
 from .benchmarks import eval_prompts
 from .io import DataError, find_data_dir
-from .mix import RECIPES, Options, build, stats_table, write_jsonl
+from .mix import RECIPES, Options, build, kinds_table, stats_table, write_jsonl
 
 
 @functools.cache
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
     with one_line_errors(DataError, WeightsError, OSError):
         name = args.recipe or default_recipe()
         recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight)
-        if name in ("local", "agent"):  # both read the shared data folder, else the same datasets on the hub
+        if name in ("local", "agent", "agent-glaive"):  # both read the shared data folder, else the same datasets on the hub
             data_dir = local_data(args.data_dir, name)
         else:
             data_dir = find_data_dir(args.data_dir, required=args.data_dir is not None)
@@ -118,7 +118,8 @@ def main(argv=None) -> None:
         stats_path = args.out.with_suffix(".stats.json")
         stats_path.write_text(json.dumps({"recipe": name, "options": asdict(options),
                                           "sources": {k: asdict(v) for k, v in stats.items()}}, indent=1) + "\n")
-    print(f"recipe {name}: {len(rows)} chats in {args.out} ({time.perf_counter() - t0:.0f} s)\n{stats_table(stats)}")
+    print(f"recipe {name}: {len(rows)} chats in {args.out} ({time.perf_counter() - t0:.0f} s)\n{stats_table(stats)}\n"
+          f"{kinds_table(stats)}")
 
 
 if __name__ == "__main__":

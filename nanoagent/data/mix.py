@@ -2,8 +2,9 @@
 
     python -m nanoagent.data build --recipe local --out mix.jsonl       # the shared data folder (else the hub)
     python -m nanoagent.data build --recipe nanoagent --out mix.jsonl   # every source, from the hub
-    python -m nanoagent.data build --recipe agent --out mix.jsonl       # glaive + derived families + GSM8K
-    python -m nanoagent.data build --recipe agent-parallel --out mix.jsonl  # the same, with parallel-values and near misses
+    python -m nanoagent.data build --recipe agent --out mix.jsonl       # the public tool-calling sets + derived families
+    python -m nanoagent.data build --recipe agent-glaive --out mix.jsonl  # glaive + derived families + GSM8K
+    python -m nanoagent.data build --recipe agent-parallel --out mix.jsonl  # that, with parallel-values and near misses
 
 A recipe is a list of `Source`s. Each is read (a local file, or a hub dataset streamed up to
 `limit` rows), converted by its adapter, cleaned (exact and near duplicates across the whole
@@ -11,7 +12,10 @@ mix, eval prompts, length in tokens, short answers for casual chats), given rend
 (shuffled and distractor tools, varied system prompts), and kept `weight` times (a weight
 below 1 keeps that share of the rows). Every dropped row is counted under its reason.
 A derived source (adapter "derived", spec the family's name) makes its rows from the glaive and
-GSM8K train inputs (derived.py) and goes through the same checks.
+GSM8K train inputs (derived.py), a tool-calling set (adapter "toolset", spec the set's name) reads
+the data folder's toolcalls/ (toolsets.py); both go through the same checks. The mix prints its
+rows and tokens by kind of row (single call, parallel, no call, ask, chain, chat): the shares a
+recipe chooses.
 """
 from __future__ import annotations
 
@@ -27,7 +31,8 @@ from tqdm import tqdm
 
 from .adapters import ADAPTERS, Drop
 from .derived import Inputs
-from .families import WHY_NOT_MADE, derive
+from .families import WHY_NOT_MADE, derive, family_rng
+from .toolsets import read_toolset
 from .clean import ExactDedup, MinHashLSH, chat_text, normalize_text, shorten_casual, user_prompts, vary_tools
 from ..tokenizer import render_chat_spans
 from .io import DataError, iter_rows
@@ -120,7 +125,7 @@ def revised(recipe: list[Source], limits: dict[str, int], after: dict[str, Sourc
 # unrelated tools are offered, asking for a missing argument (math questions are never offered a
 # calculator-like tool there, and calc-chain shows the calculator in use); calculator chains, the
 # project's own tools, and a share of plain GSM8K.
-AGENT = [
+AGENT_GLAIVE = [
     replace(GLAIVE, weight=0.8, only_calls=True),  # its tool-less chats: see nocall-chat
     derived("parallel-same", 45),
     derived("parallel-mixed", 32),
@@ -139,7 +144,7 @@ AGENT = [
 # one stage; fewer easy no-call rows. About 300K tokens, about 46 minutes on 2 cores. Alone it calls too
 # often (a request with two numbers gets two calls); with the near-miss stage after it, merged half and
 # half with agent SFT + near-miss stage, it makes the best model measured (docs/results.md).
-AGENT_PARALLEL = revised(AGENT, {"nocall-math": 30, "decline": 50},
+AGENT_PARALLEL = revised(AGENT_GLAIVE, {"nocall-math": 30, "decline": 50},
                          after={"parallel-mixed": derived("parallel-values", 130), "decline": derived("near-miss", 100)})
 
 # A second, shorter SFT stage on top of an agent fine-tune: an agent SFT with 40% easy no-call rows
@@ -162,7 +167,48 @@ PARALLEL_STAGE = NEAR_MISS_STAGE + [derived("parallel-values", 40)]
 # -> one call" beside it.
 CONTRAST_STAGE = PARALLEL_STAGE + [derived("several-args", 60)]
 
-RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-parallel": AGENT_PARALLEL,
+
+def toolset(name: str, n: int) -> Source:
+    """A public tool-calling set of the data folder's toolcalls/ (toolsets.py); "name:single" / "name:parallel"
+    for its rows of one call / several calls."""
+    return Source(name.replace(":", "-"), name, "toolset", limit=n, local=True)
+
+
+# The agent on real tool-calling data (toolsets.py): about 1,400 rows, 0.75M tokens, one SFT epoch in about
+# 80 minutes on 2 cores. Shares by kind of row, chosen on purpose (the mix prints them):
+# - single calls with several tools offered, from every set (Seal-Tools, HammerBench, API-Bank, CallNavi,
+#   NESTFUL's first steps, ToolACE/xLAM): BFCL's simple and multiple items;
+# - parallel calls, about a fifth of the call rows: Seal-Tools answers 76% of its requests with several
+#   calls, and a probe with that share split single requests into two calls; ToolRL's parallel rows are
+#   kept whole;
+# - no call, about a third of the rows: HammerBench's questions with the right tool removed (refusals
+#   beside their twins), the project's near misses and declines (a probe with 100 refusals among 680
+#   rows called a tool for 39 of 40 irrelevance items), direct answers;
+# - asking for a missing value (HammerBench slot filling), chains that read results (ComplexFuncBench's
+#   real responses, glaive's result turns, the calculator and the project's own tools) and a little
+#   plain math, so that the agent still answers from what a tool returned.
+AGENT = [
+    toolset("seal-tools:single", 220),
+    toolset("seal-tools:parallel", 80),
+    toolset("toolrl", 150),
+    toolset("hammer-single", 160),
+    toolset("hammer-ask", 40),
+    toolset("apibank", 60),
+    toolset("callnavi:single", 80),
+    toolset("nestful", 40),
+    toolset("complexfuncbench", 150),
+    replace(GLAIVE, weight=0.5, only_calls=True),
+    derived("near-miss", 150),
+    derived("decline", 60),
+    derived("nocall-chat", 40),
+    derived("nocall-math", 30),
+    derived("calc-chain", 30),
+    derived("own-tools", 28),
+    replace(GSM8K, limit=15),
+]
+
+RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-glaive": AGENT_GLAIVE,
+           "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
            "contrast-stage": CONTRAST_STAGE}
 
@@ -187,6 +233,7 @@ class Stats:
     tokens: int = 0  # tokens written (each copy counted)
     assistant_tokens: int = 0
     dropped: dict = field(default_factory=dict)
+    kinds: dict = field(default_factory=dict)  # kind of row -> [rows, tokens] written
 
     def drop(self, reason: str) -> None:
         self.dropped[reason] = self.dropped.get(reason, 0) + 1
@@ -256,13 +303,15 @@ def read_source(src: Source, data_dir: Path | None, limit: int | None, checks: C
                 progress: bool = False, inputs: Inputs | None = None, seed: int = 0) -> list[tuple[dict, int, int]]:
     """One source's rows, converted by its adapter (or made by its derived family) and checked ->
     [(chat, tokens, assistant tokens)] kept; every row counted in `st`, as kept or under the reason it was dropped."""
-    made = src.adapter == "derived"
+    made = src.adapter in ("derived", "toolset")
     adapter = (lambda chat, _: chat) if made else ADAPTERS[src.adapter]
     n = min((x for x in (src.limit, limit) if x is not None), default=None)  # None: every row
     kept = []
     try:
-        if made:  # a family makes up to n rows (and yields a Drop for each candidate that failed)
+        if src.adapter == "derived":  # a family makes up to n rows (and yields a Drop for each candidate that failed)
             rows = derive(src.spec, inputs, src.limit if n is None else n, seed)
+        elif src.adapter == "toolset":  # a public tool-calling set, its rows in a random order
+            rows = itertools.islice(read_toolset(src.spec, data_dir, family_rng(seed, src.spec)), n)
         else:
             spec, config = src.where(data_dir)
             rows = itertools.islice(iter_rows(spec, config, src.split), n)
@@ -316,9 +365,46 @@ def build(recipe: list[Source], data_dir: Path | None = None, tokenizer=None, op
                 n_tok, n_asst = count(row)
             st = stats[src.name]
             st.written, st.tokens, st.assistant_tokens = st.written + 1, st.tokens + n_tok, st.assistant_tokens + n_asst
+            kind = st.kinds.setdefault(row_kind(row), [0, 0])
+            kind[0], kind[1] = kind[0] + 1, kind[1] + n_tok
             out.append(row)
     order = rng.permutation(len(out))
     return [out[i] for i in order], stats
+
+
+KINDS = ("single", "single, several offered", "parallel", "no call", "ask", "chain", "chat")
+
+
+def row_kind(chat: dict) -> str:
+    """What a written row teaches (the mix's shares are chosen by these): a single call with one tool or with
+    several offered, several calls in one reply, no call although tools are offered, asking before calling,
+    a chain that reads tool results, or plain chat and math without tools."""
+    ms = chat["messages"]
+    if not chat.get("tools"):
+        return "chat"
+    if any(m["role"] == "tool" for m in ms):
+        return "chain"
+    first = next((i for i, m in enumerate(ms) if m.get("tool_calls")), None)
+    if first is None:
+        return "no call"
+    if any(m["role"] == "assistant" for m in ms[:first]):
+        return "ask"
+    if len(ms[first]["tool_calls"]) > 1:
+        return "parallel"
+    return "single" if len(chat["tools"]) == 1 else "single, several offered"
+
+
+def kinds_table(stats: dict[str, Stats]) -> str:
+    """The written rows and tokens by kind of row, with their shares of the mix."""
+    rows = {k: [0, 0] for k in KINDS}
+    for s in stats.values():
+        for k, (n, t) in s.kinds.items():
+            rows[k][0] += n
+            rows[k][1] += t
+    n_all, t_all = max(1, sum(r[0] for r in rows.values())), max(1, sum(r[1] for r in rows.values()))
+    lines = [f"{'kind of row':26s} {'rows':>6s} {'share':>6s} {'tokens':>9s} {'share':>6s}"]
+    lines += [f"{k:26s} {n:6d} {n / n_all:6.1%} {t:9d} {t / t_all:6.1%}" for k, (n, t) in rows.items()]
+    return "\n".join(lines)
 
 
 def stats_table(stats: dict[str, Stats]) -> str:
