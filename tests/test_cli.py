@@ -328,6 +328,12 @@ def test_data_build_with_neither_a_folder_nor_the_hub_is_one_error(place):
     assert place.untouched()
 
 
+def test_the_agent_recipe_without_a_data_folder_is_one_error(place):
+    r = run(place, "data", "build", "--recipe", "agent", "--out", "mix.jsonl", NANOAGENT_DATA=str(place.tmp / "nowhere"))
+    assert "does not exist" in error_line(r, 1)  # the tool-calling sets are only in the data folder
+    assert place.untouched()
+
+
 def test_data_build_help_gives_each_default_once(place):
     r = run(place, "data", "build", "--help")
     assert r.returncode == 0 and "default: None" not in r.stdout

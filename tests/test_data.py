@@ -353,6 +353,17 @@ def test_cli_builds_the_local_recipe(data_dir, bfcl_dir, tmp_path, capsys):
         main(["build", "--recipe", "local", "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)])
 
 
+def test_cli_builds_the_agent_recipe_and_prints_its_kinds_of_row(data_dir, bfcl_dir, tmp_path, capsys):
+    from nanoagent.data.__main__ import main
+    out = tmp_path / "mix.jsonl"
+    main(["build", "--recipe", "agent", "--data-dir", str(data_dir), "--out", str(out), "--bfcl-dir", str(bfcl_dir)])
+    stats = json.loads(out.with_suffix(".stats.json").read_text())
+    assert stats["sources"]["seal-tools-single"]["written"] > 0 and stats["sources"]["near-miss"]["written"] > 0
+    printed = capsys.readouterr().out
+    assert "kind of row" in printed and "single, several offered" in printed
+    assert len(read_rows(str(out))) == sum(s["written"] for s in stats["sources"].values())
+
+
 # ---- reading files -------------------------------------------------------------------------------------
 
 def test_a_missing_nanoagent_data_folder_is_honoured(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ def default_recipe() -> str:
 
 
 def local_data(data_dir: str | None, recipe: str = "local") -> Path | None:
-    """Where recipes local and agent read: the data folder, else (None) the same datasets on the hub;
+    """Where recipes local and agent-glaive read: the data folder, else (None) the same datasets on the hub;
     DataError if neither."""
     folder = find_data_dir(data_dir, required=data_dir is not None)
     if folder is not None:
@@ -101,7 +101,9 @@ def main(argv=None) -> None:
     with one_line_errors(DataError, WeightsError, OSError):
         name = args.recipe or default_recipe()
         recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight)
-        if name in ("local", "agent", "agent-glaive"):  # both read the shared data folder, else the same datasets on the hub
+        if any(s.adapter == "toolset" for s in recipe):  # the tool-calling sets are only in the data folder
+            data_dir = find_data_dir(args.data_dir)
+        elif name in ("local", "agent-glaive"):  # the data folder, else the same datasets on the hub
             data_dir = local_data(args.data_dir, name)
         else:
             data_dir = find_data_dir(args.data_dir, required=args.data_dir is not None)

@@ -222,12 +222,13 @@ def hammer_single(folder: Path, rng):
                 yield call_turn(user["content"], [call["content"]], row["multiple_tools"], "hammer-single")
             except Drop as e:
                 yield e
-            target = row["messages"][1]["content"].get("name") if isinstance(row["messages"][1]["content"], dict) else None
-            tools = twin["multiple_tools"]
-            if twin["messages"][0]["content"] != row["messages"][0]["content"] or any(t["name"] == target for t in tools):
+            stored = row["messages"][1]["content"]
+            target = stored.get("name") if isinstance(stored, dict) else None
+            tools, question = twin["multiple_tools"], twin["messages"][0]["content"]
+            if question != row["messages"][0]["content"] or any(t["name"] == target for t in tools):
                 yield Drop("twin does not match")
                 continue
-            yield finish([{"role": "user", "content": twin["messages"][0]["content"]},
+            yield finish([{"role": "user", "content": question},
                           {"role": "assistant", "content": refusal(tools, r)}], tools, "hammer-single")
 
 
