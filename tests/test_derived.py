@@ -16,6 +16,7 @@ from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.io import read_rows
 from nanoagent.data.mix import AGENT, RECIPES, Options, build, stats_table
+from nanoagent.data.toolsets import tool_specs
 from nanoagent.toolcalls import parse_reply
 from nanoagent.tokenizer import render_chat
 
@@ -24,7 +25,7 @@ from nanoagent.tokenizer import render_chat
 def inputs(data_dir):
     glaive = read_rows(str(data_dir / "glaive" / "glaive_toolcall_en_demo.json"))
     gsm8k = read_rows(str(data_dir / "gsm8k" / "train.jsonl"))
-    return D.Inputs.make(glaive, gsm8k)
+    return D.Inputs.make(glaive, gsm8k, specs=tool_specs(data_dir))
 
 
 @pytest.fixture(scope="module")
@@ -300,6 +301,17 @@ def test_own_tool_calls_are_right(made):
     assert any(len(calls_of(r)) == 2 for r in made["own-tools"])  # a search, then a visit
 
 
+def test_the_specs_families_offer_the_tool_calling_sets_tools(inputs, data_dir):
+    names = {t["name"] for t in tool_specs(data_dir)}
+    assert {t["name"] for t in inputs.specs} == names
+    for family in ("decline-specs", "near-miss-specs"):
+        rows = [r for r in F.derive(family, inputs, 40) if isinstance(r, dict)]
+        assert rows and all(not calls_of(r) and tool_names(r) <= names for r in rows), family
+        assert all(r["source"] == family for r in rows)
+    glaive_tools = {t["name"] for t in inputs.tool_pool()}
+    assert not names & glaive_tools  # so the rows above could only come from the specs
+
+
 # ---- the agent recipe: stats, decontamination ---------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -324,7 +336,7 @@ def test_the_near_miss_stage_replays_calls_beside_the_refusals(data_dir):
     assert all(bool(calls_of(r)) == (r["source"] != "near-miss") for r in rows)
 
 
-@pytest.mark.parametrize("recipe", ["agent", "agent-large", "agent-glaive", "agent-parallel", "near-miss-stage",
+@pytest.mark.parametrize("recipe", ["agent", "agent-large", "agent-specs", "agent-glaive", "agent-parallel", "near-miss-stage",
                                     "parallel-stage", "contrast-stage"])
 def test_the_agent_mixes_share_no_prompt_with_the_evaluations(recipe, data_dir, bfcl_dir, inputs):
     episode = inputs.episodes()[0].request  # a request glaive holds: treated as an eval prompt, it must vanish

@@ -19,6 +19,8 @@ fits, and writes bare numbers instead of calculator expressions).
     near-miss       one or two tools that compute something, but not what is asked (BFCL's irrelevance
                     items are of this kind: a triangle's area offered a BMI tool): a GSM8K question
                     -> its short worked answer, a glaive request -> a refusal; no call
+    near-miss-specs, decline-specs  the same, offered tools of the tool-calling sets' specs (Seal-Tools' 4,076,
+                    toolsets.py) instead of glaive's 64 functions
     ask-missing     glaive's "a fitting tool, but a required argument is missing -> ask for it", alone
     calc-chain      a GSM8K solution's `<<48/2=24>>` steps as calls to the calculator, one round of
                     calls per group of independent steps, each result fed back, then "The answer is N."
@@ -33,7 +35,7 @@ inputs (`Inputs.make`), so no joined request can carry one either.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 from .adapters import glaive
@@ -59,9 +61,10 @@ class Episode:
 class Inputs:
     chats: list  # glaive chats in the common form
     gsm8k: list  # GSM8K train rows not used as plain rows by the recipe
+    specs: list = field(default_factory=list)  # tools of the tool-calling sets (Seal-Tools' 4,076), for *-specs
 
     @classmethod
-    def make(cls, glaive_rows, gsm8k_rows, blocked=frozenset()) -> "Inputs":
+    def make(cls, glaive_rows, gsm8k_rows, blocked=frozenset(), specs=()) -> "Inputs":
         chats = []
         for row in glaive_rows:
             try:
@@ -72,7 +75,7 @@ class Inputs:
                 chats.append(chat)
         rows = [r for r in gsm8k_rows if "####" in str(r.get("answer", ""))
                 and normalize_text(str(r.get("question", ""))) not in blocked]
-        return cls(chats, rows)
+        return cls(chats, rows, list(specs))
 
     def episodes(self) -> list[Episode]:
         out, seen = [], set()
@@ -510,13 +513,19 @@ def refusal(tools: list[dict], rng) -> str:
     return DECLINE[int(rng.integers(len(DECLINE)))].format(tool="tool" if len(tools) == 1 else "tools", what=what)
 
 
-def decline(inputs: Inputs, n: int, rng):
-    """Requests that glaive answers with a call, offered instead 1-3 tools that neither share a content word
-    with the request nor take its arguments -> a short refusal saying what the offered tools do, no call.
-    The same request with its fitting tool is a call in glaive and the parallel families: only the tools differ."""
-    pool, eps = inputs.tool_pool(), inputs.episodes()
+def decline(inputs: Inputs, n: int, rng, pool: list[dict] | None = None, source: str = "decline"):
+    """Requests that glaive answers with a call, offered instead 1-3 tools (of `pool`, glaive's own by default)
+    that neither share a content word with the request nor take its arguments -> a short refusal saying what the
+    offered tools do, no call. The same request with its fitting tool is a call in glaive and the parallel
+    families: only the tools differ."""
+    pool, eps = inputs.tool_pool() if pool is None else pool, inputs.episodes()
     for k in rng.permutation(len(eps))[:n]:
-        yield declined(eps[int(k)], pool, rng, int(rng.integers(1, 4)), "decline")
+        yield declined(eps[int(k)], pool, rng, int(rng.integers(1, 4)), source)
+
+
+def decline_specs(inputs: Inputs, n: int, rng):
+    """decline, offered tools of the tool-calling sets' thousands of specs rather than glaive's 64 functions."""
+    yield from decline(inputs, n, rng, inputs.specs, "decline-specs")
 
 
 def declined(e: Episode, pool: list[dict], rng, k: int, source: str):
@@ -534,20 +543,26 @@ def declined(e: Episode, pool: list[dict], rng, k: int, source: str):
 GENERAL = re.compile(r"percentage|average|calculator|expression|evaluate|random_number", re.I)
 
 
-def near_miss(inputs: Inputs, n: int, rng):
-    """Questions offered one or two specific computing tools that do not fit (no shared content word, the
-    request's arguments do not fit them) -> answered directly (GSM8K, from the end of train, which the
-    other families do not reach) or refused (glaive requests), no call."""
-    pool = [t for t in inputs.tool_pool() if ARITHMETIC.search(t["name"] + " " + t["description"])
+def near_miss(inputs: Inputs, n: int, rng, pool: list[dict] | None = None, source: str = "near-miss"):
+    """Questions offered one or two specific computing tools (of `pool`, glaive's own by default) that do not fit
+    (no shared content word, the request's arguments do not fit them) -> answered directly (GSM8K, from the end
+    of train, which the other families do not reach) or refused (glaive requests), no call."""
+    pool = [t for t in (inputs.tool_pool() if pool is None else pool)
+            if ARITHMETIC.search(t["name"] + " " + t["description"])
             and not GENERAL.search(t["name"] + " " + t["description"])]
     eps, rows = inputs.episodes(), inputs.gsm8k[::-1]
     for i in range(n):
         k = int(rng.integers(1, 3)) if rng.random() < 0.3 else 1
         if i % 2 == 0 and i // 2 < len(rows):
             row = rows[i // 2]
-            yield answered(row, unrelated_tools(row["question"], pool, rng, k), "near-miss")
+            yield answered(row, unrelated_tools(row["question"], pool, rng, k), source)
         elif eps:
-            yield declined(eps[int(rng.integers(len(eps)))], pool, rng, k, "near-miss")
+            yield declined(eps[int(rng.integers(len(eps)))], pool, rng, k, source)
+
+
+def near_miss_specs(inputs: Inputs, n: int, rng):
+    """near-miss, offered computing tools of the tool-calling sets' specs (hundreds, where glaive has a dozen)."""
+    yield from near_miss(inputs, n, rng, inputs.specs, "near-miss-specs")
 
 
 def ask_missing(inputs: Inputs, n: int, rng):

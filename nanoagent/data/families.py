@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 
 from .chains import calc_chain, parallel_calc
-from .derived import (Inputs, ask_missing, decline, near_miss, nocall_chat, nocall_math, parallel_mixed, parallel_same,
-                      parallel_values, several_args)
+from .derived import (Inputs, ask_missing, decline, decline_specs, near_miss, near_miss_specs, nocall_chat, nocall_math,
+                      parallel_mixed, parallel_same, parallel_values, several_args)
 from .own_tools import own_tools
 
 WHY_NOT_MADE = {  # why a derived candidate was not made, for the stats table
@@ -23,6 +23,7 @@ WHY_NOT_MADE = {  # why a derived candidate was not made, for the stats table
 FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "parallel-values": parallel_values,
             "several-args": several_args, "parallel-calc": parallel_calc,
             "nocall-math": nocall_math, "decline": decline, "near-miss": near_miss,
+            "decline-specs": decline_specs, "near-miss-specs": near_miss_specs,
             "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools}
 
 

@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .adapters import ADAPTERS, Drop
 from .derived import Inputs
 from .families import WHY_NOT_MADE, derive, family_rng
-from .toolsets import read_toolset
+from .toolsets import read_toolset, tool_specs
 from .clean import ExactDedup, MinHashLSH, chat_text, normalize_text, shorten_casual, user_prompts, vary_tools
 from ..tokenizer import render_chat_spans
 from .io import DataError, iter_rows
@@ -214,8 +214,12 @@ AGENT_LARGE = revised(AGENT, {"seal-tools-single": 700, "seal-tools-parallel": 2
                               "complexfuncbench": 600, "near-miss": 450, "decline": 180, "nocall-chat": 120,
                               "nocall-math": 90, "calc-chain": 90, "own-tools": 80, "gsm8k": 45}, after={})
 
+# The agent recipe with its near misses and declines offered tools of Seal-Tools' 4,076 specs instead of glaive's
+# 64 functions: an arm of the ablation (does the variety of the refused tools matter?).
+AGENT_SPECS = [derived(s.spec + "-specs", s.limit) if s.spec in ("near-miss", "decline") else s for s in AGENT]
+
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large": AGENT_LARGE,
-           "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
+           "agent-specs": AGENT_SPECS, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
            "contrast-stage": CONTRAST_STAGE}
 
@@ -303,7 +307,13 @@ def read_inputs(recipe: list[Source], data_dir: Path | None, blocked) -> Inputs:
             print(f"warning: derived inputs: {key}: {e}", file=sys.stderr)
             rows[key] = []
     plain = sum(s.limit or 0 for s in recipe if s.adapter == "gsm8k")
-    return Inputs.make(rows["glaive"], rows["gsm8k"][plain:], blocked)
+    specs = []
+    if any(s.adapter == "derived" and s.spec.endswith("-specs") for s in recipe):
+        try:
+            specs = tool_specs(data_dir) if data_dir is not None else []
+        except DataError as e:
+            print(f"warning: derived inputs: tool specs: {e}", file=sys.stderr)
+    return Inputs.make(rows["glaive"], rows["gsm8k"][plain:], blocked, specs)
 
 
 def read_source(src: Source, data_dir: Path | None, limit: int | None, checks: Checks, st: Stats,

@@ -119,8 +119,13 @@ def seal_tool(t: dict) -> dict:
             "parameters": schema(t.get("parameters") or {}, t.get("required") or [])}
 
 
+def seal_specs(folder: Path) -> dict[str, dict]:
+    """Seal-Tools' tool specs by name (4,076 in the full set), as tools."""
+    return {t["api_name"]: seal_tool(t) for t in read_json(folder / "seal-tools" / "Seal-Tools_Dataset_tool.jsonl")}
+
+
 def seal_tools(folder: Path, rng):
-    specs = {t["api_name"]: seal_tool(t) for t in read_json(folder / "seal-tools" / "Seal-Tools_Dataset_tool.jsonl")}
+    specs = seal_specs(folder)
     pool = list(specs.values())
     for split in SEAL_SPLITS:
         for row in read_json(folder / "seal-tools" / f"Seal-Tools_Dataset_{split}.jsonl"):
@@ -434,6 +439,11 @@ def calls_in(chat: dict) -> int:
 
 
 PARTS = {"single": lambda chat: calls_in(chat) == 1, "parallel": lambda chat: calls_in(chat) >= 2}
+
+
+def tool_specs(data_dir: Path) -> list[dict]:
+    """The tools the derived *-specs families offer: Seal-Tools' specs, from the data folder's toolcalls/."""
+    return list(seal_specs(Path(data_dir) / "toolcalls").values())
 
 
 def read_toolset(spec: str, data_dir: Path | None, rng):
