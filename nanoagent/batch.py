@@ -7,6 +7,14 @@ tokens per second rise nearly A-fold until the arithmetic catches up. Each seque
 of its own in a `SlotCache` and its own sampling settings, stop ids and length limit; it joins
 with a prefill of its prompt into a free slot and leaves, freeing the slot, when it finishes.
 A prompt sampled several ways (GRPO's groups) is prefilled once and its slot copied.
+
+Two things keep prompts from stalling the replies being decoded:
+  - a prompt goes in a chunk of at most `chunk` tokens a step, each chunk beside a decoding step
+    of the running sequences, so a long prompt holds the others up for one chunk at a time;
+  - a finished sequence's slot keeps the tokens its cache holds; a new prompt goes to the free
+    slot whose tokens share the longest prefix with it and prefills only the rest (an agent sends
+    its whole conversation every turn: the system prompt, the tools and the earlier turns are
+    already there). A slot is reused, never shared while busy.
 Lesson: lessons/08_kv_cache_and_sampling/README.md.
 """
 from __future__ import annotations
@@ -16,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import check_fits, new_slot_cache
+from .decode import KVCache, check_fits, new_slot_cache
 from .model import Model
 from .sampling import SamplingParams, sample_next
 
@@ -33,10 +41,28 @@ class Sequence:
     new: list[int] = field(default_factory=list)  # the tokens made, stop token excluded
     logits: np.ndarray | None = None  # (V,) of the next token
     finish_reason: str | None = None  # "stop" (a stop id), "length" (max_new_tokens or the cache is full), "cancelled"
+    cached: int = 0  # prompt tokens whose keys and values its slot already held (not prefilled again)
 
     @property
     def done(self) -> bool:
         return self.finish_reason is not None
+
+
+@dataclass
+class Prefill:
+    """A group of sequences sharing a prompt, its prompt going into `slot` a chunk at a time; the other
+    members' slots are `reserved` and get a copy when the prompt is in."""
+    group: list[Sequence]
+    slot: int
+    reserved: list[int]
+    filled: int  # prompt positions in the slot's cache
+
+
+def shared_prefix(a: list[int], b: list[int]) -> int:
+    """The number of leading tokens a and b have in common."""
+    n = min(len(a), len(b))
+    same = np.asarray(a[:n]) == np.asarray(b[:n])
+    return n if same.all() else int(np.argmin(same))
 
 
 class BatchDecoder:
@@ -46,19 +72,29 @@ class BatchDecoder:
         seqs = [decoder.submit(ids, max_new_tokens=64) for ids in prompts]
         while decoder.busy:
             for seq, token in decoder.step(): ...   # token None: seq finished without one
+
+    `chunk`: the most prompt tokens prefilled in one step (the rest go in the next steps).
+    `prompt_tokens`, `cached_tokens` and `hits` count, over every prompt admitted, the tokens
+    asked for, those a slot already held, and the prompts that found some.
     """
 
-    def __init__(self, model: Model, slots: int = 8, capacity: int | None = None):
+    def __init__(self, model: Model, slots: int = 8, capacity: int | None = None, chunk: int = 256):
         if slots < 1:
             raise ValueError(f"slots must be at least 1, got {slots}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, got {chunk}")
         self.model, self.cache = model, new_slot_cache(model.config, model.cache_dtype, slots, capacity)
+        self.chunk = chunk
         self.free = deque(range(slots))
+        self.held: list[list[int]] = [[] for _ in range(slots)]  # the tokens each slot's cache holds
         self.running: list[Sequence] = []
+        self.prefilling: deque[Prefill] = deque()  # admitted, their prompts going in, oldest first
         self.waiting: deque[list[Sequence]] = deque()  # groups sharing a prompt join together
+        self.prompt_tokens = self.cached_tokens = self.hits = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.prefilling or self.waiting)
 
     def submit(self, prompt_ids, max_new_tokens: int = 256, sampling: SamplingParams = SamplingParams(),
                stop_ids=(), n: int = 1) -> Sequence | list[Sequence]:
@@ -76,45 +112,90 @@ class BatchDecoder:
         self.waiting.append(group)
         return group if n > 1 else group[0]
 
+    def _take_slot(self, prompt: list[int]) -> int:
+        """The free slot whose cache shares the longest prefix with `prompt`; of those, the one holding least
+        (longer caches are kept for later prompts)."""
+        slot = max(self.free, key=lambda s: (shared_prefix(self.held[s], prompt), -len(self.held[s])))
+        self.free.remove(slot)
+        return slot
+
     def _admit(self) -> None:
-        """Prefill waiting prompts into free slots, oldest first, while a whole group fits."""
+        """Waiting prompts take free slots, oldest first, while a whole group fits; each starts after the
+        prefix its slot already holds (at least its last token is prefilled, for the next token's logits)."""
         while self.waiting and len(self.waiting[0]) <= len(self.free):
             group = self.waiting.popleft()
-            first = group[0]
-            first.slot = self.free.popleft()
-            logits = self.model.prefill(first.prompt, self.cache.slot(first.slot))
-            self.cache.lengths[first.slot] = len(first.prompt)
+            prompt = group[0].prompt
+            slot = self._take_slot(prompt)
+            reserved = [self._take_slot([]) for _ in group[1:]]  # overwritten by a copy: those holding least
+            reuse = min(shared_prefix(self.held[slot], prompt), len(prompt) - 1)
+            self.cache.lengths[slot], self.held[slot] = reuse, prompt[:reuse]
             for seq in group:
-                if seq is not first:
-                    seq.slot = self.free.popleft()
-                    self.cache.copy_slot(first.slot, seq.slot)
-                seq.logits = logits
+                seq.cached = reuse
+            self.prompt_tokens += len(prompt)
+            self.cached_tokens += reuse
+            self.hits += reuse > 0
+            self.prefilling.append(Prefill(group, slot, reserved, reuse))
+
+    def _prefill(self) -> None:
+        """Up to `chunk` prompt tokens into their slots, oldest prompt first; a group whose prompt is in
+        starts decoding (its other members get a copy of the slot)."""
+        budget = self.chunk
+        while budget and self.prefilling:
+            job = self.prefilling[0]
+            prompt = job.group[0].prompt
+            take = min(budget, len(prompt) - job.filled)
+            s = job.slot
+            kv = KVCache(self.cache.kt[:, s:s + 1], self.cache.v[:, s:s + 1], job.filled)  # slot s, appended to
+            logits = self.model.prefill(prompt[job.filled:job.filled + take], kv)
+            job.filled += take
+            budget -= take
+            self.cache.lengths[s], self.held[s] = job.filled, prompt[:job.filled]
+            if job.filled < len(prompt):
+                continue
+            self.prefilling.popleft()
+            for seq, slot in zip(job.group, [s] + job.reserved):
+                if slot != s:
+                    self.cache.copy_slot(s, slot)
+                    self.held[slot] = list(self.held[s])
+                seq.slot, seq.logits = slot, logits
                 self.running.append(seq)
 
     def _finish(self, seq: Sequence, reason: str) -> None:
         seq.finish_reason, seq.logits = reason, None
         self.running.remove(seq)
+        self.held[seq.slot] = (seq.prompt + seq.new)[:self.cache.lengths[seq.slot]]  # what its cache holds
         self.free.append(seq.slot)
 
     def cancel(self, seq: Sequence) -> None:
         """Stop a sequence before it finishes (no one reads it any more): a running one frees its slot,
-        a waiting one leaves the queue (the rest of its group still joins)."""
+        a waiting one leaves the queue, one whose prompt is going in leaves its group (the rest of its
+        group still joins; a group left empty frees its slots)."""
         if seq.done:
             return
         if any(s is seq for s in self.running):
             self._finish(seq, "cancelled")
             return
+        for job in list(self.prefilling):
+            if any(s is seq for s in job.group):
+                job.group[:] = [s for s in job.group if s is not seq]
+                if job.reserved:
+                    self.free.append(job.reserved.pop())
+                if not job.group:
+                    self.prefilling.remove(job)
+                    self.free.append(job.slot)
         for group in self.waiting:
             group[:] = [s for s in group if s is not seq]
         self.waiting = deque(g for g in self.waiting if g)
         seq.finish_reason = "cancelled"
 
     def step(self) -> list[tuple[Sequence, int | None]]:
-        """Each running sequence samples its next token -> [(sequence, token or None when it stopped)].
+        """A chunk of the prompts going in, then each running sequence samples its next token ->
+        [(sequence, token or None when it stopped)].
 
         Sequences that finish leave and free their slot; the rest go through the network together.
         """
         self._admit()
+        self._prefill()
         events, feed = [], []
         for seq in list(self.running):
             seen = seq.prompt + seq.new if seq.sampling.repetition_penalty != 1.0 else ()  # only the penalty reads it

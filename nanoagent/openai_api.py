@@ -283,6 +283,7 @@ class Reply:
         self.stream, self.tools = TextStream(tokenizer, stop), tools
         self.text, self.sent = "", 0  # text so far; characters of it already sent as content
         self.tokens, self.finish_reason = 0, None
+        self.cached = 0  # prompt tokens the decoder found already in a slot's cache
 
     def push(self, token: int) -> str:
         """One more token -> the content that may be sent now."""
@@ -319,8 +320,10 @@ class Reply:
 
 
 def usage_of(prompt, replies) -> dict:
+    """Token counts as OpenAI gives them, with the prompt tokens a slot's cache already held (not prefilled)."""
     completion = sum(r.tokens for r in replies)
-    return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion}
+    return {"prompt_tokens": len(prompt), "completion_tokens": completion, "total_tokens": len(prompt) + completion,
+            "prompt_tokens_details": {"cached_tokens": max((r.cached for r in replies), default=0)}}
 
 
 # ---- the replies' bodies: whole, or streamed as server-sent events ---------------------------

@@ -2,11 +2,15 @@
 
     POST /v1/chat/completions   messages, tools, tool_choice, stream, n, stop, max_tokens, temperature, top_p, seed
     GET  /v1/models
+    GET  /stats                 prompt tokens so far, those found in a slot's cache, and the prompts that found some
 
 One thread decodes: it owns a BatchDecoder (batch.py), and every request hands it a job (the
 prompt's sequences) and waits on an asyncio queue that the thread feeds after each step. So
 requests that arrive together are decoded together, each sequence joining and leaving the
-batch on its own, and the event loop only parses, renders and writes. A reply holding
+batch on its own, and the event loop only parses, renders and writes. A long prompt goes in a
+chunk at a time beside the others' decoding steps, and a prompt that starts with what a finished
+request's slot holds (an agent's conversation, sent whole every turn) prefills only the rest;
+`usage.prompt_tokens_details.cached_tokens` says how many it found. A reply holding
 `<tool_call>[...]</tool_call>` comes back as OpenAI `tool_calls`; streamed, its text is sent
 up to the opening tag and the calls once they are complete.
 
@@ -204,6 +208,7 @@ async def choices(engine: Engine, req: ChatRequest, prompt: list[int], replies: 
                         yield index, piece, [], None
                     continue
                 rest, calls = reply.finish(finish)
+                reply.cached = getattr(job.seqs[index], "cached", 0)  # set when it joined, on the decoding thread
                 left.discard(index)
                 yield index, piece + rest, calls, reply.finish_reason
     finally:
@@ -222,6 +227,7 @@ def create_app(engine: Engine, api_key: str | None = None, max_body: int = DEFAU
     api = API(engine, api_key, max_body)
     return Starlette(routes=[Route("/v1/models", api.answering(api.models)),
                              Route("/v1/models/{name:path}", api.answering(api.model)),
+                             Route("/stats", api.answering(api.stats)),
                              Route("/v1/chat/completions", api.answering(api.chat_completions), methods=["POST"])],
                      exception_handlers={HTTPException: http_error}, lifespan=api.lifespan)
 
@@ -253,6 +259,14 @@ class API:
                 log.exception("%s %s failed", request.method, request.url.path)
                 return JSONResponse(APIError(500, "internal server error", kind="server_error").body(), 500)
         return route
+
+    async def stats(self, request):
+        """The decoder's prompt tokens so far, those found in a slot's cache (prefix reuse), and the prompts
+        that found some."""
+        d = self.engine.decoder
+        return JSONResponse({name: getattr(d, attr, 0) for name, attr in
+                             (("prompt_tokens", "prompt_tokens"), ("cached_tokens", "cached_tokens"),
+                              ("cache_hits", "hits"))})
 
     async def models(self, request):
         return JSONResponse({"object": "list", "data": [model_card(self.engine.model_id, self.created)]})

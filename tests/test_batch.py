@@ -170,3 +170,96 @@ def test_a_cancelled_sequence_frees_its_slot_and_leaves_the_others_alone(tiny_mo
         decoder.step()
     assert [b.new, c.new] == [alone(tiny_model, p, 12) for p in PROMPTS[1:3]]
     assert d.slot == -1 and sorted(decoder.free) == [0, 1]
+
+
+# ---- prompts a chunk at a time, and a slot's cache reused by the next prompt that shares its prefix -----
+
+LONG = [(7 * i + 3) % 100 + 5 for i in range(23)]  # ids within the tiny vocabulary of 128
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 7, 256])
+def test_a_prompt_prefilled_in_chunks_gets_the_logits_of_one_prefill(tiny_model64, chunk):
+    decoder = BatchDecoder(tiny_model64, slots=2, capacity=40, chunk=chunk)
+    seq = decoder.submit(LONG, max_new_tokens=1)
+    steps = 0
+    while seq.logits is None:
+        decoder._admit()
+        decoder._prefill()
+        steps += 1
+    assert steps == -(-len(LONG) // chunk)  # one chunk a step
+    np.testing.assert_allclose(seq.logits, tiny_model64.logits(LONG)[-1], rtol=1e-10, atol=1e-10)
+
+
+def test_a_long_prompt_joins_a_chunk_at_a_time_while_the_others_decode(tiny_model):
+    """The running sequence gets a token every step while the long prompt goes in 4 tokens a step, and
+    both replies are what each gets decoded alone."""
+    decoder = BatchDecoder(tiny_model, slots=2, capacity=48, chunk=4)
+    short = decoder.submit(PROMPTS[0], max_new_tokens=12)
+    decoder.step()
+    long = decoder.submit(LONG, max_new_tokens=5)
+    tokens_of_short = []
+    while not long.new:
+        tokens_of_short.append(sum(seq is short for seq, _ in decoder.step()))
+    assert tokens_of_short == [1] * len(tokens_of_short) and len(tokens_of_short) == -(-len(LONG) // 4)
+    while decoder.busy:
+        decoder.step()
+    assert short.new == alone(tiny_model, PROMPTS[0], 12) and long.new == alone(tiny_model, LONG, 5)
+
+
+def test_a_prompt_that_extends_a_finished_one_prefills_only_the_rest(tiny_model64):
+    decoder = BatchDecoder(tiny_model64, slots=3, capacity=64, chunk=256)
+    first = decoder.submit(LONG, max_new_tokens=6)
+    other = decoder.submit(PROMPTS[1], max_new_tokens=3)
+    while decoder.busy:
+        decoder.step()
+    turn2 = LONG + first.new + [2, 9, 9, 4]  # the conversation goes on: the reply and the next turn
+    calls = []
+    prefill = tiny_model64.prefill
+    tiny_model64.prefill = lambda ids, kv: calls.append(len(ids)) or prefill(ids, kv)
+    try:
+        seq = decoder.submit(turn2, max_new_tokens=1)
+        decoder._admit()
+        decoder._prefill()
+    finally:
+        del tiny_model64.prefill
+    held = len(LONG) + len(first.new) - 1  # the reply's last token ended it by length: it was never fed
+    assert seq.cached == held and calls == [len(turn2) - held]  # only the rest went through the network
+    assert seq.slot == first.slot != other.slot  # the slot holding the longest shared prefix
+    np.testing.assert_allclose(seq.logits, tiny_model64.logits(turn2)[-1], rtol=1e-10, atol=1e-10)
+    assert (decoder.hits, decoder.cached_tokens) == (1, seq.cached)
+    assert decoder.prompt_tokens == len(LONG) + len(PROMPTS[1]) + len(turn2)
+
+
+def test_the_same_prompt_again_reuses_all_but_its_last_token(tiny_model):
+    decoder = BatchDecoder(tiny_model, slots=1, capacity=40)
+    a = decoder.submit(LONG, max_new_tokens=4)
+    while decoder.busy:
+        decoder.step()
+    b = decoder.submit(LONG, max_new_tokens=4)  # the slot holds LONG and a's reply: LONG's last token is redone
+    while decoder.busy:
+        decoder.step()
+    assert b.cached == len(LONG) - 1 and b.new == a.new == alone(tiny_model, LONG, 4)
+
+
+def test_cancelling_a_prompt_while_it_goes_in_frees_its_slots(tiny_model):
+    decoder = BatchDecoder(tiny_model, slots=3, capacity=40, chunk=4)
+    group = decoder.submit(LONG, max_new_tokens=3, n=2)
+    decoder.step()
+    assert len(decoder.free) == 1 and decoder.prefilling
+    decoder.cancel(group[1])
+    assert len(decoder.free) == 2  # the copy's reserved slot
+    decoder.cancel(group[0])
+    assert len(decoder.free) == 3 and not decoder.busy and all(s.finish_reason == "cancelled" for s in group)
+
+
+def test_a_group_prefilled_in_chunks_samples_each_copy_as_in_one_prefill(tiny_model64):
+    sampling = SamplingParams(temperature=0.8, seed=3)
+    replies = []
+    for chunk in (5, 256):
+        decoder = BatchDecoder(tiny_model64, slots=3, capacity=40, chunk=chunk)
+        group = decoder.submit(LONG, 6, sampling, n=3)
+        while decoder.busy:
+            decoder.step()
+        assert len({s.slot for s in group}) == 3
+        replies.append([s.new for s in group])
+    assert replies[0] == replies[1] and len({tuple(r) for r in replies[0]}) > 1  # the copies sample apart

@@ -387,7 +387,30 @@ def test_n_choices_sampled_with_a_seed(tiny_lm):
     assert [c.message.content for c in b.choices] == texts  # the seed makes it repeatable
     assert ["".join(c.choices[0].delta.content or "" for c in streamed if c.choices[0].index == i)
             for i in range(3)] == texts
-    assert 3 <= a.usage.completion_tokens <= 36 and a.usage == b.usage
+    assert 3 <= a.usage.completion_tokens <= 36 and a.usage.completion_tokens == b.usage.completion_tokens
+    assert (a.usage.prompt_tokens_details.cached_tokens, b.usage.prompt_tokens_details.cached_tokens) == (
+        0, a.usage.prompt_tokens - 1)  # the same prompt again: all but its last token were in a slot
+
+
+def test_the_next_turn_of_a_conversation_reuses_the_cache_of_the_last(tiny_lm):
+    """An agent sends the whole conversation every turn: the second turn finds the first turn's tokens in the
+    slot that served it, says so in its usage and in /stats, and replies as a server with no cache would."""
+    first = [{"role": "user", "content": "Hi there, how are you today?"}]
+    kw = dict(model="tiny", max_tokens=8, temperature=0.0)
+    with serving(tiny_engine(tiny_lm)) as url:
+        a = client(url).chat.completions.create(messages=first, **kw)
+        second = first + [{"role": "assistant", "content": a.choices[0].message.content},
+                          {"role": "user", "content": "And tomorrow?"}]
+        b = client(url).chat.completions.create(messages=second, **kw)
+        stats = httpx.get(url.removesuffix("/v1") + "/stats").json()
+    with serving(tiny_engine(tiny_lm)) as url:
+        fresh = client(url).chat.completions.create(messages=second, **kw)
+    assert a.usage.prompt_tokens_details.cached_tokens == 0
+    assert 0 < b.usage.prompt_tokens_details.cached_tokens < b.usage.prompt_tokens
+    assert fresh.usage.prompt_tokens_details.cached_tokens == 0
+    assert b.choices[0].message.content == fresh.choices[0].message.content
+    assert stats == {"prompt_tokens": a.usage.prompt_tokens + b.usage.prompt_tokens,
+                     "cached_tokens": b.usage.prompt_tokens_details.cached_tokens, "cache_hits": 1}
 
 
 def test_greedy_replies_equal_chat_and_are_batched(tiny_lm):
