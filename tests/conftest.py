@@ -13,7 +13,7 @@ from nanoagent.model import Model
 from nanoagent.weights import default_dir, resolve_gguf
 
 FIXTURES = Path(__file__).parent / "fixtures"
-# small samples of the public data (GSM8K, the glaive sample, IFEval) shipped with the tests, laid out
+# small samples of the public data (GSM8K, the glaive sample, IFEval, IFBench) shipped with the tests, laid out
 # like the shared data folder; the tests never read that folder, so a fresh clone runs them as they are
 DATA = FIXTURES / "data"
 

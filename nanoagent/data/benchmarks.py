@@ -1,4 +1,4 @@
-"""The evaluation sets as data: BFCL's items (out of the `bfcl-eval` wheel) and IFEval's prompts.
+"""The evaluation sets as data: BFCL's items (out of the `bfcl-eval` wheel), IFEval's and IFBench's prompts.
 
 The evaluation (nanoagent/eval/) scores a model on them; the training mix (mix.py) is built
 without any of their prompts (`eval_prompts`). Reading them lives here, so that data never
@@ -115,13 +115,28 @@ def ifeval_items(path: str | Path | None = None) -> list[dict]:
     return read_rows(str(path))
 
 
+# ---- IFBench (evaluation only) -------------------------------------------------------------------
+
+def ifbench_items(path: str | Path | None = None) -> list[dict]:
+    """IFBench test prompts: a local IFBench_test.jsonl, else the shared data folder's, else the hub copy."""
+    if path is None:
+        local = find_data_dir(required=False)
+        if local is not None and (local / "ifbench" / "IFBench_test.jsonl").is_file():
+            path = local / "ifbench" / "IFBench_test.jsonl"
+        else:
+            path = "allenai/IFBench_test"
+    return read_rows(str(path))
+
+
 # ---- what never goes into training ---------------------------------------------------------------
 
 def eval_prompts(data_dir: Path | None, bfcl_dir=None, fetch_bfcl: bool = True) -> set[str]:
-    """Normalized prompts of IFEval (shared folder) and BFCL (when its data is at hand), to drop from the mix."""
+    """Normalized prompts of IFEval and IFBench (shared folder) and BFCL (when its data is at hand), to drop from
+    the mix."""
     out = set()
-    if data_dir is not None and (data_dir / "ifeval" / "input_data.jsonl").is_file():
-        out |= {normalize_text(r["prompt"]) for r in iter_rows(str(data_dir / "ifeval" / "input_data.jsonl"))}
+    for name in ("ifeval/input_data.jsonl", "ifbench/IFBench_test.jsonl"):
+        if data_dir is not None and (data_dir / name).is_file():
+            out |= {normalize_text(r["prompt"]) for r in iter_rows(str(data_dir / name))}
     try:
         if bfcl_dir is not None or fetch_bfcl or bfcl_cache_dir().is_dir():
             out |= {normalize_text(p) for p in bfcl_prompts(bfcl_dir)}

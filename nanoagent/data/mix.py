@@ -174,8 +174,8 @@ def toolset(name: str, n: int) -> Source:
     return Source(name.replace(":", "-"), name, "toolset", limit=n, local=True)
 
 
-# The agent on real tool-calling data (toolsets.py): about 1,400 rows, 0.75M tokens, one SFT epoch in about
-# 80 minutes on 2 cores. Shares by kind of row, chosen on purpose (the mix prints them):
+# The agent on real tool-calling data (toolsets.py): 1,231 chats, 720K tokens, one SFT epoch in about
+# 2 hours on 2 cores. Shares by kind of row, chosen on purpose (the mix prints them):
 # - single calls with several tools offered, from every set (Seal-Tools, HammerBench, API-Bank, CallNavi,
 #   NESTFUL's first steps, ToolACE/xLAM): BFCL's simple and multiple items;
 # - parallel calls, about a fifth of the call rows: Seal-Tools answers 76% of its requests with several
@@ -443,7 +443,7 @@ def stats_table(stats: dict[str, Stats]) -> str:
 WHY_DROPPED = {  # the checks' reasons; derived families' are WHY_NOT_MADE; the rest are the adapters'
     # (a row that does not fit its source's format)
     "long answer": "a casual chat whose reply runs past short_answer_words",
-    "eval prompt": "its prompt is an IFEval or BFCL prompt (kept out of training)",
+    "eval prompt": "its prompt is an IFEval, IFBench or BFCL prompt (kept out of training)",
     "exact duplicate": "the same text as a chat already kept",
     "near duplicate": "nearly the same text as a chat already kept (MinHash)",
     "too long": "more tokens than max_tokens",

@@ -1,8 +1,9 @@
-"""Evaluation: tool-call accuracy (BFCL-style AST match), instruction following (IFEval), multi-step tool use
-(GSM8K test with the calculator), perplexity, and a picture of the results.
+"""Evaluation: tool-call accuracy (BFCL-style AST match), instruction following (IFEval, and IFBench's constraints
+unseen in training), multi-step tool use (GSM8K test with the calculator), perplexity, and a picture of the results.
 
     python -m nanoagent.eval toolcall --limit 40      # BFCL simple/multiple/parallel/parallel_multiple/irrelevance
     python -m nanoagent.eval ifeval --limit 40        # IFEval strict and loose
+    python -m nanoagent.eval ifbench                  # IFBench's checkable prompts, strict and loose, by kind
     python -m nanoagent.eval chain --limit 100        # the agent with the calculator vs no tools, GSM8K test
     python -m nanoagent.eval ppl --data FILE          # perplexity on a text file or a dataset
     python -m nanoagent.eval plot --reports A.json B.json --names A B --out eval.png
@@ -16,10 +17,11 @@ from ..data.benchmarks import CATEGORIES, bfcl_data_dir
 from .bfcl import bfcl_tools, check_call, check_item, normalize_string, run_toolcall
 from .cache import CachedReplies
 from .chain import final_number, run_chain
+from .ifbench import run_ifbench
 from .ifeval import CHECKERS, check_instruction, check_prompt, run_ifeval
 from .plot import plot_reports
 from .ppl import run_ppl
 
 __all__ = ["CATEGORIES", "bfcl_data_dir", "bfcl_tools", "check_call", "check_item", "normalize_string",
            "run_toolcall", "CachedReplies", "final_number", "run_chain", "CHECKERS", "check_instruction",
-           "check_prompt", "run_ifeval", "plot_reports", "run_ppl"]
+           "check_prompt", "run_ifeval", "run_ifbench", "plot_reports", "run_ppl"]

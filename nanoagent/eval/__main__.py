@@ -1,5 +1,5 @@
-"""`python -m nanoagent.eval {toolcall,ifeval,chain,ppl,all,plot,webpages}`: print a table, write the results as
-JSON (or, for `plot`, draw reports as a PNG; `webpages` needs no model, see webpages.py)."""
+"""`python -m nanoagent.eval {toolcall,ifeval,ifbench,chain,ppl,all,plot,webpages}`: print a table, write the
+results as JSON (or, for `plot`, draw reports as a PNG; `webpages` needs no model, see webpages.py)."""
 from __future__ import annotations
 
 import argparse
@@ -14,27 +14,28 @@ from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
 from ..data.io import DataError
 from ..generate import load
 from ..weights import resolve
-from . import bfcl, chain, ifeval, ppl, webpages
+from . import bfcl, chain, ifbench, ifeval, ppl, webpages
 from .cache import CachedReplies, model_identity
 from .plot import plot_reports, read_report
 
-TASKS = ("toolcall", "ifeval", "chain", "ppl", "all", "plot", "webpages")
+TASKS = ("toolcall", "ifeval", "ifbench", "chain", "ppl", "all", "plot", "webpages")
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m nanoagent.eval",
                                  description="Evaluate a model: tool calls (BFCL AST), instruction following "
-                                             "(IFEval), multi-step tool use (GSM8K test with the calculator), "
-                                             "perplexity; or draw reports.")
+                                             "(IFEval, and IFBench's unseen constraints), multi-step tool use "
+                                             "(GSM8K test with the calculator), perplexity; or draw reports.")
     ap.add_argument("task", choices=TASKS,
                     help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars; 'webpages' measures "
                          "visit_webpage's text on saved pages (no model)")
     ap.add_argument("--model", default=None, help="HF model folder (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--limit", type=int, default=None,
                     help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N "
-                         "IFEval prompts, the first N GSM8K test questions, or N ppl rows")
+                         "IFEval prompts, the first N checkable IFBench prompts, the first N GSM8K test questions, "
+                         "or N ppl rows")
     ap.add_argument("--max-new-tokens", type=int, default=None,
-                    help="reply length cap (default: 256 for toolcall, 512 for ifeval, 384 for chain)")
+                    help="reply length cap (default: 256 for toolcall, 512 for ifeval and ifbench, 384 for chain)")
     ap.add_argument("--batch", type=int, default=8,
                     help="replies decoded together (the same replies as one at a time, sooner; 1: one at a time)")
     ap.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
@@ -42,6 +43,8 @@ def parse_args(argv=None):
                     help=f"unzipped bfcl_eval/data/ of {BFCL_WHEEL} (default: fetched on first use and cached)")
     ap.add_argument("--ifeval-data", default=None,
                     help="IFEval input_data.jsonl (default: the shared data folder, else google/IFEval)")
+    ap.add_argument("--ifbench-data", default=None,
+                    help="IFBench IFBench_test.jsonl (default: the shared data folder, else allenai/IFBench_test)")
     ap.add_argument("--data", default=None,
                     help="ppl: a text file, a .jsonl/.json/.parquet file or a hub dataset; chain: a GSM8K test "
                          ".jsonl (default: the shared data folder's gsm8k/test.jsonl, else openai/gsm8k)")
@@ -98,6 +101,10 @@ def run_task(task: str, model, args) -> tuple[dict, str]:
         res = ifeval.run_ifeval(model, args.ifeval_data, args.limit, args.max_new_tokens or 512,
                                 progress=not args.quiet, batch=args.batch)
         return res, ifeval.format_table(res["summary"])
+    if task == "ifbench":
+        res = ifbench.run_ifbench(model, args.ifbench_data, args.limit, args.max_new_tokens or 512,
+                                  progress=not args.quiet, batch=args.batch)
+        return res, ifbench.format_table(res["summary"])
     if task == "chain":
         res = chain.run_chain(model, args.data, args.limit, args.max_new_tokens or 384, args.max_steps,
                               progress=not args.quiet, batch=args.batch)

@@ -260,9 +260,11 @@ def loose_variants(r: str) -> list[str]:
     return cut + [c.replace("*", "") for c in cut]
 
 
-def check_instruction(instruction_id: str, reply: str, kwargs: dict | None, loose: bool = False):
-    """True / False, or UNCHECKED when the type cannot be checked here (or is unknown)."""
-    fn = CHECKERS.get(instruction_id)
+def check_instruction(instruction_id: str, reply: str, kwargs: dict | None, loose: bool = False,
+                      checkers: dict = CHECKERS):
+    """True / False, or UNCHECKED when the type cannot be checked here (or is unknown); `checkers`: IFEval's, or
+    another benchmark's table of the same form (ifbench.py)."""
+    fn = checkers.get(instruction_id)
     if fn is None:
         return UNCHECKED
     kwargs = {k: v for k, v in (kwargs or {}).items() if v is not None}
@@ -274,12 +276,12 @@ def check_instruction(instruction_id: str, reply: str, kwargs: dict | None, loos
     return any(verdicts)
 
 
-def check_prompt(item: dict, reply: str) -> dict:
+def check_prompt(item: dict, reply: str, checkers: dict = CHECKERS) -> dict:
     """All of one prompt's instructions, strict and loose."""
     out = {"key": item.get("key"), "instructions": item["instruction_id_list"], "strict": [], "loose": []}
     for iid, kw in zip(item["instruction_id_list"], item.get("kwargs") or [{}] * len(item["instruction_id_list"])):
-        out["strict"].append(check_instruction(iid, reply, kw))
-        out["loose"].append(check_instruction(iid, reply, kw, loose=True))
+        out["strict"].append(check_instruction(iid, reply, kw, checkers=checkers))
+        out["loose"].append(check_instruction(iid, reply, kw, loose=True, checkers=checkers))
     return out
 
 

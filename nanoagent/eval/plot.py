@@ -5,7 +5,8 @@
 A report is the JSON `python -m nanoagent.eval` writes; one model's figures may be spread over several
 (`base-toolcall.json,base-chain.json`: joined with commas, later files adding their tasks). The measures
 are those present in any report, in this order: the five BFCL categories and their mean, format
-compliance, IFEval prompt-level strict, the chain evaluation with the calculator and without tools.
+compliance, IFEval prompt-level strict and IFBench's beside it, the chain evaluation with the calculator and
+without tools.
 Drawn with matplotlib (the `eval` extra) on its file-only Agg backend; the PNG is written atomically.
 """
 from __future__ import annotations
@@ -17,8 +18,8 @@ from pathlib import Path
 
 from ..data.benchmarks import CATEGORIES
 
-MEASURES = (*CATEGORIES, "BFCL mean", "format compliance", "IFEval prompt strict", "chain, calculator",
-            "chain, no tools")
+MEASURES = (*CATEGORIES, "BFCL mean", "format compliance", "IFEval prompt strict", "IFBench prompt strict",
+            "chain, calculator", "chain, no tools")
 
 
 def read_report(spec: str) -> dict:
@@ -52,6 +53,9 @@ def measures(report: dict) -> dict[str, float]:
     ifeval = (report.get("ifeval") or {}).get("summary")
     if ifeval:
         out["IFEval prompt strict"] = 100 * ifeval["prompt_strict"]
+    ifbench = (report.get("ifbench") or {}).get("summary")
+    if ifbench:
+        out["IFBench prompt strict"] = 100 * ifbench["prompt_strict"]
     chain = (report.get("chain") or {}).get("summary")
     if chain:
         out["chain, calculator"] = 100 * chain["with_tools"]["accuracy"]
@@ -66,7 +70,7 @@ def plot_reports(reports: list[dict], names: list[str], out: str | Path, title: 
     figures = [measures(r) for r in reports]
     shown = [m for m in MEASURES if any(m in f for f in figures)]
     if not shown:
-        raise ValueError("the reports hold no figure to draw (no toolcall, ifeval or chain results)")
+        raise ValueError("the reports hold no figure to draw (no toolcall, ifeval, ifbench or chain results)")
     try:
         import matplotlib
     except ImportError:
