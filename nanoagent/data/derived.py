@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from itertools import combinations
 
 from .adapters import glaive
@@ -416,8 +417,9 @@ ARITHMETIC = re.compile(r"calculat|comput|math|convert|tip|discount|loan|interes
                         r"stock|time|date|unit|volume|speed|weight|count|measure|score|rate", re.I)
 
 
-def content_words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z]+", text.lower().replace("_", " ")) if len(w) > 2 and w not in STOP}
+@lru_cache(maxsize=1 << 16)  # a tool's words are asked for once per row that may be offered it
+def content_words(text: str) -> frozenset[str]:
+    return frozenset(w for w in re.findall(r"[a-z]+", text.lower().replace("_", " ")) if len(w) > 2 and w not in STOP)
 
 
 def unrelated_tools(question: str, pool, rng, k: int, arithmetic_ok: bool = True) -> list[dict]:
