@@ -1,6 +1,7 @@
 """Shared fixtures: the tiny reference model, the real SmolLM2 weights (obtained on first use), sample data."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -52,3 +53,13 @@ def gguf_model(real_model):
 def data_dir():
     """The shipped data samples (see tests/fixtures/data/README.md), never the shared data folder."""
     return DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_long(tmp_path_factory):
+    """The tiny model as a folder with a context long enough for a tools prompt or a long instruction."""
+    from test_quant import tiny_folder  # here, not at the top: test_quant imports this module
+    folder = tiny_folder(tmp_path_factory.mktemp("tiny-long") / "model")[0]
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 100_000}))
+    return folder

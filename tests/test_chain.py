@@ -10,7 +10,6 @@ from nanoagent.eval import chain as C
 from nanoagent.eval.__main__ import main
 from nanoagent.eval.cache import CachedReplies
 from nanoagent.eval.plot import measures, plot_reports
-from test_quant import tiny_folder
 
 GSM8K_TEST = Path(__file__).parent / "fixtures" / "data" / "gsm8k" / "test.jsonl"  # its first 50 rows
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -132,15 +131,6 @@ def test_remembered_replies_belong_to_one_model(tmp_path):
 
 
 # ---- the command, on the tiny model --------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_long(tmp_path_factory):
-    """The tiny model as a folder with a context long enough for the tools prompt."""
-    folder = tiny_folder(tmp_path_factory.mktemp("tiny") / "model")[0]
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 100_000}))
-    return folder
-
 
 def test_chain_command_on_the_tiny_model_and_resume(tiny_long, tmp_path, capsys):
     out = tmp_path / "eval-chain.json"

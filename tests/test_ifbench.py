@@ -12,7 +12,6 @@ from nanoagent.eval import ifbench as F
 from nanoagent.eval import ifeval as I
 from nanoagent.eval.__main__ import main
 from nanoagent.eval.plot import measures
-from test_quant import tiny_folder
 
 
 @pytest.fixture(scope="module")
@@ -180,15 +179,6 @@ def test_the_picture_shows_ifbench_beside_ifeval():
 
 
 # ---- the command, on the tiny model ------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def tiny_long(tmp_path_factory):
-    """The tiny model as a folder with a context long enough for IFBench's prompts."""
-    folder = tiny_folder(tmp_path_factory.mktemp("tiny") / "model")[0]
-    config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 100_000}))
-    return folder
-
 
 def test_ifbench_command_on_the_tiny_model_and_resume(tiny_long, sample, tmp_path, capsys):
     out = tmp_path / "eval-ifbench.json"

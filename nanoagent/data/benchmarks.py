@@ -102,30 +102,24 @@ def bfcl_prompts(bfcl_dir=None, categories=CATEGORIES) -> list[str]:
             for m in it["messages"] if m.get("role") == "user"]
 
 
-# ---- IFEval --------------------------------------------------------------------------------------
+# ---- IFEval and IFBench (evaluation only) ----------------------------------------------------------------
 
-def ifeval_items(path: str | Path | None = None) -> list[dict]:
-    """IFEval prompts: a local input_data.jsonl, else the shared data folder, else the hub copy."""
+def local_or_hub(path: str | Path | None, in_folder: str, hub: str) -> list[dict]:
+    """Rows of `path`, else of the shared data folder's file `in_folder`, else of the hub dataset `hub`."""
     if path is None:
         local = find_data_dir(required=False)
-        if local is not None and (local / "ifeval" / "input_data.jsonl").is_file():
-            path = local / "ifeval" / "input_data.jsonl"
-        else:
-            path = "google/IFEval"
+        path = local / in_folder if local is not None and (local / in_folder).is_file() else hub
     return read_rows(str(path))
 
 
-# ---- IFBench (evaluation only) -------------------------------------------------------------------
+def ifeval_items(path: str | Path | None = None) -> list[dict]:
+    """IFEval prompts: a local input_data.jsonl, else the shared data folder's, else the hub copy."""
+    return local_or_hub(path, "ifeval/input_data.jsonl", "google/IFEval")
+
 
 def ifbench_items(path: str | Path | None = None) -> list[dict]:
     """IFBench test prompts: a local IFBench_test.jsonl, else the shared data folder's, else the hub copy."""
-    if path is None:
-        local = find_data_dir(required=False)
-        if local is not None and (local / "ifbench" / "IFBench_test.jsonl").is_file():
-            path = local / "ifbench" / "IFBench_test.jsonl"
-        else:
-            path = "allenai/IFBench_test"
-    return read_rows(str(path))
+    return local_or_hub(path, "ifbench/IFBench_test.jsonl", "allenai/IFBench_test")
 
 
 # ---- what never goes into training ---------------------------------------------------------------
