@@ -33,6 +33,7 @@ from .bench_grpo import add_grpo_args, bench_grpo
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
 from .cli import one_line_errors
+from .data import own_tools
 from .data.io import DataError, find_data_dir
 from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from .eval.ppl import perplexity
@@ -290,6 +291,7 @@ def bench_serve(args) -> None:
         for t in threads:
             t.join()
         wall = time.perf_counter() - t0
+        turns = conversation(url, args.turns, args.max_tokens) if args.turns else []
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=60)
@@ -302,8 +304,55 @@ def bench_serve(args) -> None:
     if latencies:
         p50, p95 = (statistics.quantiles(latencies, n=100, method="inclusive")[k] for k in (49, 94))
         print(f"latency: p50 {p50:.2f} s, p95 {p95:.2f} s (min {min(latencies):.2f}, max {max(latencies):.2f})")
+    if turns:
+        later = statistics.median(t for t, _ in turns[1:]) if len(turns) > 1 else float("nan")
+        print(f"agent conversation, {len(turns)} turns with {len(AGENT_TOOLS)} tools: time to the first token "
+              + ", ".join(f"{t * 1000:.0f} ms" for t, _ in turns) + f"; turns 2-{len(turns)} (median) "
+              f"{later / turns[0][0]:.2f}x turn 1; prompt tokens found in the cache "
+              + ", ".join(str(c) for _, c in turns))
     if failures:
         sys.exit(f"error: {len(failures)} of {total} requests failed, the first: {failures[0]}")
+
+
+# An agent's conversation: the project's four tools (a 507-token prompt with the first question), and the
+# questions of its turns; every request sends the whole conversation so far, as agent frameworks do.
+AGENT_TOOLS = [own_tools.CALCULATOR, own_tools.GET_CURRENT_TIME, own_tools.WEB_SEARCH, own_tools.VISIT_WEBPAGE]
+AGENT_TURNS = ["What time is it in Tokyo?", "And what is 17 times 23?", "Who wrote Pride and Prejudice?",
+               "Summarise what we talked about.", "Thanks! One more: what is the capital of Peru?"]
+
+
+def conversation(url, turns: int, max_tokens: int) -> list[tuple[float, int]]:
+    """`turns` turns of an agent's conversation, streamed -> [(seconds to the first token, prompt tokens the
+    server found in its cache)] a turn."""
+    messages, out = [], []
+    for k in range(turns):
+        messages.append({"role": "user", "content": AGENT_TURNS[k % len(AGENT_TURNS)]})
+        body = json.dumps({"model": "bench", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+                           "stream_options": {"include_usage": True}, "messages": messages,
+                           "tools": [{"type": "function", "function": t} for t in AGENT_TOOLS]})
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
+        try:
+            t0 = time.perf_counter()
+            conn.request("POST", url.path + "/chat/completions", body, {"Content-Type": "application/json"})
+            response = conn.getresponse()
+            if response.status != 200:
+                raise OSError(f"status {response.status}: {response.read()[:200]!r}")
+            first, text, cached = None, "", 0
+            for line in response:
+                if not line.startswith(b"data: {"):
+                    continue
+                piece = json.loads(line[6:])
+                delta = piece["choices"][0]["delta"] if piece["choices"] else {}
+                if first is None and (delta.get("content") or delta.get("tool_calls")):
+                    first = time.perf_counter() - t0
+                text += delta.get("content") or ""
+                if piece.get("usage"):
+                    cached = piece["usage"]["prompt_tokens_details"]["cached_tokens"]
+        finally:
+            conn.close()
+        out.append((first if first is not None else time.perf_counter() - t0, cached))
+        messages.append({"role": "assistant", "content": text or "(a tool call)"})
+    return out
 
 
 def ask(url, i: int, max_tokens: int) -> tuple[float, int]:
@@ -377,6 +426,9 @@ def main(argv=None) -> None:
     s.add_argument("--requests", type=int, default=4, help="requests each client sends, one after another (default 4)")
     s.add_argument("--max-tokens", type=int, default=32, help="new tokens per reply at most (default 32)")
     s.add_argument("--slots", type=int, default=8, help="the server's --slots (default 8)")
+    s.add_argument("--turns", type=int, default=5, help="then an agent's conversation of this many turns with a "
+                   "507-token tools prompt, each turn sending the earlier ones: time to its first token (default 5; "
+                   "0: none)")
     s.set_defaults(run=bench_serve)
     args = ap.parse_args(argv)
     with one_line_errors(DataError, WeightsError, OSError):

@@ -569,9 +569,13 @@ def test_command_line_errors_are_one_line(tiny_dir):
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "pip install -e '.[serve]'" in r.stderr
 
 
-def test_bench_serve_prints_rate_and_latency(tiny_dir):
-    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "serve", "--model", str(tiny_dir), "--clients", "3",
-                        "--requests", "2", "--max-tokens", "4"], capture_output=True, text=True, timeout=300)
+def test_bench_serve_prints_rate_and_latency(tiny_long):  # a context that holds the tools prompt
+    r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "serve", "--model", str(tiny_long), "--clients", "3",
+                        "--requests", "2", "--max-tokens", "4", "--turns", "2"], capture_output=True, text=True,
+                       timeout=300)
     assert r.returncode == 0, r.stderr
     assert re.search(r"6 requests from 3 clients .* requests/s", r.stdout), r.stdout
     assert re.search(r"latency: p50 [\d.]+ s, p95 [\d.]+ s", r.stdout), r.stdout
+    turns = re.search(r"agent conversation, 2 turns with 4 tools: time to the first token \d+ ms, \d+ ms; "
+                      r"turns 2-2 \(median\) [\d.]+x turn 1; prompt tokens found in the cache \d+, (\d+)", r.stdout)
+    assert turns and int(turns.group(1)) > 500, r.stdout  # the second turn found the first (507 tokens and more)
