@@ -4,7 +4,8 @@ Each figure is the median of several runs in this process, after a warm-up run, 
 numbers are comparable within one command on a noisy machine. `generate --int8` runs the
 float32 and the int8 model each in a process of its own, so each has its own peak RSS;
 `quant` measures what int8 costs in accuracy (perplexity, greedy agreement); `serve` times
-`python -m nanoagent.serve` under concurrent clients (requests/s, p50/p95 latency).
+`python -m nanoagent.serve` under concurrent clients (requests/s, p50/p95 latency), then an agent's
+conversation (time to each turn's first token, prompt tokens found in the cache).
 """
 from __future__ import annotations
 
