@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .decode import KVCache, check_fits, new_slot_cache
+from .decode import check_fits, new_slot_cache
 from .model import Model
 from .sampling import SamplingParams, sample_next
 
@@ -50,12 +50,11 @@ class Sequence:
 
 @dataclass
 class Prefill:
-    """A group of sequences sharing a prompt, its prompt going into `slot` a chunk at a time; the other
-    members' slots are `reserved` and get a copy when the prompt is in."""
+    """A group of sequences sharing a prompt, its prompt going into `slot` a chunk at a time (the slot's
+    length says how much is in); the other members' slots are `reserved` and get a copy when it is all in."""
     group: list[Sequence]
     slot: int
     reserved: list[int]
-    filled: int  # prompt positions in the slot's cache
 
 
 def shared_prefix(a: list[int], b: list[int]) -> int:
@@ -134,7 +133,7 @@ class BatchDecoder:
             self.prompt_tokens += len(prompt)
             self.cached_tokens += reuse
             self.hits += reuse > 0
-            self.prefilling.append(Prefill(group, slot, reserved, reuse))
+            self.prefilling.append(Prefill(group, slot, reserved))
 
     def _prefill(self) -> None:
         """Up to `chunk` prompt tokens into their slots, oldest prompt first; a group whose prompt is in
@@ -142,15 +141,13 @@ class BatchDecoder:
         budget = self.chunk
         while budget and self.prefilling:
             job = self.prefilling[0]
-            prompt = job.group[0].prompt
-            take = min(budget, len(prompt) - job.filled)
-            s = job.slot
-            kv = KVCache(self.cache.kt[:, s:s + 1], self.cache.v[:, s:s + 1], job.filled)  # slot s, appended to
-            logits = self.model.prefill(prompt[job.filled:job.filled + take], kv)
-            job.filled += take
+            prompt, s = job.group[0].prompt, job.slot
+            filled = int(self.cache.lengths[s])
+            take = min(budget, len(prompt) - filled)
+            logits = self.model.prefill(prompt[filled:filled + take], self.cache.slot(s, filled))
             budget -= take
-            self.cache.lengths[s], self.held[s] = job.filled, prompt[:job.filled]
-            if job.filled < len(prompt):
+            self.cache.lengths[s], self.held[s] = filled + take, prompt[:filled + take]
+            if filled + take < len(prompt):
                 continue
             self.prefilling.popleft()
             for seq, slot in zip(job.group, [s] + job.reserved):

@@ -83,10 +83,11 @@ class SlotCache:
     def capacity(self) -> int:
         return self.v.shape[3]
 
-    def slot(self, s: int) -> KVCache:
-        """Slot s as a one-sequence cache (views, so a prefill through it fills the slot), empty."""
-        self.lengths[s] = 0
-        return KVCache(self.kt[:, s:s + 1], self.v[:, s:s + 1], 0)
+    def slot(self, s: int, keep: int = 0) -> KVCache:
+        """Slot s as a one-sequence cache (views, so a prefill through it fills the slot) holding its first
+        `keep` positions (0: empty); a prefill through it appends after them."""
+        self.lengths[s] = keep
+        return KVCache(self.kt[:, s:s + 1], self.v[:, s:s + 1], keep)
 
     def copy_slot(self, src: int, dst: int) -> None:
         """dst holds what src holds (a shared prompt prefilled once, then sampled several ways)."""

@@ -6,6 +6,7 @@ folder (GSM8K, the glaive sample, IFEval) is found via `--data-dir`, `$NANOAGENT
 """
 from __future__ import annotations
 
+import gzip
 import json
 import os
 from itertools import islice
@@ -39,13 +40,16 @@ def find_data_dir(data_dir: str | Path | None = None, required: bool = True) -> 
 
 
 def iter_file(path: Path) -> Iterator[dict]:
-    """Rows of a .jsonl (one object a line), .json (a list, or {"data"/"rows": [...]}) or .parquet file."""
-    suffix = path.suffix.lower()
+    """Rows of a .jsonl (one object a line), .json (a list, or {"data"/"rows": [...]}) or .parquet file;
+    .jsonl and .json may be gzipped (.json.gz)."""
+    gz = path.suffix.lower() == ".gz"
+    suffix = Path(path.stem).suffix.lower() if gz else path.suffix.lower()
     if suffix == ".jsonl":
         yield from _jsonl_lines(path)
     elif suffix == ".json":
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            with _open(path) as f:
+                data = json.loads(f.read())
         except json.JSONDecodeError:  # a .json file written one object a line
             yield from _jsonl_lines(path)
             return
@@ -63,8 +67,13 @@ def iter_file(path: Path) -> Iterator[dict]:
         raise DataError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
 
 
+def _open(path: Path):
+    """A text file, read through gzip when it ends in .gz."""
+    return gzip.open(path, "rt", encoding="utf-8") if path.suffix.lower() == ".gz" else open(path, encoding="utf-8")
+
+
 def _jsonl_lines(path: Path) -> Iterator[dict]:
-    with open(path, encoding="utf-8") as f:
+    with _open(path) as f:
         for n, line in enumerate(f, 1):
             if line.strip():
                 try:

@@ -174,7 +174,7 @@ def toolset(name: str, n: int) -> Source:
     return Source(name.replace(":", "-"), name, "toolset", limit=n, local=True)
 
 
-# The agent on real tool-calling data (toolsets.py): 1,219 chats, 720K tokens, one SFT epoch in about
+# The agent on real tool-calling data (toolsets.py): 1,217 chats, 711K tokens, one SFT epoch in about
 # 148 minutes on 2 cores (7.7 s a step). Shares by kind of row, chosen on purpose (the mix prints them):
 # - single calls with several tools offered, from every set (Seal-Tools, HammerBench, API-Bank, CallNavi,
 #   NESTFUL's first steps, ToolACE/xLAM): BFCL's simple and multiple items;

@@ -29,33 +29,24 @@ tokens, past the 1024 a row may hold here) and answers in ReAct steps with free-
 """
 from __future__ import annotations
 
-import gzip
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 
-from .common import Drop, clean_calls, finish, loads_lenient
+from .common import Drop, clean_calls, finish, loads_lenient, type_from_hint
 from .derived import refusal
-from .io import DataError
+from .io import DataError, iter_file
 
 # ---- shared pieces ---------------------------------------------------------------------------------------
 
-PY_TYPES = {"str": "string", "string": "string", "int": "integer", "integer": "integer", "float": "number",
-            "number": "number", "bool": "boolean", "boolean": "boolean", "list": "array", "array": "array",
-            "dict": "object", "object": "object"}
-
-
 def schema(props: dict, required) -> dict:
-    """{param: {type (Python or JSON name), description, ...}} and the required names -> JSON Schema."""
+    """{param: {type (a Python or JSON type name), description, ...}} and the required names -> JSON Schema."""
     out = {}
     for name, spec in props.items():
         spec = spec if isinstance(spec, dict) else {"description": str(spec)}
-        p = {}
-        kind = PY_TYPES.get(str(spec.get("type", "")).lower())
-        if kind:
-            p["type"] = kind
+        p, _ = type_from_hint(str(spec.get("type", "")))
         if spec.get("description"):
             p["description"] = str(spec["description"])
         if spec.get("default") not in (None, ""):
@@ -66,17 +57,11 @@ def schema(props: dict, required) -> dict:
     return {"type": "object", "properties": out, "required": [r for r in required if r in out]}
 
 
-def read_json(path: Path):
-    try:
-        opener = gzip.open if path.suffix == ".gz" else open
-        with opener(path, "rt", encoding="utf-8") as f:
-            if path.name.endswith(".jsonl"):
-                return [json.loads(line) for line in f if line.strip()]
-            return json.load(f)
-    except FileNotFoundError:
-        raise DataError(f"{path} is missing; the toolcalls sets come with the shared data folder") from None
-    except (ValueError, OSError) as e:
-        raise DataError(f"{path} could not be read ({e})") from None
+def read_json(path: Path) -> list:
+    """Every row of one of a set's files (.json, .jsonl, gzipped or not)."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing; the toolcalls sets come with the shared data folder")
+    return list(iter_file(path))
 
 
 def row_rng(rng: np.random.Generator) -> np.random.Generator:
@@ -248,7 +233,8 @@ def hammer_ask(folder: Path, rng):
                     if m["role"] == "function call":
                         if i + 1 < len(turns) and turns[i + 1]["role"] == "assistant":
                             continue  # a partial call, asked about next
-                        messages.append({"role": "assistant", "content": "", "tool_calls": clean_calls(m["content"], tools)})
+                        calls = clean_calls(m["content"], tools)
+                        messages.append({"role": "assistant", "content": "", "tool_calls": calls})
                     elif m["role"] in ("user", "assistant"):
                         messages.append({"role": m["role"], "content": m["content"]})
                     else:
@@ -305,7 +291,8 @@ def nestful_tool(t: dict, max_chars: int = 120) -> dict:
     short = {p: {**s, "description": str(s.get("description") or "")[:max_chars],
                  "enum": s.get("enum") if len(s.get("enum") or ()) <= 8 else None}
              for p, s in params.items() if isinstance(s, dict)}
-    return {"name": t["name"], "description": (t.get("description") or "")[:max_chars], "parameters": schema(short, required)}
+    return {"name": t["name"], "description": (t.get("description") or "")[:max_chars],
+            "parameters": schema(short, required)}
 
 
 def refers(call: dict) -> bool:
@@ -367,7 +354,8 @@ def prune(value, keep: list[list], max_items: int = 1, max_keys: int = 6, max_ch
                 for i in idx if i < len(value)]
     if isinstance(value, dict):
         wanted = {p[0] for p in here}
-        keys = [k for k in value if k in wanted] + [k for k in value if k not in wanted][:max(0, max_keys - len(wanted))]
+        others = [k for k in value if k not in wanted][:max(0, max_keys - len(wanted))]
+        keys = [k for k in value if k in wanted] + others
         if depth <= 0 and not wanted:
             return "..."
         return {k: prune(value[k], [p[1:] for p in here if p[0] == k], max_items, max_keys, max_chars, depth - 1)
