@@ -3,6 +3,7 @@ import json
 import re
 import zoneinfo
 
+import numpy as np
 import pytest
 
 from nanoagent.agent.builtin import BUILTIN_TOOLS
@@ -15,8 +16,8 @@ from nanoagent.data import own_tools as O
 from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.io import read_rows
-from nanoagent.data.mix import AGENT, RECIPES, Options, build, stats_table
-from nanoagent.data.toolsets import tool_specs
+from nanoagent.data.mix import AGENT, CALL_INPUTS, RECIPES, Options, build, stats_table
+from nanoagent.data.toolsets import read_toolset, tool_specs
 from nanoagent.toolcalls import parse_reply
 from nanoagent.tokenizer import render_chat
 
@@ -25,7 +26,8 @@ from nanoagent.tokenizer import render_chat
 def inputs(data_dir):
     glaive = read_rows(str(data_dir / "glaive" / "glaive_toolcall_en_demo.json"))
     gsm8k = read_rows(str(data_dir / "gsm8k" / "train.jsonl"))
-    return D.Inputs.make(glaive, gsm8k, specs=tool_specs(data_dir))
+    calls = [c for name in CALL_INPUTS for c in read_toolset(name, data_dir, np.random.default_rng(0)) if isinstance(c, dict)]
+    return D.Inputs.make(glaive, gsm8k, specs=tool_specs(data_dir), call_chats=calls)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +66,9 @@ def test_every_family_makes_rows_in_the_common_form(made):
         for r in rows:
             assert r["source"] == family and r["messages"][0]["role"] == "user"
             last = r["messages"][-1]
-            if family == "parallel-values":  # ends at its calls: no result is known for a made-up value
+            if family.startswith("parallel-values"):  # ends at its calls: no result is known for a made-up value
                 assert last["role"] == "assistant" and len(last["tool_calls"]) >= 2 and len(r["messages"]) == 2
-            elif family == "several-args" and len(r["messages"]) == 2:  # made-up values: ends at its call
+            elif family.startswith("several-args") and len(r["messages"]) == 2:  # made-up values: ends at its call
                 assert last["role"] == "assistant" and len(last["tool_calls"]) == 1
             else:
                 assert last["role"] == "assistant" and not last.get("tool_calls") and last["content"].strip()
@@ -115,10 +117,17 @@ def test_parallel_rows_are_one_list_of_calls_then_results_in_call_order(made, in
     assert len({r["messages"][0]["content"].split(" ")[0] for r in made["parallel-mixed"]}) > 3  # varied wording
 
 
-def test_parallel_values_name_every_value_of_one_argument_in_the_request(made, inputs):
-    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.episodes()}
-    assert len(made["parallel-values"]) >= 5
-    for r in made["parallel-values"]:
+def episodes_of(family, inputs):
+    """The single calls a family's rows are made from: glaive's, or the tool-calling sets' (*-specs)."""
+    return inputs.calls if family.endswith("-specs") else inputs.episodes()
+
+
+@pytest.mark.parametrize("family", ["parallel-values", "parallel-values-specs"])
+def test_parallel_values_name_every_value_of_one_argument_in_the_request(family, made, inputs):
+    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e
+                 for e in episodes_of(family, inputs)}
+    assert len(made[family]) >= 5
+    for r in made[family]:
         (calls,) = calls_of(r)
         assert 2 <= len(calls) <= 4 and len({c["name"] for c in calls}) == 1
         first = originals[(calls[0]["name"], json.dumps(calls[0]["arguments"], sort_keys=True))]  # a real call
@@ -130,13 +139,15 @@ def test_parallel_values_name_every_value_of_one_argument_in_the_request(made, i
         assert len(set(values)) == len(values)
         for v in values:  # every value is asked for
             assert re.search(rf"(?<![\d.]){re.escape(v.lower())}(?![\d]|\.\d)", request.lower()), (v, request)
-        span = D._value_span(first.request, first.call["arguments"][key])
+        span = D._value_span(first.request, first.call["arguments"][key], words=family.endswith("-specs"))
         assert request.startswith(first.request[:first.request.index(span)])  # the request, worded around the values
 
 
-def test_several_args_name_each_argument_beside_its_value_in_one_call(made, inputs):
-    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.episodes()}
-    rows = made["several-args"]
+@pytest.mark.parametrize("family", ["several-args", "several-args-specs"])
+def test_several_args_name_each_argument_beside_its_value_in_one_call(family, made, inputs):
+    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e
+                 for e in episodes_of(family, inputs)}
+    rows = made[family]
     assert len(rows) >= 20
     for r in rows:
         (calls,) = calls_of(r)
@@ -151,7 +162,25 @@ def test_several_args_name_each_argument_beside_its_value_in_one_call(made, inpu
         original = originals.get((call["name"], json.dumps(args, sort_keys=True)))
         if len(r["messages"]) == 4:  # its own values: the glaive result and answer follow
             assert original is not None and r["messages"][2]["content"] == original.result
-    assert any(len(r["messages"]) == 2 for r in rows) and any(len(r["messages"]) == 4 for r in rows)
+        assert not re.match(r"(Can you|Please|I need to) [A-Z][a-z]", request)  # "Can you calculate", not "Calculates"
+    lengths = {len(r["messages"]) for r in rows}
+    assert lengths == ({2} if family.endswith("-specs") else {2, 4})  # the sets hold no result to go on to
+
+
+def test_a_tools_description_reads_as_a_task():
+    assert D.imperative("Calculates the area of a circle") == "Calculate the area of a circle"
+    assert D.imperative("Fetches news") == "Fetch news" and D.imperative("Searches") == "Search"
+    assert D.imperative("Get the weather") == "Get the weather"
+    assert D.imperative("Analysis of a text") == "Analysis of a text" and D.imperative("Status check") == "Status check"
+
+
+def test_the_sets_single_calls_are_requests_that_name_their_values(inputs):
+    assert len(inputs.calls) >= 20
+    for e in inputs.calls:
+        assert e.tool["name"] == e.call["name"] and D.self_contained(e.request, e.call["arguments"])
+        assert not e.result and not e.answer
+    assert D._value_span("Gas prices in California and CA", "CA", words=True) == "CA"
+    assert D._value_span("Gas prices in California", "CA", words=True) is None
 
 
 def test_a_value_is_found_once_with_its_unit_and_written_alike():
@@ -304,7 +333,7 @@ def test_own_tool_calls_are_right(made):
 def test_the_specs_families_offer_the_tool_calling_sets_tools(inputs, data_dir):
     names = {t["name"] for t in tool_specs(data_dir)}
     assert {t["name"] for t in inputs.specs} == names
-    for family in ("decline-specs", "near-miss-specs"):
+    for family in ("decline-specs", "near-miss-specs"):  # (parallel-values-specs, several-args-specs: above)
         rows = [r for r in F.derive(family, inputs, 40) if isinstance(r, dict)]
         assert rows and all(not calls_of(r) and tool_names(r) <= names for r in rows), family
         assert all(r["source"] == family for r in rows)

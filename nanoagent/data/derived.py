@@ -21,6 +21,8 @@ fits, and writes bare numbers instead of calculator expressions).
                     -> its short worked answer, a glaive request -> a refusal; no call
     near-miss-specs, decline-specs  the same, offered tools of the tool-calling sets' specs (Seal-Tools' 4,076,
                     toolsets.py) instead of glaive's 64 functions
+    parallel-values-specs, several-args-specs  the same, from the tool-calling sets' single calls (thousands of
+                    functions) instead of glaive's; the rows end at the call (the sets hold no results for them)
     ask-missing     glaive's "a fitting tool, but a required argument is missing -> ask for it", alone
     calc-chain      a GSM8K solution's `<<48/2=24>>` steps as calls to the calculator, one round of
                     calls per group of independent steps, each result fed back, then "The answer is N."
@@ -63,9 +65,10 @@ class Inputs:
     chats: list  # glaive chats in the common form
     gsm8k: list  # GSM8K train rows not used as plain rows by the recipe
     specs: list = field(default_factory=list)  # tools of the tool-calling sets (Seal-Tools' 4,076), for *-specs
+    calls: list = field(default_factory=list)  # the sets' single calls as Episodes (no result), for *-specs
 
     @classmethod
-    def make(cls, glaive_rows, gsm8k_rows, blocked=frozenset(), specs=()) -> "Inputs":
+    def make(cls, glaive_rows, gsm8k_rows, blocked=frozenset(), specs=(), call_chats=()) -> "Inputs":
         chats = []
         for row in glaive_rows:
             try:
@@ -76,7 +79,8 @@ class Inputs:
                 chats.append(chat)
         rows = [r for r in gsm8k_rows if "####" in str(r.get("answer", ""))
                 and normalize_text(str(r.get("question", ""))) not in blocked]
-        return cls(chats, rows, list(specs))
+        calls = [e for e in single_calls(call_chats) if normalize_text(e.request) not in blocked]
+        return cls(chats, rows, list(specs), calls)
 
     def episodes(self) -> list[Episode]:
         out, seen = [], set()
@@ -101,6 +105,22 @@ class Inputs:
 
     def tool_pool(self) -> list[dict]:
         return list({t["name"]: t for c in self.chats for t in c.get("tools") or []}.values())
+
+
+def single_calls(chats) -> list[Episode]:
+    """Chats that open with a request answered by one call of an offered tool -> Episodes (request and call;
+    result and answer empty: the tool-calling sets end there), kept when the request names every value."""
+    out, seen = [], set()
+    for chat in chats:
+        ms = [m for m in chat["messages"] if m["role"] != "system"]
+        if len(ms) < 2 or ms[0]["role"] != "user" or len(ms[1].get("tool_calls") or []) != 1:
+            continue
+        call, tools = ms[1]["tool_calls"][0], {t["name"]: t for t in chat.get("tools") or []}
+        key = (call["name"], normalize_text(ms[0]["content"]))
+        if call["name"] in tools and key not in seen and self_contained(ms[0]["content"], call["arguments"]):
+            seen.add(key)
+            out.append(Episode(ms[0]["content"].strip(), call, tools[call["name"]], "", ""))
+    return out
 
 
 FOLLOW_UP = re.compile(r"^(and|what about|how about|ok|okay|yes|no|sure|the|it|this|these|those|they|he|she)\b", re.I)
@@ -263,13 +283,15 @@ def parallel_mixed(inputs: Inputs, n: int, rng):
         yield parallel_chat([chosen[int(i)] for i in rng.permutation(len(chosen))], tools, rng, "parallel-mixed")
 
 
-def _value_span(request: str, value) -> str | None:
+def _value_span(request: str, value, words: bool = False) -> str | None:
     """The one place where `value` is written in `request`: a string in any case (with its quotes), a number as
-    written with its "$" or "%" ("$100", "15%"); None when it is written nowhere or more than once."""
+    written with its "$" or "%" ("$100", "15%"); None when it is written nowhere or more than once. With `words`,
+    a string is found only as whole words (off for glaive's rows, so that the recorded recipes build as they did)."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)) or not str(value).strip():
         return None
     if isinstance(value, str):
-        found = list(re.finditer(re.escape(value), request, re.I))
+        whole = words and value[0].isalnum() and value[-1].isalnum()  # "CA", not the "Ca" of "California"
+        found = list(re.finditer(rf"(?<!\w){re.escape(value)}(?!\w)" if whole else re.escape(value), request, re.I))
     else:
         forms = "|".join(map(re.escape, number_forms(value)))
         found = list(re.finditer(rf"(?<![\d.,])(?:{forms})(?![\d]|[.,]\d)", request))
@@ -327,26 +349,38 @@ def _spoken(values: list[str], rng, again: bool = False) -> str:
     return lead + LIST_MANY[int(rng.integers(len(LIST_MANY)))].format(head=", ".join(values[:-1]), last=values[-1])
 
 
-def parallel_values(inputs: Inputs, n: int, rng):
+# Argument names too general to share values across functions (a "name" may be a person's or a file's).
+GENERIC_ARG = re.compile(r"(?i)name|query|text|content|description|title|message|data|value|input|type|keyword|"
+                         r"term|info|details|request|criteria|format|mode|option|status|param")
+
+
+def _shape(v) -> tuple[bool, bool]:  # a city is not replaced by a code or a common word, nor a code by a city
+    return any(c.isdigit() for c in str(v)), str(v)[:1].isupper()
+
+
+def parallel_values(inputs: Inputs, n: int, rng, eps: list[Episode] | None = None, pool: list[dict] | None = None,
+                    source: str = "parallel-values", across: bool = False):
     """One request, one of its arguments given 2-4 values in one sentence -> the same call once per value, in
     the order named (BFCL's parallel items ask this way: "the resistance for copper and for aluminium").
     The other values are the argument's values in other glaive calls of the same function, else (numbers)
     values near the original; a bound of a range (min, max, ...) is never varied alone. The row ends at the
-    list of calls."""
-    eps, seen = inputs.episodes(), {}
-    for e in eps:
+    list of calls. `eps` and `pool` are glaive's episodes and tools unless given; `across` takes the other
+    values from any function's argument of the same name (the sets call most functions once)."""
+    eps = inputs.episodes() if eps is None else eps
+    pool, seen = inputs.tool_pool() if pool is None else pool, {}
+    for e in eps:  # the values each argument was called with; with `across`, any function's argument of that name
         for k, v in e.call["arguments"].items():
             if isinstance(v, (str, int, float)) and not isinstance(v, bool):
-                seen.setdefault((e.call["name"], k), set()).add(v)
+                if not (across and GENERIC_ARG.fullmatch(k)):
+                    seen.setdefault(("" if across else e.call["name"], k), set()).add(v)
     cands = [(e, k, span) for e in eps for k, v in e.call["arguments"].items()
-             if not BOUND.search(k) and (span := _value_span(e.request, v)) is not None]
-    pool = inputs.tool_pool()
+             if not BOUND.search(k) and (span := _value_span(e.request, v, words=across)) is not None]
     for i in rng.permutation(len(cands))[:n]:
         e, key, span = cands[int(i)]
         value, size = e.call["arguments"][key], int(rng.choice([2, 2, 3, 3, 4]))
         taken = {normalize_text(str(v)) for v in e.call["arguments"].values()}  # no "500 USD and EUR to EUR"
-        same_kind = sorted((v for v in seen.get((e.call["name"], key), ()) if type(v) is type(value)
-                            and normalize_text(str(v)) not in taken), key=str)
+        same_kind = sorted((v for v in seen.get(("" if across else e.call["name"], key), ()) if type(v) is type(value)
+                            and normalize_text(str(v)) not in taken and (not across or _shape(v) == _shape(value))), key=str)
         others = [same_kind[int(j)] for j in rng.permutation(len(same_kind))[:size - 1]]
         if len(others) < size - 1 and isinstance(value, (int, float)):
             others += [v for v in _other_numbers(value, rng, size - 1)
@@ -363,7 +397,12 @@ def parallel_values(inputs: Inputs, n: int, rng):
         calls = [{"name": e.call["name"], "arguments": {**e.call["arguments"], key: v}} for v in [value] + others]
         tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
         yield {"messages": [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": calls}],
-               "tools": [tools[int(j)] for j in rng.permutation(len(tools))], "source": "parallel-values"}
+               "tools": [tools[int(j)] for j in rng.permutation(len(tools))], "source": source}
+
+
+def parallel_values_specs(inputs: Inputs, n: int, rng):
+    """parallel-values from the tool-calling sets' single calls, offered more of their tools beside."""
+    yield from parallel_values(inputs, n, rng, inputs.calls, inputs.specs, "parallel-values-specs", across=True)
 
 
 NAMED = ("{name} {value}", "{name} = {value}", "{name} of {value}", "{name} {value}")  # the bare form drawn twice
@@ -371,19 +410,31 @@ SEVERAL = ("{task} with {named}.", "{task} for {named}.", "Please {task_lower} u
            "Can you {task_lower} with {named}?", "I need to {task_lower}, with {named}.")
 
 
+def imperative(description: str) -> str:
+    """A tool's description as a task: "Calculates the area" -> "Calculate the area", "Fetches" -> "Fetch"."""
+    word, _, rest = description.partition(" ")
+    if re.fullmatch(r"[A-Z][a-z]+(ch|sh|ss|x|z)es", word):
+        word = word[:-2]
+    elif re.fullmatch(r"[A-Z][a-z]+[^isu]s", word):
+        word = word[:-1]
+    return f"{word} {rest}" if rest else word
+
+
 def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def several_args(inputs: Inputs, n: int, rng):
+def several_args(inputs: Inputs, n: int, rng, eps: list[Episode] | None = None, pool: list[dict] | None = None,
+                 source: str = "several-args"):
     """The contrast to parallel-values (which taught a 135M model "several numbers, several calls"): one
     request whose numbers are values of *different* arguments -> one call. A glaive single call with two or
     more numeric arguments is asked again in BFCL's manner, the tool's description as the task and every
     argument named beside its value ("Calculate monthly loan payment amount with loan amount 200000,
     interest rate 5 and loan term 30."). Half the rows keep the call's own values and go on to its result
-    and answer; the others take values near them (a bound of a range keeps its own) and end at the call."""
-    eps = [e for e in inputs.episodes() if sum(map(_number, e.call["arguments"].values())) >= 2]
-    pool, made, tries = inputs.tool_pool(), set(), 0
+    and answer (when the episode has them); the others take values near them (a bound of a range keeps its
+    own) and end at the call. `eps` and `pool` are glaive's episodes and tools unless given."""
+    eps = [e for e in (inputs.episodes() if eps is None else eps) if sum(map(_number, e.call["arguments"].values())) >= 2]
+    pool, made, tries = inputs.tool_pool() if pool is None else pool, set(), 0
     while len(made) < n and tries < 20 * n and eps:
         tries += 1
         e = eps[int(rng.integers(len(eps)))]
@@ -394,18 +445,24 @@ def several_args(inputs: Inputs, n: int, rng):
         plain, form = rng.random() < 0.7, NAMED[int(rng.integers(len(NAMED)))]  # "loan amount" (else "loan_amount")
         named = _spoken([form.format(name=k.replace("_", " ") if plain else k,
                                      value=f"{v:g}" if isinstance(v, float) else v) for k, v in args.items()], rng)
-        task = e.tool["description"].strip().rstrip(".")
-        request = SEVERAL[int(rng.integers(len(SEVERAL)))].format(task=task, task_lower=_lower_first(task), named=named)
+        task = imperative(e.tool["description"].strip().rstrip("."))
+        task_lower = task[:1].lower() + task[1:] if task[:2].istitle() else task  # "Calculate" -> "calculate"
+        request = SEVERAL[int(rng.integers(len(SEVERAL)))].format(task=task, task_lower=task_lower, named=named)
         if normalize_text(request) in made:
             continue
         made.add(normalize_text(request))
         call = {"name": e.call["name"], "arguments": args}
         messages = [{"role": "user", "content": request}, {"role": "assistant", "content": "", "tool_calls": [call]}]
-        if args == e.call["arguments"]:  # its own values (or only bounds to vary): the glaive result holds
+        if args == e.call["arguments"] and e.result:  # its own values (or only bounds to vary): the result holds
             messages += [{"role": "tool", "content": e.result}, {"role": "assistant", "content": e.answer}]
         tools = [e.tool] + extra_tools(pool, {e.tool["name"]}, rng, int(rng.integers(0, 3)))
         yield {"messages": messages, "tools": [tools[int(j)] for j in rng.permutation(len(tools))],
-               "source": "several-args"}
+               "source": source}
+
+
+def several_args_specs(inputs: Inputs, n: int, rng):
+    """several-args from the tool-calling sets' single calls, offered more of their tools beside."""
+    yield from several_args(inputs, n, rng, inputs.calls, inputs.specs, "several-args-specs")
 
 
 # ---- no call when no tool fits ------------------------------------------------------------------------

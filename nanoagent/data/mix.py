@@ -99,8 +99,11 @@ NANOAGENT = [
     Source("code-feedback", "m-a-p/Code-Feedback", "chat", limit=2000),
 ]
 
-# What derived sources are made from: the glaive sample and GSM8K *train* (never its test split).
+# What derived sources are made from: the glaive sample and GSM8K *train* (never its test split); the *-specs
+# families also take Seal-Tools' specs and the single calls of these tool-calling sets (BFCL-like requests that
+# name their values; HammerBench's and API-Bank's rows lean on a dialogue or a missing value).
 DERIVED_INPUTS = {"glaive": GLAIVE, "gsm8k": GSM8K}
+CALL_INPUTS = ("seal-tools:single", "toolrl", "callnavi:single")
 
 
 def derived(family: str, n: int, weight: float = 1.0) -> Source:
@@ -215,8 +218,12 @@ AGENT_LARGE = revised(AGENT, {"seal-tools-single": 700, "seal-tools-parallel": 2
                               "nocall-math": 90, "calc-chain": 90, "own-tools": 80, "gsm8k": 45}, after={})
 
 # The agent recipe with its near misses and declines offered tools of Seal-Tools' 4,076 specs instead of glaive's
-# 64 functions: an arm of the ablation (does the variety of the refused tools matter?).
-AGENT_SPECS = [derived(s.spec + "-specs", s.limit) if s.spec in ("near-miss", "decline") else s for s in AGENT]
+# 64 functions, and with parallel-values and several-args made from the sets' single calls (one request naming
+# several values of one argument -> one call per value; several arguments -> one call): an arm of the ablation
+# (does the variety of the refused tools matter? do BFCL-worded parallel requests?).
+AGENT_SPECS = revised([derived(s.spec + "-specs", s.limit) if s.spec in ("near-miss", "decline") else s for s in AGENT],
+                      {}, after={"seal-tools-parallel": derived("parallel-values-specs", 60),
+                                 "toolrl": derived("several-args-specs", 30)})
 
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large": AGENT_LARGE,
            "agent-specs": AGENT_SPECS, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
@@ -307,13 +314,15 @@ def read_inputs(recipe: list[Source], data_dir: Path | None, blocked) -> Inputs:
             print(f"warning: derived inputs: {key}: {e}", file=sys.stderr)
             rows[key] = []
     plain = sum(s.limit or 0 for s in recipe if s.adapter == "gsm8k")
-    specs = []
-    if any(s.adapter == "derived" and s.spec.endswith("-specs") for s in recipe):
+    specs, calls = [], []
+    if data_dir is not None and any(s.adapter == "derived" and s.spec.endswith("-specs") for s in recipe):
         try:
-            specs = tool_specs(data_dir) if data_dir is not None else []
+            specs = tool_specs(data_dir)
+            calls = [c for name in CALL_INPUTS for c in read_toolset(name, data_dir, family_rng(0, name))
+                     if not isinstance(c, Drop)]
         except DataError as e:
-            print(f"warning: derived inputs: tool specs: {e}", file=sys.stderr)
-    return Inputs.make(rows["glaive"], rows["gsm8k"][plain:], blocked, specs)
+            print(f"warning: derived inputs: tool-calling sets: {e}", file=sys.stderr)
+    return Inputs.make(rows["glaive"], rows["gsm8k"][plain:], blocked, specs, calls)
 
 
 def read_source(src: Source, data_dir: Path | None, limit: int | None, checks: Checks, st: Stats,
