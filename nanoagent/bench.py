@@ -407,8 +407,11 @@ def main(argv=None) -> None:
     t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
     add_train_args(t)
     t.add_argument("--compare-torch", nargs="?", const=sys.executable, default=None, metavar="PYTHON",
-                   help="beside the same step in PyTorch, with the ratios: PYTHON is an interpreter that has torch "
-                        "and safetensors (default: this one)")
+                   help="beside the same step in PyTorch, with the ratios: PYTHON is an interpreter that has torch, "
+                        "safetensors and transformers (default: this one)")
+    t.add_argument("--torch-peer", choices=("transformers", "plain"), default="transformers",
+                   help="the PyTorch side: transformers' LlamaForCausalLM, as users fine-tune it (default), or a plain "
+                        "SmolLM2 in eager PyTorch (nanoagent/bench_torch.py), without transformers")
     t.add_argument("--repeats", type=int, default=3, help="paired rounds of --compare-torch (default 3)")
     t.set_defaults(run=train_figures)
     r = sub.add_parser("grpo", help="seconds per GRPO update, the prompt once per group against whole rows")

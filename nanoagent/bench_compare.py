@@ -162,16 +162,17 @@ def compare_llamacpp(args) -> None:
 TORCH_PEER = Path(__file__).with_name("bench_torch.py")  # run as a script, never imported: no torch here
 
 
-def torch_worker(python: str, folder: Path, seq_len: int, steps: int) -> dict:
+def torch_worker(python: str, folder: Path, seq_len: int, steps: int, peer: str = "transformers") -> dict:
     """The same training step in PyTorch, in a fresh process of `python` (an interpreter with torch)."""
-    cmd = [python, str(TORCH_PEER), str(folder), str(seq_len), str(steps), str(thread_count())]
+    cmd = [python, str(TORCH_PEER), str(folder), str(seq_len), str(steps), str(thread_count()), peer]
     try:
         done = subprocess.run(cmd, check=False, capture_output=True, text=True)
     except OSError as e:
         raise OSError(f"--compare-torch {python}: {e.strerror}") from None
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
-        hint = " (pip install torch safetensors there)" if "ModuleNotFoundError" in last else ""
+        hint = (f" (pip install torch safetensors{' transformers' if peer == 'transformers' else ''} there, "
+                "or --torch-peer plain)") if "ModuleNotFoundError" in last else ""
         raise OSError(f"the PyTorch peer under {python} failed: {last}{hint}")
     return json.loads(done.stdout.splitlines()[-1])
 
@@ -180,9 +181,10 @@ def compare_torch(args) -> None:
     """Our training step against PyTorch's on the same weights, in paired rounds of fresh processes."""
     folder = resolve(args.model)
     settings = {k: os.environ[k] for k in BLAS_SETTINGS if k in os.environ}
-    probe = torch_worker(args.compare_torch, folder, 16, 1)  # fails early, and names the torch build
+    probe = torch_worker(args.compare_torch, folder, 16, 1, args.torch_peer)  # fails early, names the torch build
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, float32, full fine-tune, batch 1, loss {args.loss}; "
-          f"PyTorch {probe['torch']} (eager, {probe.get('blas', 'its own BLAS')}, under {args.compare_torch}); "
+          f"PyTorch {probe['torch']} ({probe['peer']}, {probe.get('blas', 'its own BLAS')}, "
+          f"under {args.compare_torch}); "
           f"{threads_phrase()} on both sides; {args.repeats} rounds, each measuring both sides once in fresh "
           f"processes (median of {args.steps} steps after a warm-up); the ratio is the median of the rounds' "
           f"ratios\n{blas_line()}", flush=True)
@@ -194,7 +196,8 @@ def compare_torch(args) -> None:
     for seq_len in seq_lens(args):
         for label, env in variants:
             rounds = paired_rounds(args.repeats, lambda: train_worker(args, seq_len, env),
-                                   lambda: torch_worker(args.compare_torch, folder, seq_len, args.steps),
+                                   lambda: torch_worker(args.compare_torch, folder, seq_len, args.steps,
+                                                        args.torch_peer),
                                    "tokens_per_s")
             ours, theirs = ([side["tokens_per_s"] for side in sides] for sides in zip(*rounds))
             rows.append((f"train seq {seq_len}{label}", statistics.median(ours), statistics.median(theirs),

@@ -3,12 +3,16 @@ PyTorch float32, so that the ratio is measured in one command.
 
 Never imported by the package (the project runs without torch): `bench train` runs this file
 in a process of its own, under an interpreter that has torch and safetensors, and reads the
-JSON line it prints. The network is SmolLM2 written plainly in eager PyTorch (a Llama: RMSNorm,
-rotary positions, grouped-query attention through `scaled_dot_product_attention`, SwiGLU, the
-LM head tied to the embedding), and the step is ours: batch 1 x seq_len tokens, cross-entropy
-on every position, backward, global-norm clipping at 1.0, AdamW (betas 0.9, 0.95).
+JSON line it prints. Two peers:
+- "transformers" (the default): transformers' own `LlamaForCausalLM` loaded from the model folder,
+  as users fine-tune it (its default attention, `labels=` for the loss);
+- "plain": SmolLM2 written plainly in eager PyTorch (a Llama: RMSNorm, rotary positions,
+  grouped-query attention through `scaled_dot_product_attention`, SwiGLU, the LM head tied to the
+  embedding), for an interpreter without transformers.
+The step is ours: batch 1 x seq_len tokens, cross-entropy on every position, backward, global-norm
+clipping at 1.0, AdamW (betas 0.9, 0.95).
 
-    python nanoagent/bench_torch.py MODEL_FOLDER SEQ_LEN STEPS THREADS
+    python nanoagent/bench_torch.py MODEL_FOLDER SEQ_LEN STEPS THREADS [transformers|plain]
 """
 import json
 import resource
@@ -54,32 +58,56 @@ def forward(p: dict, cfg: dict, ids):
     return F.linear(norm(x, p["norm.weight"]), p["embed_tokens.weight"])
 
 
-def measure(folder: Path, seq_len: int, steps: int, threads: int) -> dict:
-    torch.set_num_threads(threads)
+def plain_model(folder: Path):
+    """-> (parameters, ids (1, T+1) -> loss, a name) of the plain SmolLM2 above."""
     cfg = json.loads((folder / "config.json").read_text())
     p = {k.removeprefix("model."): torch.nn.Parameter(v.float())
          for k, v in load_file(folder / "model.safetensors").items() if k != "lm_head.weight"}
-    opt = torch.optim.AdamW(p.values(), lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
-    ids = torch.randint(100, cfg["vocab_size"], (1, seq_len + 1), generator=torch.Generator().manual_seed(0))
+
+    def loss(ids):
+        return F.cross_entropy(forward(p, cfg, ids[:, :-1])[0], ids[0, 1:])
+    return list(p.values()), loss, "a plain SmolLM2, eager"
+
+
+def transformers_model(folder: Path):
+    """-> (parameters, ids (1, T+1) -> loss, a name) of transformers' LlamaForCausalLM on the folder."""
+    import transformers
+    model = transformers.LlamaForCausalLM.from_pretrained(folder, torch_dtype=torch.float32)
+    model.train()
+
+    def loss(ids):
+        return model(input_ids=ids[:, :-1], labels=ids[:, :-1]).loss  # (it shifts the labels itself)
+    return (list(model.parameters()), loss,
+            f"transformers {transformers.__version__} LlamaForCausalLM, {model.config._attn_implementation} attention")
+
+
+PEERS = {"transformers": transformers_model, "plain": plain_model}
+
+
+def measure(folder: Path, seq_len: int, steps: int, threads: int, peer: str = "transformers") -> dict:
+    torch.set_num_threads(threads)
+    params, loss_of, name = PEERS[peer](folder)
+    vocab = json.loads((folder / "config.json").read_text())["vocab_size"]
+    opt = torch.optim.AdamW(params, lr=1e-5, betas=(0.9, 0.95), weight_decay=0.0)
+    ids = torch.randint(100, vocab, (1, seq_len + 1), generator=torch.Generator().manual_seed(0))
     times, cpu = [], []
     for _ in range(steps + 1):  # the first is the warm-up
         t0, c0 = time.perf_counter(), time.process_time()
-        logits = forward(p, cfg, ids[:, :-1])
-        loss = F.cross_entropy(logits[0], ids[0, 1:])
+        loss = loss_of(ids)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(p.values(), 1.0)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         times.append(time.perf_counter() - t0)
         cpu.append(time.process_time() - c0)
-        del logits, loss
+        del loss
     step = statistics.median(times[1:])
     return {"seq_len": seq_len, "tokens_per_s": seq_len / step, "step_s": step, "cpu_s": statistics.median(cpu[1:]),
             "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, "times": times,
-            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "peer": name,
             "blas": "MKL" if torch.backends.mkl.is_available() else "its own BLAS"}
 
 
 if __name__ == "__main__":
     folder, seq_len, steps, threads = sys.argv[1:5]
-    print(json.dumps(measure(Path(folder), int(seq_len), int(steps), int(threads))))
+    print(json.dumps(measure(Path(folder), int(seq_len), int(steps), int(threads), *sys.argv[5:6])))

@@ -74,8 +74,8 @@ def test_grpo_update_counts_the_prompt_once_per_group(tmp_path):
 
 
 FAKE_TORCH = """#!/bin/sh
-echo '{"tokens_per_s": 10.0, "peak_rss_gib": 0.5, "torch": "0.0-fake", "seq_len": 0}'
-"""
+echo '{"tokens_per_s": 10.0, "peak_rss_gib": 0.5, "torch": "0.0-fake", "seq_len": 0, "peer": "peer '$6'"}'
+"""  # (its sixth argument is the peer asked for)
 
 
 def test_compare_torch_pairs_the_peer_with_ours(tmp_path):
@@ -87,13 +87,23 @@ def test_compare_torch_pairs_the_peer_with_ours(tmp_path):
     fake.chmod(0o755)
     lines = bench("--model", str(folder), "--compare-torch", str(fake), "--seq-lens", "8,16", "--steps", "1",
                   "--repeats", "2", what="train")
-    assert "PyTorch 0.0-fake" in lines[0] and lines[1].startswith("BLAS: ")
+    assert "PyTorch 0.0-fake (peer transformers" in lines[0] and lines[1].startswith("BLAS: ")
     rows = [line.split() for line in lines if line.startswith("train seq")]
     lengths = [r[2].rstrip(",") for r in rows]  # a second row per length where the machine sets a BLAS kernel
     assert sorted(set(lengths)) == ["16", "8"] and lengths.count("8") == lengths.count("16")
     for cells in rows:
         ours, theirs, ratio = (float(c) for c in cells[-5:-2])
         assert theirs == 10.0 and ratio == pytest.approx(ours / 10.0, abs=0.01)
+
+
+def test_compare_torch_runs_the_peer_asked_for(tmp_path):
+    folder = tiny_folder(tmp_path / "tiny")[0]
+    fake = tmp_path / "fake-python"
+    fake.write_text(FAKE_TORCH)
+    fake.chmod(0o755)
+    lines = bench("--model", str(folder), "--compare-torch", str(fake), "--torch-peer", "plain", "--seq-lens", "8",
+                  "--steps", "1", "--repeats", "1", what="train")
+    assert "PyTorch 0.0-fake (peer plain" in lines[0]
 
 
 def test_compare_torch_without_torch_says_so_in_one_line(tmp_path):

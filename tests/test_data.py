@@ -8,7 +8,7 @@ from nanoagent.data import adapters as A
 from nanoagent.data.clean import ExactDedup, MinHashLSH, jaccard, normalize_text, shorten_casual, vary_tools
 from nanoagent.data.io import DataError, find_data_dir, read_rows
 from nanoagent.data.benchmarks import bfcl_data_dir, bfcl_prompts, eval_prompts
-from nanoagent.data.mix import LOCAL, Options, Source, build, stats_table, write_jsonl
+from nanoagent.data.mix import LOCAL, RECIPES, Options, Source, build, stats_table, write_jsonl
 from nanoagent.tokenizer import render_chat
 
 ADD = {"name": "add", "description": "Add two numbers", "parameters": {
@@ -394,3 +394,26 @@ def test_read_rows_json_jsonl_parquet_and_errors(tmp_path):
     import pyarrow as pa
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "r.parquet")
     assert read_rows(str(tmp_path / "r.parquet")) == rows
+
+
+def test_scale_keeps_the_recipes_shares_and_the_arms_split_it():
+    from nanoagent.data.__main__ import with_overrides
+    from nanoagent.data.mix import AGENT
+    quarter = with_overrides(RECIPES["agent"], "agent", ["gsm8k=7"], [], 0.25)
+    assert [s.name for s in quarter] == [s.name for s in AGENT]
+    for full, scaled in zip(AGENT, quarter):
+        if full.name != "gsm8k":
+            assert scaled.limit == max(1, round(full.limit * 0.25)) and scaled.weight == full.weight
+    assert quarter[-1].limit == 7  # --source-limit after --scale
+    real, own = RECIPES["agent-real-only"], RECIPES["agent-own-only"]
+    assert real and own and sorted(s.name for s in real + own) == sorted(s.name for s in AGENT)
+    assert all(s.adapter == "toolset" for s in real) and not any(s.adapter == "toolset" for s in own)
+
+
+def test_a_scale_of_zero_is_one_error(data_dir, tmp_path):
+    from nanoagent.data.__main__ import main
+    with pytest.raises(SystemExit) as exit:
+        main(["build", "--recipe", "agent", "--data-dir", str(data_dir), "--out", str(tmp_path / "m.jsonl"),
+              "--scale", "0"])
+    assert str(exit.value.code).startswith("error: --scale 0") and "\n" not in str(exit.value.code)
+    assert not (tmp_path / "m.jsonl").exists()

@@ -48,9 +48,9 @@ def local_data(data_dir: str | None, recipe: str = "local") -> Path | None:
     return None
 
 
-def with_overrides(recipe, name, source_limit, weight):
-    """The recipe's sources with --source-limit NAME=N and --weight NAME=W applied."""
-    recipe = list(recipe)
+def with_overrides(recipe, name, source_limit, weight, scale=1.0):
+    """The recipe's sources with --scale F, then --source-limit NAME=N and --weight NAME=W applied."""
+    recipe = [replace(s, limit=max(1, round(s.limit * scale))) if s.limit else s for s in recipe]
     for flag, items, attr, cast in (("--source-limit", source_limit, "limit", int),
                                     ("--weight", weight, "weight", float)):
         for item in items:
@@ -83,6 +83,8 @@ def main(argv=None) -> None:
     b.add_argument("--source-limit", action="append", default=[], metavar="NAME=N",
                    help="rows read from one source (repeatable)")
     b.add_argument("--weight", action="append", default=[], metavar="NAME=W", help="weight of one source (repeatable)")
+    b.add_argument("--scale", type=float, default=1.0, metavar="F",
+                   help="every source's rows times F, the shares kept: an ablation arm or a quick run (default 1)")
     b.add_argument("--max-tokens", type=int, default=1024, help="longest chat kept, in tokens (default: %(default)s)")
     b.add_argument("--min-tokens", type=int, default=16, help="shortest chat kept, in tokens (default: %(default)s)")
     b.add_argument("--near-dup", type=float, default=0.8,
@@ -100,7 +102,9 @@ def main(argv=None) -> None:
 
     with one_line_errors(DataError, WeightsError, OSError):
         name = args.recipe or default_recipe()
-        recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight)
+        if not 0 < args.scale <= 100:
+            raise DataError(f"--scale {args.scale:g}: choose a factor above 0 and at most 100")
+        recipe = with_overrides(RECIPES[name], name, args.source_limit, args.weight, args.scale)
         if any(s.adapter == "toolset" for s in recipe):  # the tool-calling sets are only in the data folder
             data_dir = find_data_dir(args.data_dir)
         elif name in ("local", "agent-glaive"):  # the data folder, else the same datasets on the hub

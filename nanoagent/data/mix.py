@@ -225,8 +225,13 @@ AGENT_SPECS = revised([derived(s.spec + "-specs", s.limit) if s.spec in ("near-m
                       {}, after={"seal-tools-parallel": derived("parallel-values-specs", 60),
                                  "toolrl": derived("several-args-specs", 30)})
 
+# Arms of the ablation: the agent recipe's real tool-calling sets alone, and its other sources alone (glaive, the
+# derived families, the project's tools, GSM8K) at the same limits.
+AGENT_REAL_ONLY = [s for s in AGENT if s.adapter == "toolset"]
+AGENT_OWN_ONLY = [s for s in AGENT if s.adapter != "toolset"]
+
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large": AGENT_LARGE,
-           "agent-specs": AGENT_SPECS, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
+           "agent-specs": AGENT_SPECS, "agent-real-only": AGENT_REAL_ONLY, "agent-own-only": AGENT_OWN_ONLY, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
            "contrast-stage": CONTRAST_STAGE}
 
