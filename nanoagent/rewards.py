@@ -17,6 +17,12 @@ GRPO (grpo.py) learns from a number per reply. Here it is made of two terms:
 
 A reference call {"name", "arguments"} becomes BFCL's expected form {name: {param: [value]}},
 each value the one allowed option.
+
+A reply to a verifiable-instruction prompt (an IFEval-form item: "prompt", "instruction_id_list",
+"kwargs"; data/instructions.py makes them) gets `instruction_reward`, of the same form: `correct` is
+the share of the item's instructions the reply follows, checked strictly by the project's IFEval
+checker (eval/ifeval.py), and `format` is 1 when the reply ended at <|im_end|> and holds no
+`<tool_call>` (no tools are offered there).
 """
 from __future__ import annotations
 
@@ -26,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from .eval.bfcl import check_call
+from .eval.ifeval import CHECKERS, UNCHECKED, check_prompt
 from .tokenizer import normalize_tools
 from .toolcalls import parse_reply
 
@@ -39,7 +46,7 @@ _ANY_TAG = re.compile(r"<\s*[/\\]?\s*tool_calls?\s*>", re.IGNORECASE)
 @dataclass(frozen=True)
 class Reward:
     total: float  # correct + format_weight * format: what GRPO learns from
-    correct: float  # 1 exact, [PARTIAL, 1) right names with wrong arguments, 0 otherwise
+    correct: float  # 1 exact, [PARTIAL, 1) right names with wrong arguments, 0 otherwise (instructions: share kept)
     format: float  # 1 clean, 0 not
     reason: str  # why correct < 1 and/or format is 0 ("" when neither)
 
@@ -151,5 +158,40 @@ def reward(reply: str, finish_reason: str, reference: list[dict], tools: list[di
     return Reward(correct + format_weight * fmt, correct, fmt, "; ".join(r for r in (why, why_not) if r))
 
 
-__all__ = ["Reward", "reward", "correctness", "clean_format", "expected_call", "reference_problem", "matched",
-           "PARTIAL", "FORMAT_WEIGHT"]
+# ---- verifiable instructions ----------------------------------------------------------------------
+
+def instruction_problem(item) -> str | None:
+    """Why a row cannot be scored as an instruction item (not IFEval's form, an instruction the checker does
+    not know, kwargs that do not line up), or None."""
+    if not isinstance(item, dict) or not isinstance(item.get("prompt"), str) or not item["prompt"].strip():
+        return "no prompt"
+    ids, kwargs = item.get("instruction_id_list"), item.get("kwargs")
+    if not isinstance(ids, list) or not ids:
+        return "no instruction_id_list"
+    if not isinstance(kwargs, list) or len(kwargs) != len(ids) or not all(isinstance(k, dict) for k in kwargs):
+        return "kwargs not one dict per instruction"
+    unknown = [i for i in ids if i not in CHECKERS]
+    return f"instruction unknown to the checker: {unknown[0]}" if unknown else None
+
+
+def instruction_reward(reply: str, finish_reason: str, item: dict, format_weight: float = FORMAT_WEIGHT) -> Reward:
+    """One sampled reply (text, without the stop token) to an instruction item -> its Reward: `correct` the
+    share of the item's instructions followed (strict check; one the checker cannot decide here is left out),
+    `format` 1 when it ended at <|im_end|> with no tool call tag in it."""
+    strict = check_prompt(item, reply)["strict"]
+    verdicts = [v for v in strict if v is not UNCHECKED]
+    correct = sum(bool(v) for v in verdicts) / len(verdicts) if verdicts else 0.0
+    broken = [i for i, v in zip(item["instruction_id_list"], strict) if v is False]
+    if finish_reason != "stop":
+        why_not = "did not end at <|im_end|>"
+    elif _ANY_TAG.search(reply):
+        why_not = "a <tool_call> tag where no tool is offered"
+    else:
+        why_not = ""
+    fmt = 0.0 if why_not else 1.0
+    why = ("not followed: " + ", ".join(broken)) if broken else ""
+    return Reward(correct + format_weight * fmt, correct, fmt, "; ".join(r for r in (why, why_not) if r))
+
+
+__all__ = ["Reward", "reward", "instruction_reward", "instruction_problem", "correctness", "clean_format",
+           "expected_call", "reference_problem", "matched", "PARTIAL", "FORMAT_WEIGHT"]

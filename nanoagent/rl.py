@@ -1,4 +1,4 @@
-"""GRPO on tool-call rewards: `python -m nanoagent.rl --data FILE --group 8 ...`.
+"""GRPO on tool-call or instruction-following rewards: `python -m nanoagent.rl --data FILE --group 8 ...`.
 
 The prompts are the training rows' chats (any format the data adapters read) cut before their
 first assistant turn, with that turn's calls as the reference ("no call" when it has none);
@@ -10,6 +10,19 @@ group whose replies all score alike would have left the update short. Checkpoint
 `--resume` work as in SFT (the prompt order and the sampling seeds are functions of the seed and
 the step, so a resumed run repeats an unbroken one); every round appends a line to
 OUT/log.jsonl and redraws OUT/rewards.png; the run ends by writing the HF folder OUT/model.
+
+With `--task instructions` the prompts are verifiable-instruction items instead (IFEval's form,
+written by `python -m nanoagent.data instructions`): the chat is the item's prompt as the user turn
+(after `--system`, if given), no tools, and a reply's reward is the share of the item's instructions
+it follows plus the format term (rewards.instruction_reward); the log's figures are then reward,
+strict and format. IFEval's and IFBench's own prompts never belong in --data: they are the evaluation.
+
+`--task instructions --rejection N` is the comparison arm, rejection sampling: no training here; each
+prompt gets N replies (temperature 1.0 by default), the first that follows every instruction and ends
+at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl gets one training chat
+{"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
+nanoagent.train --data`. It lives here, not in a command of its own, because it is GRPO's sampling and
+reward on GRPO's prompts without the update.
 """
 from __future__ import annotations
 
@@ -21,7 +34,7 @@ import os
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
@@ -29,13 +42,15 @@ from typing import Callable
 import numpy as np
 from tqdm import tqdm
 
+from .batch import BatchDecoder
 from .checkpoint import read_tokenizer
 from .data.batch import epoch_order, row_to_chat
 from .data.io import DataError, read_rows
+from .data.mix import write_jsonl
 from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .model import Model
 from .optim import AdamWState, lr_at
-from .rewards import FORMAT_WEIGHT, reference_problem, reward
+from .rewards import FORMAT_WEIGHT, instruction_problem, instruction_reward, reference_problem, reward
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer, normalize_tools
 from .toolcalls import normalize_calls
@@ -48,7 +63,7 @@ except ImportError:
     Figure = None
 
 
-# ---- prompts and their reference calls ------------------------------------------------------------
+# ---- prompts: tool chats with their reference calls, or instruction items ---------------------------
 
 @dataclass
 class ToolPrompt:
@@ -95,11 +110,37 @@ def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
     return out, dict(skipped)
 
 
-def fingerprint(prompts: list[ToolPrompt]) -> str:
+@dataclass
+class InstructionPrompt:
+    ids: list[int]  # the user prompt (after the system prompt) and the generation prompt
+    item: dict  # {"key", "prompt", "instruction_id_list", "kwargs"}: what the reply is checked against
+
+
+def instruction_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
+                        system: str | None = None) -> tuple[list[InstructionPrompt], dict]:
+    """IFEval-form rows -> the prompts GRPO samples from (no tools), and counts of the rows skipped and why."""
+    out, skipped = [], Counter()
+    for row in rows:
+        problem = instruction_problem(row)
+        if problem is not None:
+            skipped[problem] += 1
+            continue
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": row["prompt"]}]
+        ids, _ = tokenizer.encode_chat(messages, None, add_generation_prompt=True)
+        if len(ids) > max_prompt_tokens:
+            skipped["prompt longer than --max-prompt-tokens"] += 1
+            continue
+        item = {k: row.get(k) for k in ("key", "prompt", "instruction_id_list", "kwargs")}
+        out.append(InstructionPrompt(list(ids), item))
+    return out, dict(skipped)
+
+
+def fingerprint(prompts: list[ToolPrompt] | list[InstructionPrompt]) -> str:
     h = hashlib.sha256()
     for p in prompts:
         h.update(np.asarray(p.ids, dtype=np.int64).tobytes())
-        h.update(json.dumps(p.reference, sort_keys=True).encode())
+        h.update(json.dumps(p.reference if isinstance(p, ToolPrompt) else p.item, sort_keys=True).encode())
     return h.hexdigest()[:16]
 
 
@@ -136,17 +177,27 @@ def alternate(chosen: list[int], prompts: list[ToolPrompt]) -> list[int]:
 
 # ---- the command line --------------------------------------------------------------------------------
 
-RUN_ARGS = ("model", "data", "sources", "data_split", "data_config", "group", "prompts", "draw", "balance", "steps",
-            "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens", "beta", "clip_eps",
-            "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1", "beta2", "clip",
-            "batch_size", "slots", "seed")
+RUN_ARGS = ("task", "system", "model", "data", "sources", "data_split", "data_config", "group", "prompts", "draw",
+            "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens",
+            "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1",
+            "beta2", "clip", "batch_size", "slots", "seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.rl", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=("toolcalls", "instructions"), default="toolcalls",
+                    help="toolcalls: chats with tools, scored against their reference calls; instructions: "
+                         "verifiable-instruction items, scored by the IFEval checker (default: %(default)s)")
+    ap.add_argument("--system", default=None,
+                    help="--task instructions: a system prompt before each user prompt (default: SmolLM2's own)")
+    ap.add_argument("--rejection", type=int, default=None, metavar="N",
+                    help="--task instructions: rejection sampling instead of GRPO, N replies per prompt; the first "
+                         "that follows all its instructions goes to OUT/rejection.jsonl (a training file); "
+                         "--slots at a time (default 2N)")
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
-    ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads); "
-                                                 "the evaluation's BFCL items never belong here")
+    ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads), or with "
+                                                 "--task instructions IFEval-form items (python -m nanoagent.data "
+                                                 "instructions); the evaluation's items never belong here")
     ap.add_argument("--sources", default=None, metavar="NAME,NAME,...",
                     help="only the rows of these sources (a mix row's family, as in the data build stats)")
     ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
@@ -184,6 +235,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
     if args.group < 2 or args.prompts < 1:
         ap.error("--group must be at least 2 (advantages compare replies) and --prompts at least 1")
+    if args.task == "instructions" and (args.balance or args.sources):
+        ap.error("--balance and --sources are for --task toolcalls (they sort prompts by their reference calls)")
+    if args.task == "toolcalls" and args.system is not None:
+        ap.error("--system is for --task instructions (a tool chat brings its own system prompt)")
+    if args.rejection is not None and (args.task != "instructions" or args.resume or args.rejection < 1):
+        ap.error("--rejection N: N >= 1 replies per prompt, with --task instructions, and no --resume (it trains "
+                 "nothing)")
     if args.draw is not None and args.draw < args.prompts:
         ap.error(f"--draw must be at least --prompts ({args.prompts}): it is how many prompts a round samples")
     if not 0 < args.clip_eps < 1 or args.beta < 0 or args.temperature <= 0:
@@ -207,7 +265,7 @@ class Run:
     ref: Model | None  # the starting model, for the KL term (None when beta is 0)
     state: AdamWState
     trainer: dict  # what the checkpoint saves: step, history, settings, data fingerprint
-    prompts: list[ToolPrompt]
+    prompts: list[ToolPrompt] | list[InstructionPrompt]
     cfg: GRPOConfig
     tokenizer: Tokenizer
     tokenizer_json: Path
@@ -224,6 +282,23 @@ class Run:
         return self.args.out / "log.jsonl"
 
 
+def read_prompts(args: argparse.Namespace, tok: Tokenizer) -> tuple[list, dict]:
+    """--data's rows -> the prompts of --task, and counts of the rows skipped and why; DataError when none is left."""
+    rows = read_rows(args.data, args.data_config, args.data_split)
+    if args.task == "instructions":
+        prompts, skipped = instruction_prompts(rows, tok, args.max_prompt_tokens, args.system)
+        need = ('an instruction prompt ({}): rows must be IFEval-form items {{"prompt", "instruction_id_list", '
+                '"kwargs"}} (python -m nanoagent.data instructions writes them)')
+    else:
+        sources = frozenset(args.sources.split(",")) if args.sources else None
+        prompts, skipped = tool_prompts(rows, tok, args.max_prompt_tokens, sources)
+        need = "a tool prompt ({}): rows must be chats with tools and an assistant turn"
+    if not prompts:
+        why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
+        raise DataError(f"no row of {args.data} makes " + need.format(why))
+    return prompts, skipped
+
+
 def setup(args: argparse.Namespace) -> Run:
     """The model (or the checkpoint to resume), the reference model, the prompts and the optimizer state."""
     trainer = restore_args(args, RUN_ARGS) if args.resume else {"step": 0, "history": []}
@@ -233,13 +308,7 @@ def setup(args: argparse.Namespace) -> Run:
     tok = read_tokenizer(model_dir)
     if tok is None:
         raise TrainingError(f"{model_dir} has no tokenizer.json: GRPO renders chats and reads replies as text")
-    sources = frozenset(args.sources.split(",")) if args.sources else None
-    prompts, skipped = tool_prompts(read_rows(args.data, args.data_config, args.data_split), tok,
-                                    args.max_prompt_tokens, sources)
-    if not prompts:
-        why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
-        raise DataError(f"no row of {args.data} makes a tool prompt ({why}): rows must be chats with tools "
-                        "and an assistant turn")
+    prompts, skipped = read_prompts(args, tok)
     state = optimizer_state(args, trainer, fingerprint(prompts), model, model_dir, RUN_ARGS)
     draw = drawn(args)
     steps = args.steps or max(1, math.ceil(args.epochs * len(prompts) / draw))
@@ -251,13 +320,17 @@ def setup(args: argparse.Namespace) -> Run:
                      beta2=args.beta2, weight_decay=args.weight_decay, grad_clip=args.clip or None)
     ref = load_model(start_dir) if args.beta > 0 else None
     log = (lambda s: None) if args.quiet else (lambda s: tqdm.write(s, file=sys.stderr))
-    n_calls = sum(bool(p.reference) for p in prompts)
-    if args.balance and not 0 < n_calls < len(prompts):
-        raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
-                        f"{len(prompts)} with calls")
+    if args.task == "instructions":
+        kinds = "instruction items"
+    else:
+        n_calls = sum(bool(p.reference) for p in prompts)
+        if args.balance and not 0 < n_calls < len(prompts):
+            raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
+                            f"{len(prompts)} with calls")
+        kinds = f"{n_calls} with calls, {len(prompts) - n_calls} no-call"
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     of_drawn = f" (the first of {draw} drawn whose rewards differ)" if draw > args.prompts else ""
-    log(f"{len(prompts)} prompts ({n_calls} with calls, {len(prompts) - n_calls} no-call){notes}; {steps} rounds "
+    log(f"{len(prompts)} prompts ({kinds}){notes}; {steps} rounds "
         f"of {args.prompts} prompts{of_drawn} x {args.group} replies, beta {args.beta}, lr {args.lr}")
     if Figure is None:
         log("matplotlib is not installed: no rewards.png (pip install matplotlib); the log is written")
@@ -265,11 +338,15 @@ def setup(args: argparse.Namespace) -> Run:
 
 
 def reward_fn(run: Run, chosen: list[int]):
-    """The reward of a rollout answering prompt `chosen[i]`: figures for the log, "reward" for GRPO."""
+    """The reward of a rollout answering prompt `chosen[i]`: figures for the log, "reward" for GRPO ("correct":
+    the reference calls matched, or "strict": the share of instructions followed)."""
     def score(i: int, r: Rollout) -> dict:
         p = run.prompts[chosen[i]]
-        ids = r.reply[:-1] if r.finish_reason == "stop" else r.reply
-        rw = reward(run.tokenizer.decode(ids), r.finish_reason, p.reference, p.tools, run.args.format_weight)
+        text = run.tokenizer.decode(r.reply[:-1] if r.finish_reason == "stop" else r.reply)
+        if isinstance(p, InstructionPrompt):
+            rw = instruction_reward(text, r.finish_reason, p.item, run.args.format_weight)
+            return {"reward": rw.total, "strict": rw.correct, "format": rw.format}
+        rw = reward(text, r.finish_reason, p.reference, p.tools, run.args.format_weight)
         return {"reward": rw.total, "correct": rw.correct, "format": rw.format}
     return score
 
@@ -314,13 +391,15 @@ def rewind_log(run: Run) -> None:
 
 
 def plot_history(history: list[dict], out: Path) -> Path | None:
-    """Mean reward (with its correct and format parts) and the KL to the reference over the rounds -> a PNG."""
+    """Mean reward (with its correct or strict and format parts) and the KL to the reference over the rounds
+    -> a PNG."""
     if Figure is None or not history:
         return None
     steps = [h["step"] for h in history]
     fig = Figure(figsize=(7, 5), dpi=120)
     top, bottom = fig.subplots(2, 1, sharex=True)
-    for key, label in (("reward", "mean reward"), ("correct", "correct"), ("format", "format rate")):
+    part = "strict" if "strict" in history[0] else "correct"  # instructions followed, or calls right
+    for key, label in (("reward", "mean reward"), (part, part), ("format", "format rate")):
         top.plot(steps, [h[key] for h in history], label=label, lw=1.5 if key == "reward" else 1)
     top.set_ylabel("per reply")
     top.grid(alpha=0.3)
@@ -375,9 +454,70 @@ def finish(run: Run, done: int) -> dict:
     return summary | save_final(run)
 
 
+# ---- rejection sampling: the comparison arm ---------------------------------------------------------------
+
+def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
+                   sampling: SamplingParams, stop_id: int, slots: int, seed: int,
+                   progress: bool = False) -> list[list[tuple[list[int], str]]]:
+    """n replies to each prompt, decoded together (each prompt prefilled once) -> per prompt, n (new ids without
+    the stop token, finish reason). Prompt i samples with seed `round_seeds(seed, 0, P)[i]`."""
+    capacity = min(max(len(p.ids) for p in prompts) + max_new_tokens, model.config.max_position_embeddings)
+    decoder = BatchDecoder(model, max(slots, n), capacity)
+    groups = []
+    for p, s in zip(prompts, round_seeds(seed, 0, len(prompts))):
+        group = decoder.submit(p.ids, max_new_tokens, replace(sampling, seed=s), (stop_id,), n=n)
+        groups.append(group if n > 1 else [group])
+    with tqdm(total=n * len(prompts), desc="sampling", unit="reply", disable=not progress, file=sys.stderr) as bar:
+        while decoder.busy:
+            bar.update(sum(seq.done for seq, _ in decoder.step()))
+    return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
+
+
+def best_reply(replies: list[tuple[str, str]], item: dict) -> str | None:
+    """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
+    <|im_end|> with no tool call (the top reward), or None."""
+    for text, finish_reason in replies:
+        r = instruction_reward(text, finish_reason, item)
+        if r.correct == 1.0 and r.format == 1.0:
+            return text
+    return None
+
+
+def rejection_sample(args: argparse.Namespace) -> dict:
+    """--rejection N: N replies to each prompt, the passing ones as training chats in OUT/rejection.jsonl."""
+    folder = model_folder(args.model)
+    model, tok = load_model(folder), read_tokenizer(folder)
+    if tok is None:
+        raise TrainingError(f"{folder} has no tokenizer.json: rejection sampling renders chats and reads replies")
+    prompts, skipped = read_prompts(args, tok)
+    sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    replies = sample_replies(model, prompts, args.rejection, args.max_new_tokens, sampling, tok.im_end_id,
+                             args.slots or 2 * args.rejection, args.seed, progress=not args.quiet)
+    system = [{"role": "system", "content": args.system}] if args.system else []
+    rows = []
+    for p, group in zip(prompts, replies):
+        text = best_reply([(tok.decode(ids), reason) for ids, reason in group], p.item)
+        if text is not None:
+            rows.append({"messages": system + [{"role": "user", "content": p.item["prompt"]},
+                                               {"role": "assistant", "content": text}], "source": "rejection"})
+    if not rows:
+        raise DataError(f"none of the {len(prompts)} prompts got a reply that follows all its instructions in "
+                        f"{args.rejection} samples; nothing written (try a larger N)")
+    out = args.out / "rejection.jsonl"
+    write_jsonl(rows, out)
+    notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
+    print(f"{len(rows)} of {len(prompts)} prompts got a passing reply in {args.rejection} samples{notes}; wrote "
+          f"{out} (python -m nanoagent.train --data {out})")
+    return {"prompts": len(prompts), "passed": len(rows), "data": str(out)}
+
+
 def run(argv=None) -> dict:
-    """The whole command; returns a summary (per-round history, output folders)."""
-    r = setup(parse_args(argv))
+    """The whole command; returns a summary (per-round history, output folders; with --rejection, the counts and
+    the file written)."""
+    args = parse_args(argv)
+    if args.rejection is not None:
+        return rejection_sample(args)
+    r = setup(args)
     return finish(r, train_rounds(r))
 
 

@@ -8,6 +8,7 @@ import json
 import os
 import sys
 import time
+from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ..cli import one_line_errors
 from ..tokenizer import Tokenizer
 from ..weights import hub_reachable, resolve
 from .benchmarks import eval_prompts
+from .instructions import instruction_items
 from .io import DataError, find_data_dir
 from .mix import RECIPES, Options, build, kinds_table, stats_table, write_jsonl
 
@@ -68,6 +70,20 @@ def with_overrides(recipe, name, source_limit, weight, scale=1.0):
     return recipe
 
 
+def write_instructions(args: argparse.Namespace) -> None:
+    """`instructions`: verifiable-instruction prompts (IFEval's form, never IFEval's prompts) -> a jsonl."""
+    with one_line_errors(DataError, OSError):
+        data_dir = find_data_dir(args.data_dir)
+        blocked = eval_prompts(data_dir, args.bfcl_dir)
+        items, counts = instruction_items(data_dir, args.n, args.seed, blocked)
+        write_jsonl(items, args.out)
+    kinds = Counter(i for it in items for i in it["instruction_id_list"])
+    print(f"{len(items)} instruction prompts in {args.out}: " +
+          ", ".join(f"{n} {source}" for source, n in counts.items() if source != "blocked") +
+          f"; {counts['blocked']} tasks or prompts dropped as evaluation prompts\n" +
+          "\n".join(f"  {n:5d}  {kind}" for kind, n in kinds.most_common()))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m nanoagent.data", description=__doc__.split(":")[1].strip())
     sub = ap.add_subparsers(dest="command", required=True)
@@ -98,7 +114,18 @@ def main(argv=None) -> None:
     b.add_argument("--model", default=None, help="model folder whose tokenizer counts tokens (default: SmolLM2)")
     b.add_argument("--bfcl-dir", default=None, help="BFCL data, to keep its prompts out (default: fetched)")
     b.add_argument("--seed", type=int, default=0, help="random seed of the mix (default: %(default)s)")
+    i = sub.add_parser("instructions", help="prompts with 1-3 verifiable constraints (IFEval's form) for GRPO or "
+                                            "rejection sampling: jsonl of {key, prompt, instruction_id_list, kwargs}")
+    i.add_argument("--n", type=int, default=500, help="prompts to write (default: %(default)s)")
+    i.add_argument("--out", type=Path, default=Path("instructions.jsonl"), help="the file to write (default: "
+                                                                                 "%(default)s)")
+    i.add_argument("--data-dir", default=None, help="the shared data folder with gsm8k/ and toolcalls/ (default: "
+                                                    "$NANOAGENT_DATA or shared/data beside the checkout)")
+    i.add_argument("--bfcl-dir", default=None, help="BFCL data, to keep its prompts out (default: fetched)")
+    i.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     args = ap.parse_args(argv)
+    if args.command == "instructions":
+        return write_instructions(args)
 
     with one_line_errors(DataError, WeightsError, OSError):
         name = args.recipe or default_recipe()
