@@ -22,10 +22,11 @@ from nanoagent.eval import bfcl, ifeval
 from nanoagent.tokenizer import render_chat
 
 QUICK = os.environ.get("NANOAGENT_LESSON_QUICK") == "1"
+HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
+SAMPLES = HERE.parents[1] / "tests" / "fixtures" / "data"  # the small samples shipped with the tests
 DATA = find_data_dir(required=False)  # $NANOAGENT_DATA, or shared/data beside the checkout
-if DATA is None:  # a fresh clone: the small samples shipped with the tests
-    HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
-    DATA = HERE.parents[1] / "tests" / "fixtures" / "data"
+if DATA is None:  # a fresh clone
+    DATA = SAMPLES
     print("no data folder found: using the small samples shipped in tests/fixtures/data")
 else:
     print(f"data folder: {DATA}")
@@ -120,6 +121,27 @@ judged = ifeval.check_prompt(prompt, reply)
 print("strict", judged["strict"], "loose", judged["loose"])
 
 # %% [markdown]
+# ## 6. What each kind of row teaches
+# The agent recipe reads the public tool-calling sets (toolsets.py) beside glaive and the derived
+# families, and chooses how many rows of each *kind* it writes: a single call, several calls in one
+# reply, no call although tools are offered, asking for a missing value, a chain that reads tool
+# results, plain chat. `row_kind` sorts a row by its shape alone; the mix prints the shares. The
+# ablation in README.md beside this file trains on parts of the recipe and shows what each buys.
+
+# %%
+from nanoagent.data.__main__ import with_overrides
+from nanoagent.data.mix import RECIPES, kinds_table, row_kind
+
+agent = with_overrides(RECIPES["agent"], "agent", [], [], scale=0.05 if QUICK else 0.25)  # the shares, fewer rows
+agent_rows, agent_stats = build(agent, DATA if (DATA / "toolcalls").is_dir() else SAMPLES, None, Options(), blocked)
+print(kinds_table(agent_stats))
+for kind in ("parallel", "no call", "chain"):
+    row = next(r for r in agent_rows if row_kind(r) == kind)
+    turns = " | ".join(f"{m['role']}: " + (json.dumps(m["tool_calls"])[:70] if m.get("tool_calls") else m["content"][:70])
+                       for m in row["messages"][:4])
+    print(f"{kind:8s} ({row['source']}, {len(row['tools'])} tools offered): {turns}")
+
+# %% [markdown]
 # ## Check
 
 # %%
@@ -133,5 +155,8 @@ if verdicts != {"in order": True, "reversed": True, "one call": False}:
     raise AssertionError(f"BFCL verdicts {verdicts}")
 if judged["strict"] != [False, True] or judged["loose"] != [True, True]:
     raise AssertionError(f"IFEval verdicts {judged}")
+kinds = {row_kind(r) for r in agent_rows}
+if not {"single, several offered", "parallel", "no call", "chain"} <= kinds:
+    raise AssertionError(f"the agent recipe wrote only these kinds of row: {sorted(kinds)}")
 print(f"OK mix of {len(rows)} chats; MinHash |est - exact| = {abs(est - exact):.3f}; "
       f"BFCL order-free match and IFEval loose check as expected")
