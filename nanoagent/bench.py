@@ -5,25 +5,21 @@ numbers are comparable within one command on a noisy machine. `generate --int8` 
 float32 and the int8 model each in a process of its own, so each has its own peak RSS;
 `quant` measures what int8 costs in accuracy (perplexity, greedy agreement); `serve` times
 `python -m nanoagent.serve` under concurrent clients (requests/s, p50/p95 latency), then an agent's
-conversation (time to each turn's first token, prompt tokens found in the cache).
+conversation (time to each turn's first token, prompt tokens found in the cache), or with `--minutes N`
+soaks it under load and faults (bench_serve.py).
 """
 from __future__ import annotations
 
 import argparse
 import cProfile
-import http.client
 import json
 import pstats
-import re
-import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -31,10 +27,10 @@ from . import kernels_int8, quant
 from .batch import BatchDecoder
 from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, compare_torch, llamacpp_rates
 from .bench_grpo import add_grpo_args, bench_grpo
+from .bench_serve import add_serve_args, bench_serve
 from .bench_train import add_train_args, bench_train
 from .checkpoint import WeightsError, read_tokenizer
 from .cli import one_line_errors
-from .data import own_tools
 from .data.io import DataError, find_data_dir
 from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
 from .eval.ppl import perplexity
@@ -252,128 +248,6 @@ def bench_quant(args) -> None:
               f"{prefix:12.1%} {forced:13.1%}", flush=True)
 
 
-SERVE_PROMPTS = ["What is the capital of France?", "Name three colors.", "Write a haiku about the sea.",
-                 "What is 12 times 12?", "Give me a tip for learning to cook.", "Why is the sky blue?"]
-
-
-def bench_serve(args) -> None:
-    """Requests/s and latency of the server: `python -m nanoagent.serve` in a process of its own on a free
-    loopback port, `clients` threads each sending `requests` chat requests one after another."""
-    cmd = [sys.executable, "-m", "nanoagent.serve", "--port", "0", "--slots", str(args.slots)] + \
-        (["--model", args.model] if args.model else []) + (["--int8"] if args.int8 else [])
-    print(f"starting the server: {' '.join(cmd[1:])}", file=sys.stderr, flush=True)
-    server = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True)
-    try:
-        said = []
-        for line in server.stderr:
-            said.append(line)
-            if (found := re.search(r" at (http://\S+/v1) ", line)) is not None:
-                break
-        else:
-            raise OSError("the server did not start: " + "".join(said[-5:]).strip())
-        threading.Thread(target=server.stderr.read, daemon=True).start()  # keep its pipe from filling
-        url = urlsplit(found.group(1))
-        ask(url, 0, args.max_tokens)  # warm-up: the first request's one-off costs
-        latencies, tokens, failures = [], [], []
-
-        def client(c):
-            for r in range(args.requests):
-                try:
-                    seconds, n = ask(url, c * args.requests + r, args.max_tokens)
-                    latencies.append(seconds)
-                    tokens.append(n)
-                except (OSError, ValueError) as e:
-                    failures.append(e)
-
-        t0 = time.perf_counter()
-        threads = [threading.Thread(target=client, args=(c,)) for c in range(args.clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        wall = time.perf_counter() - t0
-        turns = conversation(url, args.turns, args.max_tokens) if args.turns else []
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-    total = args.clients * args.requests
-    print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {'int8' if args.int8 else 'float32'}, "
-          f"{args.slots} slots; {blas_line()}")
-    print(f"{total} requests from {args.clients} clients ({args.requests} each, up to {args.max_tokens} new tokens, "
-          f"greedy): {len(latencies) / wall:.2f} requests/s, {sum(tokens) / wall:.1f} new tokens/s, "
-          f"{len(failures)} failed, {wall:.1f} s")
-    if latencies:
-        p50, p95 = (statistics.quantiles(latencies, n=100, method="inclusive")[k] for k in (49, 94))
-        print(f"latency: p50 {p50:.2f} s, p95 {p95:.2f} s (min {min(latencies):.2f}, max {max(latencies):.2f})")
-    if turns:
-        later = statistics.median(t for t, _ in turns[1:]) if len(turns) > 1 else float("nan")
-        print(f"agent conversation, {len(turns)} turns with {len(AGENT_TOOLS)} tools: time to the first token "
-              + ", ".join(f"{t * 1000:.0f} ms" for t, _ in turns) + f"; turns 2-{len(turns)} (median) "
-              f"{later / turns[0][0]:.2f}x turn 1; prompt tokens found in the cache "
-              + ", ".join(str(c) for _, c in turns))
-    if failures:
-        sys.exit(f"error: {len(failures)} of {total} requests failed, the first: {failures[0]}")
-
-
-# An agent's conversation: the project's four tools (a 507-token prompt with the first question), and the
-# questions of its turns; every request sends the whole conversation so far, as agent frameworks do.
-AGENT_TOOLS = [own_tools.CALCULATOR, own_tools.GET_CURRENT_TIME, own_tools.WEB_SEARCH, own_tools.VISIT_WEBPAGE]
-AGENT_TURNS = ["What time is it in Tokyo?", "And what is 17 times 23?", "Who wrote Pride and Prejudice?",
-               "Summarise what we talked about.", "Thanks! One more: what is the capital of Peru?"]
-
-
-def conversation(url, turns: int, max_tokens: int) -> list[tuple[float, int]]:
-    """`turns` turns of an agent's conversation, streamed -> [(seconds to the first token, prompt tokens the
-    server found in its cache)] a turn."""
-    messages, out = [], []
-    for k in range(turns):
-        messages.append({"role": "user", "content": AGENT_TURNS[k % len(AGENT_TURNS)]})
-        body = json.dumps({"model": "bench", "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                           "stream_options": {"include_usage": True}, "messages": messages,
-                           "tools": [{"type": "function", "function": t} for t in AGENT_TOOLS]})
-        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
-        try:
-            t0 = time.perf_counter()
-            conn.request("POST", url.path + "/chat/completions", body, {"Content-Type": "application/json"})
-            response = conn.getresponse()
-            if response.status != 200:
-                raise OSError(f"status {response.status}: {response.read()[:200]!r}")
-            first, text, cached = None, "", 0
-            for line in response:
-                if not line.startswith(b"data: {"):
-                    continue
-                piece = json.loads(line[6:])
-                delta = piece["choices"][0]["delta"] if piece["choices"] else {}
-                if first is None and (delta.get("content") or delta.get("tool_calls")):
-                    first = time.perf_counter() - t0
-                text += delta.get("content") or ""
-                if piece.get("usage"):
-                    cached = piece["usage"]["prompt_tokens_details"]["cached_tokens"]
-        finally:
-            conn.close()
-        out.append((first if first is not None else time.perf_counter() - t0, cached))
-        messages.append({"role": "assistant", "content": text or "(a tool call)"})
-    return out
-
-
-def ask(url, i: int, max_tokens: int) -> tuple[float, int]:
-    """One chat request -> (seconds until the whole reply, its new tokens); OSError unless it got a reply."""
-    body = json.dumps({"model": "bench", "max_tokens": max_tokens, "temperature": 0,
-                       "messages": [{"role": "user", "content": SERVE_PROMPTS[i % len(SERVE_PROMPTS)]}]})
-    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=600)
-    try:
-        t0 = time.perf_counter()
-        conn.request("POST", url.path + "/chat/completions", body, {"Content-Type": "application/json"})
-        response = conn.getresponse()
-        reply = json.loads(response.read())
-        seconds = time.perf_counter() - t0
-    finally:
-        conn.close()
-    if response.status != 200:
-        raise OSError(f"status {response.status}: {reply.get('error', {}).get('message')}")
-    return seconds, reply["usage"]["completion_tokens"]
-
-
 def train_figures(args) -> None:
     """`bench train`: our figures alone, or beside PyTorch's with --compare-torch."""
     if args.compare_torch:
@@ -423,16 +297,9 @@ def main(argv=None) -> None:
     q.add_argument("--tokens", type=int, default=2048, help="held-out tokens for perplexity")
     q.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per check prompt")
     q.set_defaults(run=bench_quant)
-    s = sub.add_parser("serve", help="requests/s and p50/p95 latency of the server under concurrent clients")
-    s.add_argument("--model", default=None)
-    s.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
-    s.add_argument("--clients", type=int, default=16, help="clients sending at once (default 16)")
-    s.add_argument("--requests", type=int, default=4, help="requests each client sends, one after another (default 4)")
-    s.add_argument("--max-tokens", type=int, default=32, help="new tokens per reply at most (default 32)")
-    s.add_argument("--slots", type=int, default=8, help="the server's --slots (default 8)")
-    s.add_argument("--turns", type=int, default=5, help="then an agent's conversation of this many turns with a "
-                   "507-token tools prompt, each turn sending the earlier ones: time to its first token (default 5; "
-                   "0: none)")
+    s = sub.add_parser("serve", help="requests/s and p50/p95 latency of the server under concurrent clients; "
+                       "--minutes N: a soak under load and faults")
+    add_serve_args(s)
     s.set_defaults(run=bench_serve)
     args = ap.parse_args(argv)
     with one_line_errors(DataError, WeightsError, OSError):

@@ -28,7 +28,7 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "train": "train", "bench_train": "train",
     "eval": "eval",
     "grpo": "rl", "rewards": "rl", "rl": "rl",
-    "bench": "bench", "bench_compare": "bench", "bench_grpo": "bench", "bench_torch": "bench",
+    "bench": "bench", "bench_compare": "bench", "bench_grpo": "bench", "bench_serve": "bench", "bench_torch": "bench",
 }
 
 FORBIDDEN = {  # room -> rooms it must never import

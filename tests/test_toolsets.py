@@ -5,6 +5,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from nanoagent.data import common as C
 from nanoagent.data.common import Drop
 from nanoagent.data.io import DataError
 from nanoagent.data.mix import KINDS, RECIPES, Options, build, kinds_table, row_kind
@@ -203,3 +204,15 @@ def test_the_agent_recipe_reads_every_set_and_prints_its_kinds(data_dir):
     written = Counter(row_kind(r) for r in rows)
     for k in KINDS:  # the table counts what was written
         assert f"{k:26s} {written[k]:6d}" in table
+
+
+def test_numbers_written_as_strings_take_the_type_their_parameter_declares():
+    from nanoagent.data.common import typed
+    assert typed("4", {"type": "integer"}) == 4 and typed("-12", {"type": "number"}) == -12
+    assert typed("2.5", {"type": "number"}) == 2.5 and typed("2.5", {"type": "integer"}) == "2.5"
+    assert typed("02139", {"type": "integer"}) == "02139"  # a code, not a number
+    assert typed("true", {"type": "boolean"}) is True and typed(4.0, {"type": "integer"}) == 4
+    assert typed("4", {"type": "string"}) == "4" and typed("4", {}) == "4"
+    tools = [{"name": "f", "parameters": {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string"}}}}]
+    assert C.clean_calls([{"name": "f", "arguments": {"n": "7", "s": "7"}}], tools) == [
+        {"name": "f", "arguments": {"n": 7, "s": "7"}}]
