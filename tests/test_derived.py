@@ -366,7 +366,8 @@ def test_the_near_miss_stage_replays_calls_beside_the_refusals(data_dir):
 
 
 @pytest.mark.parametrize("recipe", ["agent", "agent-large", "agent-specs", "agent-glaive", "agent-parallel", "near-miss-stage",
-                                    "parallel-stage", "contrast-stage"])
+                                    "parallel-stage", "contrast-stage", "real-stage",
+                                    "agent-real-only", "agent-own-only"])
 def test_the_agent_mixes_share_no_prompt_with_the_evaluations(recipe, data_dir, bfcl_dir, inputs):
     episode = inputs.episodes()[0].request  # a request glaive holds: treated as an eval prompt, it must vanish
     blocked = eval_prompts(data_dir, bfcl_dir) | {normalize_text(episode)}

@@ -225,13 +225,29 @@ AGENT_SPECS = revised([derived(s.spec + "-specs", s.limit) if s.spec in ("near-m
                       {}, after={"seal-tools-parallel": derived("parallel-values-specs", 60),
                                  "toolrl": derived("several-args-specs", 30)})
 
+# A second, shorter SFT stage on top of the agent SFT: its first epoch (runs/agent-real) wrote one call for 53
+# of BFCL's first 100 parallel requests that needed two, and called the ill-fitting tool of 80 of 100
+# irrelevance items. Here the last thing learned is those two: near misses (glaive's computing tools and the
+# sets' specs), requests naming several values of one argument (parallel-values-specs) and the sets' parallel
+# calls, beside single calls and their contrast (several-args-specs) so that single requests stay single.
+REAL_STAGE = [
+    derived("near-miss", 60),
+    derived("near-miss-specs", 60),
+    derived("parallel-values-specs", 60),
+    toolset("seal-tools:parallel", 40),
+    toolset("seal-tools:single", 50),
+    toolset("toolrl", 30),
+    derived("several-args-specs", 20),
+]
+
 # Arms of the ablation: the agent recipe's real tool-calling sets alone, and its other sources alone (glaive, the
 # derived families, the project's tools, GSM8K) at the same limits.
 AGENT_REAL_ONLY = [s for s in AGENT if s.adapter == "toolset"]
 AGENT_OWN_ONLY = [s for s in AGENT if s.adapter != "toolset"]
 
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large": AGENT_LARGE,
-           "agent-specs": AGENT_SPECS, "agent-real-only": AGENT_REAL_ONLY, "agent-own-only": AGENT_OWN_ONLY, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
+           "agent-specs": AGENT_SPECS, "agent-real-only": AGENT_REAL_ONLY, "agent-own-only": AGENT_OWN_ONLY,
+           "real-stage": REAL_STAGE, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
            "contrast-stage": CONTRAST_STAGE}
 
