@@ -8,9 +8,12 @@ of its own in a `SlotCache` and its own sampling settings, stop ids and length l
 with a prefill of its prompt into a free slot and leaves, freeing the slot, when it finishes.
 A prompt sampled several ways (GRPO's groups) is prefilled once and its slot copied.
 
-Two things keep prompts from stalling the replies being decoded:
-  - a prompt goes in a chunk of at most `chunk` tokens a step, each chunk beside a decoding step
-    of the running sequences, so a long prompt holds the others up for one chunk at a time;
+Prompts go in together, and never stall the replies being decoded:
+  - each step prefills at most `chunk` prompt tokens, shared out among the waiting prompts oldest
+    first (a prompt longer than what is left goes on next step), all of them in one forward
+    (Model.prefill_rows: each weight matrix read once for the lot, each prompt attending to its own
+    slot), then the running sequences take a decoding step; so many short prompts share the cost of
+    reading the weights, and a long prompt holds the others up for one chunk at a time;
   - a finished sequence's slot keeps the tokens its cache holds; a new prompt goes to the free
     slot whose tokens share the longest prefix with it and prefills only the rest (an agent sends
     its whole conversation every turn: the system prompt, the tools and the earlier turns are
@@ -72,7 +75,8 @@ class BatchDecoder:
         while decoder.busy:
             for seq, token in decoder.step(): ...   # token None: seq finished without one
 
-    `chunk`: the most prompt tokens prefilled in one step (the rest go in the next steps).
+    `chunk`: the most prompt tokens prefilled in one step, over all the prompts going in (the rest go
+    in the next steps).
     `prompt_tokens`, `cached_tokens` and `hits` count, over every prompt admitted, the tokens
     asked for, those a slot already held, and the prompts that found some.
     """
@@ -136,25 +140,32 @@ class BatchDecoder:
             self.prefilling.append(Prefill(group, slot, reserved))
 
     def _prefill(self) -> None:
-        """Up to `chunk` prompt tokens into their slots, oldest prompt first; a group whose prompt is in
+        """Up to `chunk` prompt tokens into their slots in one forward (Model.prefill_rows), shared out
+        oldest prompt first (one that does not fit goes on next step); a group whose prompt is in
         starts decoding (its other members get a copy of the slot)."""
-        budget = self.chunk
-        while budget and self.prefilling:
-            job = self.prefilling[0]
-            prompt, s = job.group[0].prompt, job.slot
-            filled = int(self.cache.lengths[s])
+        budget, jobs, chunks = self.chunk, [], []
+        for job in self.prefilling:
+            if not budget:
+                break
+            prompt, filled = job.group[0].prompt, int(self.cache.lengths[job.slot])
             take = min(budget, len(prompt) - filled)
-            logits = self.model.prefill(prompt[filled:filled + take], self.cache.slot(s, filled))
+            jobs.append(job)
+            chunks.append(prompt[filled:filled + take])
             budget -= take
-            self.cache.lengths[s], self.held[s] = filled + take, prompt[:filled + take]
-            if filled + take < len(prompt):
+        if not jobs:
+            return
+        logits = self.model.prefill_rows(chunks, [job.slot for job in jobs], self.cache)  # (K,V)
+        for job, row in zip(jobs, logits):
+            prompt, s = job.group[0].prompt, job.slot
+            self.held[s] = prompt[:self.cache.lengths[s]]
+            if len(self.held[s]) < len(prompt):
                 continue
-            self.prefilling.popleft()
+            self.prefilling.remove(job)
             for seq, slot in zip(job.group, [s] + job.reserved):
                 if slot != s:
                     self.cache.copy_slot(s, slot)
                     self.held[slot] = list(self.held[s])
-                seq.slot, seq.logits = slot, logits
+                seq.slot, seq.logits = slot, row
                 self.running.append(seq)
 
     def _finish(self, seq: Sequence, reason: str) -> None:

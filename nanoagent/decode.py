@@ -105,6 +105,23 @@ class SlotCache:
         out = kernels.attend_rows(q[0].transpose(1, 0, 2), self.kt[layer], self.v[layer], rows, P + 1)  # (A,H,D)
         return out.transpose(1, 0, 2)[None], None  # (A,H,D) -> (1,H,A,D)
 
+    def attend_chunks(self, layer: int, rows, sizes, q, k, v):
+        """q (1,H,N,D), k/v (1,KV,N,D): the N tokens of this pass are chunks laid end to end, chunk c
+        its sizes[c] tokens continuing slot rows[c] at that slot's length -> out (1,H,N,D), None.
+
+        Each chunk is what a one-sequence prefill of its slot would attend to (KVCache.attend on a view
+        of the slot): its keys and values written after the slot's, its queries against the slot's
+        earlier positions and, causally, its own. The lengths move on once every layer has its keys
+        (Model.prefill_rows does it)."""
+        out = np.empty_like(q)
+        t0 = 0
+        for r, n in zip(rows, sizes):
+            t1 = t0 + n
+            kv = KVCache(self.kt[:, r:r + 1], self.v[:, r:r + 1], int(self.lengths[r]))  # views of slot r
+            out[:, :, t0:t1] = kv.attend(layer, q[:, :, t0:t1], k[:, :, t0:t1], v[:, :, t0:t1])[0]
+            t0 = t1
+        return out, None
+
 
 def new_slot_cache(config, dtype, slots: int, capacity: int | None = None) -> SlotCache:
     """An empty cache of `slots` rows, each of up to `capacity` positions (default: the context)."""

@@ -2,8 +2,10 @@
 
 `forward` runs the whole network over token ids (for training and for prefilling a KV
 cache), `backward` runs it in reverse, `decode_step` adds one token to the cache, `logits`
-is the full forward plus the tied LM head. A Model reads no files (checkpoint.py does) and
-runs no generation loop (generate.py does). Lesson: lessons/07_forward/README.md.
+is the full forward plus the tied LM head; `prefill_rows` and `decode_rows` extend several
+sequences' slots of a SlotCache in one pass (prompt chunks, one new token each). A Model
+reads no files (checkpoint.py does) and runs no generation loop (generate.py does).
+Lesson: lessons/07_forward/README.md.
 """
 from __future__ import annotations
 
@@ -179,6 +181,36 @@ class Model:
         one_sequence(kv)
         h, _ = self.forward(np.asarray(ids).reshape(1, -1), kv, keep_caches=False)
         return self.lm_head(h[0, -1])
+
+    def prefill_rows(self, chunks, rows, cache: SlotCache) -> np.ndarray:
+        """chunks: K lists of ids (K prompts, or pieces of them, of any lengths), chunk c appended to slot
+        rows[c] at that slot's length, in one forward -> logits of each chunk's last token (K,V); slot
+        rows[c] grows by len(chunks[c]).
+
+        The N tokens of all chunks go through the network as one (1,N,C) batch, so each weight matrix
+        is read once for all of them (one prompt at a time reads them once a prompt); RoPE turns each
+        token by its own position, and attention keeps each chunk to its own slot, causally
+        (SlotCache.attend_chunks). Each chunk gets the logits `prefill` would give it alone. Float and
+        int8 weights take the same path (`block_forward`: prompts are many rows, bound by arithmetic).
+        """
+        rows = np.asarray(rows, np.int64)
+        sizes = np.array([len(c) for c in chunks], np.int64)  # (K,)
+        if len(rows) != len(sizes) or len(set(rows.tolist())) != len(rows) or not sizes.all():
+            raise ValueError("prefill_rows takes one non-empty chunk per slot, each slot once")
+        P = cache.lengths[rows]  # (K,)
+        check_fits(int((P + sizes).max()), cache.capacity)
+        cfg, wte = self.config, self.params["model.embed_tokens.weight"]
+        ids = np.concatenate([np.asarray(c, np.int64) for c in chunks])  # (N,)
+        positions = np.concatenate([np.arange(p, p + n) for p, n in zip(P, sizes)])  # (N,) each token's own
+        cos, sin = self.cos[positions], self.sin[positions]  # (N, D/2)
+        x, _ = embedding_forward(ids[None], wte)  # (1,N,C)
+        for i, w in enumerate(self.blocks):
+            x, _ = block_forward(x, w, cfg.num_attention_heads, cfg.num_key_value_heads, cfg.rms_norm_eps,
+                                 cos, sin, partial(cache.attend_chunks, i, rows, sizes))
+        cache.lengths[rows] += sizes
+        last = np.cumsum(sizes) - 1  # (K,) each chunk's last token
+        h, _ = rmsnorm_forward(x[0, last], self.params["model.norm.weight"], cfg.rms_norm_eps)  # (K,C)
+        return self.lm_head(h)
 
     def decode_step(self, token: int, kv: KVCache) -> np.ndarray:
         """One new token at position P -> its logits (V,); the cache grows by one.

@@ -7,8 +7,9 @@
 One thread decodes: it owns a BatchDecoder (batch.py), and every request hands it a job (the
 prompt's sequences) and waits on an asyncio queue that the thread feeds after each step. So
 requests that arrive together are decoded together, each sequence joining and leaving the
-batch on its own, and the event loop only parses, renders and writes. A long prompt goes in a
-chunk at a time beside the others' decoding steps, and a prompt that starts with what a finished
+batch on its own, and the event loop only parses, renders and writes. Waiting prompts go in
+together, a chunk of tokens a step in one forward beside the others' decoding steps (so a long one
+holds them up one chunk at a time), and a prompt that starts with what a finished
 request's slot holds (an agent's conversation, sent whole every turn) prefills only the rest;
 `usage.prompt_tokens_details.cached_tokens` says how many it found. A reply holding
 `<tool_call>[...]</tool_call>` comes back as OpenAI `tool_calls`; streamed, its text is sent

@@ -214,14 +214,14 @@ def test_a_prompt_that_extends_a_finished_one_prefills_only_the_rest(tiny_model6
         decoder.step()
     turn2 = LONG + first.new + [2, 9, 9, 4]  # the conversation goes on: the reply and the next turn
     calls = []
-    prefill = tiny_model64.prefill
-    tiny_model64.prefill = lambda ids, kv: calls.append(len(ids)) or prefill(ids, kv)
+    prefill = tiny_model64.prefill_rows
+    tiny_model64.prefill_rows = lambda chunks, *a: calls.extend(map(len, chunks)) or prefill(chunks, *a)
     try:
         seq = decoder.submit(turn2, max_new_tokens=1)
         decoder._admit()
         decoder._prefill()
     finally:
-        del tiny_model64.prefill
+        del tiny_model64.prefill_rows
     held = len(LONG) + len(first.new) - 1  # the reply's last token ended it by length: it was never fed
     assert seq.cached == held and calls == [len(turn2) - held]  # only the rest went through the network
     assert seq.slot == first.slot != other.slot  # the slot holding the longest shared prefix
