@@ -110,7 +110,7 @@ def clean_calls(calls, tools: list[dict] | None) -> list[dict]:
     """Calls in any form -> [{"name", "arguments": dict}]; names must be declared (when tools are known)."""
     calls = loads_lenient(calls, "arguments") if isinstance(calls, str) else calls
     calls = calls if isinstance(calls, list) else [calls]
-    names = {t["name"] for t in tools} if tools is not None else None
+    declared = {t["name"]: t for t in tools} if tools is not None else None
     out = []
     for c in calls:
         if not isinstance(c, dict):
@@ -124,10 +124,10 @@ def clean_calls(calls, tools: list[dict] | None) -> list[dict]:
         args = {} if args is None else args
         if not isinstance(args, dict):
             raise Drop("unparsable arguments", f"{name}: arguments are {type(args).__name__}")
-        if names is not None and name.strip() not in names:
-            raise Drop("undeclared tool", name)
-        if tools is not None:
-            props = next(t for t in tools if t["name"] == name.strip()).get("parameters", {}).get("properties", {})
+        if declared is not None:
+            if name.strip() not in declared:
+                raise Drop("undeclared tool", name)
+            props = declared[name.strip()].get("parameters", {}).get("properties", {})
             args = {k: typed(v, props.get(k) or {}) for k, v in args.items()}
         out.append({"name": name.strip(), "arguments": args})
     return out
