@@ -448,7 +448,7 @@ def test_a_client_that_goes_away_frees_its_slot(tiny_lm):
             for line in r.iter_lines():  # up to the first piece of content, then hang up
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break
-        assert decoder.busy  # unread, the reply would take ~184 steps of 30 ms: 5.5 s
+            assert decoder.busy  # still connected: the reply would take ~184 steps of 30 ms (5.5 s) more
         wait_until(lambda: not decoder.busy, seconds=2)
         assert sorted(decoder.free) == [0, 1]
         with pytest.raises(httpx.ReadTimeout):
