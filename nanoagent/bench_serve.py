@@ -63,6 +63,12 @@ def add_serve_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--turns", type=number(int, 0), default=5, help="then an agent's conversation of this many turns "
                     "with a 507-token tools prompt, each turn sending the earlier ones: time to its first token "
                     "(default 5; 0: none)")
+    ap.add_argument("--joins", type=number(int, 0), default=4,
+                    help="then a streamed reply watched while this many long prompts join: the gaps between its "
+                         "tokens beside one prompt chunk and one decoding step alone (default 4; 0: none)")
+    ap.add_argument("--compare-decoder", action="store_true",
+                    help="then the decoder alone on --slots sequences (bench generate --batch's figure), in a "
+                         "process of its own once the server has stopped: the server's share of it")
     ap.add_argument("--minutes", type=number(float, 0, open_low=True), default=None,
                     help="soak the server instead for this many minutes (fractions allowed): valid, streamed, "
                          "hung-up and malformed requests from --clients threads; counts, unexpected statuses, "
@@ -79,9 +85,11 @@ def bench_serve(args) -> None:
     try:
         if args.minutes is not None:
             return soak(server, args)
-        rates(server, args)
+        served = rates(server, args)
     finally:
         server.stop()
+    if args.compare_decoder:
+        compare_decoder(args, served)
 
 
 # ---- the server in a process of its own ----------------------------------------------------------
@@ -193,9 +201,10 @@ def read_stream(response) -> tuple[tuple | None, str | None]:
 
 # ---- rate and latency ------------------------------------------------------------------------------
 
-def rates(server: Server, args) -> None:
+def rates(server: Server, args) -> float:
     """Requests/s and latency of `clients` threads each sending `requests` greedy requests one after
-    another, then an agent's conversation."""
+    another, then an agent's conversation and the gaps of a reply while long prompts join -> the new
+    tokens/s of the clients' requests."""
     ask(server, 0, args.max_tokens)  # warm-up: the first request's one-off costs
     latencies, tokens, failures = [], [], []
 
@@ -216,6 +225,7 @@ def rates(server: Server, args) -> None:
         t.join()
     wall = time.perf_counter() - t0
     turns = conversation(server, args.turns, args.max_tokens) if args.turns else []
+    joined = joining(server, args.joins) if args.joins else None
     total = args.clients * args.requests
     print(f"model: {args.model or 'SmolLM2-135M-Instruct'}, {'int8' if args.int8 else 'float32'}, "
           f"{args.slots} slots; {blas_line()}")
@@ -231,8 +241,11 @@ def rates(server: Server, args) -> None:
               + ", ".join(f"{t * 1000:.0f} ms" for t, _ in turns) + f"; turns 2-{len(turns)} (median) "
               f"{later / turns[0][0]:.2f}x turn 1; prompt tokens found in the cache "
               + ", ".join(str(c) for _, c in turns))
+    if joined:
+        print_joining(joined, args.joins)
     if failures:
         sys.exit(f"error: {len(failures)} of {total} requests failed, the first: {failures[0]}")
+    return sum(tokens) / wall
 
 
 def conversation(server: Server, turns: int, max_tokens: int) -> list[tuple[float, int]]:
@@ -266,6 +279,112 @@ def conversation(server: Server, turns: int, max_tokens: int) -> list[tuple[floa
         out.append((first if first is not None else time.perf_counter() - t0, cached))
         messages.append({"role": "assistant", "content": text or "(a tool call)"})
     return out
+
+
+# A reply long enough to watch while other prompts go in, and the text those prompts are made of.
+STORY = "Write a long story about a lighthouse keeper and the night of the great storm."
+REPORT = "The committee met on a grey morning to read the year's reports, one section at a time, and took notes. "
+
+
+def stream_times(server: Server, body: dict, started: threading.Event | None = None,
+                 after: int = 0) -> tuple[list[float], int]:
+    """Stream one reply -> (the request's time, then each piece of text's arrival, as time.perf_counter
+    gives them; its prompt tokens). `started` is set once `after` pieces have arrived."""
+    conn = server.connect()
+    times, prompt_tokens = [time.perf_counter()], 0
+    try:
+        conn.request("POST", "/v1/chat/completions", json.dumps({**body, "stream": True, "temperature": 0,
+                     "stream_options": {"include_usage": True}}), server.headers())
+        response = conn.getresponse()
+        if response.status != 200:
+            raise OSError(f"status {response.status}: {response.read()[:200]!r}")
+        for line in response:
+            if not line.startswith(b"data: {"):
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                prompt_tokens = event["usage"]["prompt_tokens"]
+            if event["choices"] and event["choices"][0]["delta"].get("content"):
+                times.append(time.perf_counter())
+                if started is not None and len(times) == after + 1:
+                    started.set()
+    finally:
+        conn.close()
+        if started is not None:
+            started.set()
+    return times, prompt_tokens
+
+
+def long_request(i: int, repeats: int) -> dict:
+    """A request with a long prompt (`repeats` times the same sentence, its first words its own so that no
+    slot holds its prefix) and a one-token reply."""
+    text = f"Report {i} of the archive, to be summarised in three lines. " + REPORT * repeats
+    return {"model": "bench", "max_tokens": 1, "messages": [{"role": "user", "content": text}]}
+
+
+def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max_tokens: int = 160) -> dict:
+    """The gaps between the tokens of a streamed reply while `joins` prompts of about `tokens` tokens go in
+    (each a request of its own, sent together once the reply has made 8 tokens; the gaps that overlap
+    their going in), beside the same reply's gaps alone and the time to the first token of a prompt that
+    nearly fills one prefill chunk of `chunk` tokens (the server's, 256)."""
+    few, many = (stream_times(server, long_request(-1, k))[1] for k in (1, 6))  # prompt tokens: few + (k - 1) * per
+    per = (many - few) / 5
+    repeats = lambda n: max(1, 1 + int((n - few) / per))  # noqa: E731 - the most repeats within n tokens
+    story = {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": STORY}]}
+    alone, _ = stream_times(server, story)
+    chunk_ttft, chunk_tokens = stream_times(server, long_request(-2, repeats(chunk)))
+    started, result, sent = threading.Event(), {}, []
+
+    def watch():
+        result["times"], _ = stream_times(server, story, started, after=8)
+
+    def join(i):
+        sent.append(stream_times(server, long_request(i, repeats(tokens))))
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    started.wait()
+    t_join = time.perf_counter()
+    joiners = [threading.Thread(target=join, args=(i,)) for i in range(joins)]
+    for t in joiners:
+        t.start()
+    for t in joiners:
+        t.join()
+    t_end = time.perf_counter()
+    watcher.join()
+    times = result["times"][1:]
+    return {"alone": [b - a for a, b in zip(alone[1:], alone[2:])],
+            "gaps": [b - a for a, b in zip(times, times[1:]) if a < t_end and b > t_join],
+            "chunk_ms": (chunk_ttft[1] - chunk_ttft[0]) * 1000, "chunk_tokens": chunk_tokens,
+            "prompt_tokens": [n for _, n in sent], "joined_s": t_end - t_join, "reply_s": times[-1] - t_join}
+
+
+def print_joining(j: dict, joins: int) -> None:
+    gaps = sorted(g * 1000 for g in j["gaps"])
+    if len(gaps) < 2:
+        print(f"a streamed reply while {joins} long prompts joined: too few tokens to time")
+        return
+    p50, p99 = (statistics.quantiles(gaps, n=100, method="inclusive")[k] for k in (49, 98))
+    step = statistics.median(j["alone"]) * 1000
+    bound = j["chunk_ms"] + step
+    print(f"a streamed reply while {joins} prompts of {min(j['prompt_tokens'])}-{max(j['prompt_tokens'])} tokens "
+          f"went in ({j['joined_s']:.1f} s of the reply's last {j['reply_s']:.1f} s): gaps between its "
+          f"tokens p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {gaps[-1]:.0f} ms; one decoding step alone {step:.0f} ms, "
+          f"a {j['chunk_tokens']}-token prompt alone {j['chunk_ms']:.0f} ms to its first token; one chunk and one "
+          f"step {bound:.0f} ms: the longest gap is {gaps[-1] / bound:.2f}x that")
+
+
+def compare_decoder(args, served: float) -> None:
+    """The decoder alone on `slots` sequences, as `bench generate --batch` times it (prefill excluded), in a
+    process of its own: the server's new tokens/s as a share of it."""
+    cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(args.slots), "--precision",
+           "int8" if args.int8 else "float32", "--new-tokens", "64", "--repeats", "3"] + \
+        (["--model", args.model] if args.model else [])
+    print("the decoder alone: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
+    rates = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["rates"]
+    alone = statistics.median(rates)
+    print(f"the decoder alone, {args.slots} sequences of 64 tokens (bench generate --batch {args.slots}, median of 3): "
+          f"{alone:.1f} tokens/s; the server's {served:.1f} new tokens/s are {served / alone:.2f}x that")
 
 
 def ask(server: Server, i: int, max_tokens: int) -> tuple[float, int]:

@@ -571,11 +571,18 @@ def test_command_line_errors_are_one_line(tiny_dir):
 
 def test_bench_serve_prints_rate_and_latency(tiny_long):  # a context that holds the tools prompt
     r = subprocess.run([sys.executable, "-m", "nanoagent.bench", "serve", "--model", str(tiny_long), "--clients", "3",
-                        "--requests", "2", "--max-tokens", "4", "--turns", "2"], capture_output=True, text=True,
-                       timeout=300)
+                        "--requests", "2", "--max-tokens", "4", "--turns", "2", "--joins", "2", "--compare-decoder"],
+                       capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert re.search(r"6 requests from 3 clients .* requests/s", r.stdout), r.stdout
     assert re.search(r"latency: p50 [\d.]+ s, p95 [\d.]+ s", r.stdout), r.stdout
     turns = re.search(r"agent conversation, 2 turns with 4 tools: time to the first token \d+ ms, \d+ ms; "
                       r"turns 2-2 \(median\) [\d.]+x turn 1; prompt tokens found in the cache \d+, (\d+)", r.stdout)
     assert turns and int(turns.group(1)) > 500, r.stdout  # the second turn found the first (507 tokens and more)
+    joins = re.search(r"while 2 prompts of (\d+)-(\d+) tokens went in .*: gaps between its tokens p50 \d+ ms, "
+                      r"p99 \d+ ms, max \d+ ms; one decoding step alone \d+ ms, a (\d+)-token prompt alone", r.stdout)
+    assert joins and int(joins.group(1)) > 700 and 200 < int(joins.group(3)) <= 256, r.stdout  # long ones; one chunk
+    served = re.search(
+        r"the decoder alone, 8 sequences of 64 tokens .*: ([\d.]+) tokens/s; the server's ([\d.]+) new tokens/s are "
+        r"([\d.]+)x that", r.stdout)
+    assert served and abs(float(served.group(2)) / float(served.group(1)) - float(served.group(3))) < 0.01, r.stdout

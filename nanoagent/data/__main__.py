@@ -90,8 +90,9 @@ def main(argv=None) -> None:
     b = sub.add_parser("build", help="build a training mix (jsonl of {messages, tools?, source})")
     b.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                    help="sources to mix (default: nanoagent when hub datasets can be read, else local; local and agent "
-                        "read the shared data folder, or the same datasets from the hub when there is none; agent adds "
-                        "the derived families and is sized for a 45-minute fine-tune on 2 cores)")
+                        "read the shared data folder, or the same datasets from the hub when there is none; agent mixes "
+                        "its tool-calling sets with the derived families, one SFT epoch in about 150 minutes on 2 "
+                        "cores; the *-stage recipes are shorter second stages on top of a fine-tune)")
     b.add_argument("--out", type=Path, default=Path("mix.jsonl"), help="the mix to write (default: %(default)s)")
     b.add_argument("--data-dir", default=None, help="the shared data folder (default: $NANOAGENT_DATA or "
                                                     "shared/data beside the checkout)")

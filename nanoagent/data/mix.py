@@ -240,6 +240,24 @@ REAL_STAGE = [
     derived("several-args-specs", 20),
 ]
 
+# A third stage, on top of the second (runs/agent-real-stage): that model still wrote one call, or one call with
+# its keys written twice, for 29 of BFCL's first 100 parallel requests that needed two (and 30 parallel_multiple
+# ones). Here requests naming several values of one argument weigh most (the sets' single calls with other values
+# of the same argument, glaive's computing tools, ToolACE / xLAM's parallel rows), each beside its contrast
+# (several arguments -> one call, the sets' single calls) and near misses, so that single requests stay single
+# and ill-fitting tools stay uncalled.
+PARALLEL_REAL_STAGE = [
+    derived("parallel-values-specs", 200),
+    derived("parallel-values", 40),
+    toolset("toolrl:parallel", 60),
+    toolset("seal-tools:parallel", 30),
+    derived("several-args-specs", 40),
+    toolset("seal-tools:single", 40),
+    toolset("toolrl:single", 30),
+    derived("near-miss", 40),
+    derived("near-miss-specs", 40),
+]
+
 # Arms of the ablation: the agent recipe's real tool-calling sets alone, and its other sources alone (glaive, the
 # derived families, the project's tools, GSM8K) at the same limits.
 AGENT_REAL_ONLY = [s for s in AGENT if s.adapter == "toolset"]
@@ -247,7 +265,8 @@ AGENT_OWN_ONLY = [s for s in AGENT if s.adapter != "toolset"]
 
 RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large": AGENT_LARGE,
            "agent-specs": AGENT_SPECS, "agent-real-only": AGENT_REAL_ONLY, "agent-own-only": AGENT_OWN_ONLY,
-           "real-stage": REAL_STAGE, "agent-glaive": AGENT_GLAIVE, "agent-parallel": AGENT_PARALLEL,
+           "real-stage": REAL_STAGE, "parallel-real-stage": PARALLEL_REAL_STAGE, "agent-glaive": AGENT_GLAIVE,
+           "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
            "contrast-stage": CONTRAST_STAGE}
 
