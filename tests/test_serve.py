@@ -211,7 +211,7 @@ def test_streaming_in_openai_chunks():
 
 
 def test_stop_strings_end_the_reply_and_free_the_sequence():
-    engine = scripted("one, two, three, four")
+    engine = scripted("one, two, three, four" + ", and more" * 60, delay=0.002)  # still running when the stop is seen
     with serving(engine) as url:
         r = chat(url, stop=", t")
         streamed = list(chat(url, stop=["three", "xyz"], stream=True))
