@@ -65,7 +65,7 @@ def add_serve_args(ap: argparse.ArgumentParser) -> None:
                     "(default 5; 0: none)")
     ap.add_argument("--joins", type=number(int, 0), default=4,
                     help="then a streamed reply watched while this many long prompts join: the gaps between its "
-                         "tokens beside one prompt chunk and one decoding step alone (default 4; 0: none)")
+                         "tokens beside one decoding step and one chunk of such a prompt alone (default 4; 0: none)")
     ap.add_argument("--compare-decoder", action="store_true",
                     help="then the decoder alone on --slots sequences (bench generate --batch's figure), in a "
                          "process of its own once the server has stopped: the server's share of it")
@@ -325,14 +325,15 @@ def long_request(i: int, repeats: int) -> dict:
 def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max_tokens: int = 160) -> dict:
     """The gaps between the tokens of a streamed reply while `joins` prompts of about `tokens` tokens go in
     (each a request of its own, sent together once the reply has made 8 tokens; the gaps that overlap
-    their going in), beside the same reply's gaps alone and the time to the first token of a prompt that
-    nearly fills one prefill chunk of `chunk` tokens (the server's, 256)."""
+    their going in), beside the same reply's gaps alone and the time to the first token of one such
+    prompt alone, per `chunk` tokens (the server's prefill chunk, 256): a chunk deep in a long prompt
+    attends to more positions than a short prompt's one chunk does."""
     few, many = (stream_times(server, long_request(-1, k))[1] for k in (1, 6))  # prompt tokens: few + (k - 1) * per
     per = (many - few) / 5
     repeats = lambda n: max(1, 1 + int((n - few) / per))  # noqa: E731 - the most repeats within n tokens
     story = {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": STORY}]}
     alone, _ = stream_times(server, story)
-    chunk_ttft, chunk_tokens = stream_times(server, long_request(-2, repeats(chunk)))
+    lone, lone_tokens = stream_times(server, long_request(joins, repeats(tokens)))  # as long as the joiners
     started, result, sent = threading.Event(), {}, []
 
     def watch():
@@ -355,7 +356,7 @@ def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max
     times = result["times"][1:]
     return {"alone": [b - a for a, b in zip(alone[1:], alone[2:])],
             "gaps": [b - a for a, b in zip(times, times[1:]) if a < t_end and b > t_join],
-            "chunk_ms": (chunk_ttft[1] - chunk_ttft[0]) * 1000, "chunk_tokens": chunk_tokens,
+            "lone_ms": (lone[1] - lone[0]) * 1000, "lone_tokens": lone_tokens, "chunk": chunk,
             "prompt_tokens": [n for _, n in sent], "joined_s": t_end - t_join, "reply_s": times[-1] - t_join}
 
 
@@ -366,12 +367,12 @@ def print_joining(j: dict, joins: int) -> None:
         return
     p50, p99 = (statistics.quantiles(gaps, n=100, method="inclusive")[k] for k in (49, 98))
     step = statistics.median(j["alone"]) * 1000
-    bound = j["chunk_ms"] + step
+    bound = j["lone_ms"] * j["chunk"] / j["lone_tokens"] + step
     print(f"a streamed reply while {joins} prompts of {min(j['prompt_tokens'])}-{max(j['prompt_tokens'])} tokens "
           f"went in ({j['joined_s']:.1f} s of the reply's last {j['reply_s']:.1f} s): gaps between its "
           f"tokens p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {gaps[-1]:.0f} ms; one decoding step alone {step:.0f} ms, "
-          f"a {j['chunk_tokens']}-token prompt alone {j['chunk_ms']:.0f} ms to its first token; one chunk and one "
-          f"step {bound:.0f} ms: the longest gap is {gaps[-1] / bound:.2f}x that")
+          f"a {j['lone_tokens']}-token prompt alone {j['lone_ms']:.0f} ms to its first token; {j['chunk']} tokens of it "
+          f"and one step {bound:.0f} ms: p50 {p50 / bound:.2f}x, the longest gap {gaps[-1] / bound:.2f}x that")
 
 
 def compare_decoder(args, served: float) -> None:
