@@ -328,9 +328,12 @@ def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max
     their going in), beside the same reply's gaps alone and the time to the first token of one such
     prompt alone, per `chunk` tokens (the server's prefill chunk, 256): a chunk deep in a long prompt
     attends to more positions than a short prompt's one chunk does."""
-    few, many = (stream_times(server, long_request(-1, k))[1] for k in (1, 6))  # prompt tokens: few + (k - 1) * per
-    per = (many - few) / 5
-    repeats = lambda n: max(1, 1 + int((n - few) / per))  # noqa: E731 - the most repeats within n tokens
+    few, many = (stream_times(server, long_request(-1, k))[1] for k in (1, 6))  # tokens: few + (k - 1) * per
+
+    def repeats(n: int) -> int:
+        """The most repeats of the sentence that keep a prompt within n tokens."""
+        return max(1, 1 + int((n - few) * 5 / (many - few)))
+
     story = {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": STORY}]}
     alone, _ = stream_times(server, story)
     lone, lone_tokens = stream_times(server, long_request(joins, repeats(tokens)))  # as long as the joiners
