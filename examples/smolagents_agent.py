@@ -1,11 +1,11 @@
 """smolagents' ToolCallingAgent drives `python -m nanoagent.serve`, with one of the project's own tools.
 
-Serve a fine-tuned model (the best measured here is the half-and-half merge of agent3-SFT and
-agent5-SFT, made as README's "Fine-tuning and what it buys" says), then run this example against it
-from another shell:
+Serve a fine-tuned model (the best measured here is the real-data agent after its third stage,
+runs/agent-par-stage/model, made as README's "Fine-tuning and what it buys" says), then run this
+example against it from another shell:
 
     pip install -e '.[serve]' smolagents
-    python -m nanoagent.serve --model runs/merge35      # serves at http://127.0.0.1:8000/v1
+    python -m nanoagent.serve --model runs/agent-par-stage/model    # at http://127.0.0.1:8000/v1
     python examples/smolagents_agent.py                 # asks "What is 17 * 23 + 4?" with the calculator
     python examples/smolagents_agent.py --tools calculator,get_current_time --question "What time is it in Tokyo?"
 
