@@ -25,7 +25,7 @@ import numpy as np
 
 from . import kernels_int8, quant
 from .batch import BatchDecoder
-from .bench_compare import bench_prompts, chat_prompt, compare_llamacpp, compare_torch, llamacpp_rates
+from .bench_compare import batch_worker, bench_prompts, chat_prompt, compare_llamacpp, compare_torch, llamacpp_rates
 from .bench_grpo import add_grpo_args, bench_grpo
 from .bench_serve import add_serve_args, bench_serve
 from .bench_train import add_train_args, bench_train
@@ -201,10 +201,7 @@ def bench_batch(args) -> None:
     for i in range(args.repeats):
         for b in sizes:
             print(f"round {i + 1}/{args.repeats}: batch {b}", file=sys.stderr, flush=True)
-            cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(b), "--precision",
-                   args.precision, "--new-tokens", str(args.new_tokens), "--repeats", "1"] + \
-                (["--model", args.model] if args.model else [])
-            r = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+            r = batch_worker(args.model, args.precision, b, args.new_tokens, 1)
             rates[b] += r["rates"]
             peaks[b] = max(peaks[b], r["peak_rss_gib"])
     base = sizes[0]

@@ -43,6 +43,14 @@ def threads_phrase() -> str:
     return f"{n} thread{'s' if n > 1 else ''}"
 
 
+def batch_worker(model: str | None, precision: str, batch: int, new_tokens: int, repeats: int) -> dict:
+    """`bench generate --batch-worker`: `batch` sequences decoded together in a fresh process ->
+    {"rates": tokens/s of each repeat (prefill excluded), "peak_rss_gib"}."""
+    cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(batch), "--precision", precision,
+           "--new-tokens", str(new_tokens), "--repeats", str(repeats)] + (["--model", model] if model else [])
+    return json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])
+
+
 def chat_prompt(tok) -> list[int]:
     """The chat prompt every decoding figure starts from."""
     return tok.encode(tok.render_chat([{"role": "user", "content": "Tell me a long story about a robot."}]))

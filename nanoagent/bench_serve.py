@@ -34,6 +34,7 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from .bench_compare import batch_worker
 from .data import own_tools
 from .generate import number
 from .serve import DEFAULT_MAX_BODY
@@ -254,29 +255,10 @@ def conversation(server: Server, turns: int, max_tokens: int) -> list[tuple[floa
     messages, out = [], []
     for k in range(turns):
         messages.append({"role": "user", "content": AGENT_TURNS[k % len(AGENT_TURNS)]})
-        body = json.dumps({"model": "bench", "max_tokens": max_tokens, "temperature": 0, "stream": True,
-                           "stream_options": {"include_usage": True}, "messages": messages, "tools": OFFERED})
-        conn = server.connect()
-        try:
-            t0 = time.perf_counter()
-            conn.request("POST", "/v1/chat/completions", body, server.headers())
-            response = conn.getresponse()
-            if response.status != 200:
-                raise OSError(f"status {response.status}: {response.read()[:200]!r}")
-            first, text, cached = None, "", 0
-            for line in response:
-                if not line.startswith(b"data: {"):
-                    continue
-                piece = json.loads(line[6:])
-                delta = piece["choices"][0]["delta"] if piece["choices"] else {}
-                if first is None and (delta.get("content") or delta.get("tool_calls")):
-                    first = time.perf_counter() - t0
-                text += delta.get("content") or ""
-                if piece.get("usage"):
-                    cached = piece["usage"]["prompt_tokens_details"]["cached_tokens"]
-        finally:
-            conn.close()
-        out.append((first if first is not None else time.perf_counter() - t0, cached))
+        times, usage, text = stream_times(server, {"model": "bench", "max_tokens": max_tokens, "messages": messages,
+                                                   "tools": OFFERED})
+        first = times[1] if len(times) > 1 else time.perf_counter()  # no piece at all: the whole request
+        out.append((first - times[0], usage["prompt_tokens_details"]["cached_tokens"]))
         messages.append({"role": "assistant", "content": text or "(a tool call)"})
     return out
 
@@ -287,11 +269,11 @@ REPORT = "The committee met on a grey morning to read the year's reports, one se
 
 
 def stream_times(server: Server, body: dict, started: threading.Event | None = None,
-                 after: int = 0) -> tuple[list[float], int]:
-    """Stream one reply -> (the request's time, then each piece of text's arrival, as time.perf_counter
-    gives them; its prompt tokens). `started` is set once `after` pieces have arrived."""
+                 after: int = 0) -> tuple[list[float], dict, str]:
+    """Stream one greedy reply -> (the request's time, then each piece's arrival (text or a tool call), as
+    time.perf_counter gives them; its usage; its text). `started` is set once `after` pieces have arrived."""
     conn = server.connect()
-    times, prompt_tokens = [time.perf_counter()], 0
+    times, usage, text = [time.perf_counter()], {}, ""
     try:
         conn.request("POST", "/v1/chat/completions", json.dumps({**body, "stream": True, "temperature": 0,
                      "stream_options": {"include_usage": True}}), server.headers())
@@ -302,17 +284,18 @@ def stream_times(server: Server, body: dict, started: threading.Event | None = N
             if not line.startswith(b"data: {"):
                 continue
             event = json.loads(line[6:])
-            if event.get("usage"):
-                prompt_tokens = event["usage"]["prompt_tokens"]
-            if event["choices"] and event["choices"][0]["delta"].get("content"):
+            usage = event.get("usage") or usage
+            delta = event["choices"][0]["delta"] if event["choices"] else {}
+            if delta.get("content") or delta.get("tool_calls"):
                 times.append(time.perf_counter())
+                text += delta.get("content") or ""
                 if started is not None and len(times) == after + 1:
                     started.set()
     finally:
         conn.close()
         if started is not None:
             started.set()
-    return times, prompt_tokens
+    return times, usage, text
 
 
 def long_request(i: int, repeats: int) -> dict:
@@ -328,22 +311,23 @@ def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max
     their going in), beside the same reply's gaps alone and the time to the first token of one such
     prompt alone, per `chunk` tokens (the server's prefill chunk, 256): a chunk deep in a long prompt
     attends to more positions than a short prompt's one chunk does."""
-    few, many = (stream_times(server, long_request(-1, k))[1] for k in (1, 6))  # tokens: few + (k - 1) * per
+    # prompt tokens with 1 and 6 repeats: few + (k - 1) * (many - few) / 5 with k
+    few, many = (stream_times(server, long_request(-1, k))[1]["prompt_tokens"] for k in (1, 6))
 
     def repeats(n: int) -> int:
         """The most repeats of the sentence that keep a prompt within n tokens."""
         return max(1, 1 + int((n - few) * 5 / (many - few)))
 
     story = {"model": "bench", "max_tokens": max_tokens, "messages": [{"role": "user", "content": STORY}]}
-    alone, _ = stream_times(server, story)
-    lone, lone_tokens = stream_times(server, long_request(joins, repeats(tokens)))  # as long as the joiners
+    alone = stream_times(server, story)[0]
+    lone, usage, _ = stream_times(server, long_request(joins, repeats(tokens)))  # as long as the joiners
     started, result, sent = threading.Event(), {}, []
 
     def watch():
-        result["times"], _ = stream_times(server, story, started, after=8)
+        result["times"] = stream_times(server, story, started, after=8)[0]
 
     def join(i):
-        sent.append(stream_times(server, long_request(i, repeats(tokens))))
+        sent.append(stream_times(server, long_request(i, repeats(tokens)))[1]["prompt_tokens"])
 
     watcher = threading.Thread(target=watch)
     watcher.start()
@@ -359,8 +343,8 @@ def joining(server: Server, joins: int, tokens: int = 900, chunk: int = 256, max
     times = result["times"][1:]
     return {"alone": [b - a for a, b in zip(alone[1:], alone[2:])],
             "gaps": [b - a for a, b in zip(times, times[1:]) if a < t_end and b > t_join],
-            "lone_ms": (lone[1] - lone[0]) * 1000, "lone_tokens": lone_tokens, "chunk": chunk,
-            "prompt_tokens": [n for _, n in sent], "joined_s": t_end - t_join, "reply_s": times[-1] - t_join}
+            "lone_ms": (lone[1] - lone[0]) * 1000, "lone_tokens": usage["prompt_tokens"], "chunk": chunk,
+            "prompt_tokens": sent, "joined_s": t_end - t_join, "reply_s": times[-1] - t_join}
 
 
 def print_joining(j: dict, joins: int) -> None:
@@ -374,19 +358,15 @@ def print_joining(j: dict, joins: int) -> None:
     print(f"a streamed reply while {joins} prompts of {min(j['prompt_tokens'])}-{max(j['prompt_tokens'])} tokens "
           f"went in ({j['joined_s']:.1f} s of the reply's last {j['reply_s']:.1f} s): gaps between its "
           f"tokens p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {gaps[-1]:.0f} ms; one decoding step alone {step:.0f} ms, "
-          f"a {j['lone_tokens']}-token prompt alone {j['lone_ms']:.0f} ms to its first token; {j['chunk']} tokens of it "
-          f"and one step {bound:.0f} ms: p50 {p50 / bound:.2f}x, the longest gap {gaps[-1] / bound:.2f}x that")
+          f"a {j['lone_tokens']}-token prompt alone {j['lone_ms']:.0f} ms to its first token; "
+          f"{j['chunk']} tokens of it and one step {bound:.0f} ms: p50 {p50 / bound:.2f}x, the longest gap {gaps[-1] / bound:.2f}x that")
 
 
 def compare_decoder(args, served: float) -> None:
     """The decoder alone on `slots` sequences, as `bench generate --batch` times it (prefill excluded), in a
     process of its own: the server's new tokens/s as a share of it."""
-    cmd = [sys.executable, "-m", "nanoagent.bench", "generate", "--batch-worker", str(args.slots), "--precision",
-           "int8" if args.int8 else "float32", "--new-tokens", "64", "--repeats", "3"] + \
-        (["--model", args.model] if args.model else [])
-    print("the decoder alone: " + " ".join(cmd[1:]), file=sys.stderr, flush=True)
-    rates = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.splitlines()[-1])["rates"]
-    alone = statistics.median(rates)
+    print(f"the decoder alone on {args.slots} sequences", file=sys.stderr, flush=True)
+    alone = statistics.median(batch_worker(args.model, "int8" if args.int8 else "float32", args.slots, 64, 3)["rates"])
     print(f"the decoder alone, {args.slots} sequences of 64 tokens (bench generate --batch {args.slots}, median of 3): "
           f"{alone:.1f} tokens/s; the server's {served:.1f} new tokens/s are {served / alone:.2f}x that")
 
