@@ -35,7 +35,6 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, replace
-from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
@@ -72,10 +71,22 @@ class ToolPrompt:
     reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
 
 
-def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
-                 sources: frozenset | None = None) -> tuple[list[ToolPrompt], dict]:
+def first_request(messages: list[dict]) -> str | None:
+    """The text of a chat's first user turn (what --exclude compares), or None."""
+    return next((str(m.get("content")) for m in messages if m["role"] == "user"), None)
+
+
+def seen_requests(files: str) -> frozenset[str]:
+    """--exclude FILE,FILE,...: the first user turns of those training files' chats."""
+    chats = (row_to_chat(row) for f in files.split(",") for row in read_rows(f))
+    return frozenset(first_request(chat[0]) for chat in chats if chat is not None)
+
+
+def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int, sources: frozenset | None = None,
+                 seen: frozenset[str] = frozenset()) -> tuple[list[ToolPrompt], dict]:
     """Rows -> the prompts GRPO samples from, and counts of the rows skipped and why. With `sources`,
-    only rows whose "source" (the family a mix row came from) is one of them."""
+    only rows whose "source" (the family a mix row came from) is one of them; rows whose first user turn
+    is in `seen` (requests a fine-tune trained on) are left out."""
     out, skipped = [], Counter()
     for row in rows:
         chat = row_to_chat(row) if isinstance(row, dict) else None
@@ -86,6 +97,9 @@ def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
             skipped["source not in --sources"] += 1
             continue
         messages, tools = chat
+        if first_request(messages) in seen:
+            skipped["request seen in --exclude"] += 1
+            continue
         try:
             tools = normalize_tools(tools)
         except (TypeError, ValueError):
@@ -156,29 +170,39 @@ def stream(n: int, start: int, count: int, seed: int) -> list[int]:
     return [int(epoch_order(n, seed, j // n)[j % n]) for j in range(start, start + count)]
 
 
-def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed: int) -> list[int]:
-    """The prompts of round `step` with --balance: half of them (the odd one too) with a reference call,
-    half without, each half walking its own seeded order, so that every round pulls the choice between
-    calling and answering both ways."""
-    calls = [i for i, p in enumerate(prompts) if p.reference]
-    plain = [i for i, p in enumerate(prompts) if not p.reference]
-    n_calls = (per_round + 1) // 2
-    n_plain = per_round - n_calls
-    return ([calls[j] for j in stream(len(calls), step * n_calls, n_calls, seed)] +
-            [plain[j] for j in stream(len(plain), step * n_plain, n_plain, seed + 1)])
+def kind(p: ToolPrompt, balance: str) -> str:
+    """The kind a prompt is balanced by: with "calls", whether its reference makes a call; with "kinds",
+    BFCL's four (one call among one tool, one call among several, two or more calls, no call)."""
+    if not p.reference:
+        return "no call"
+    if balance == "calls":
+        return "call"
+    if len(p.reference) > 1:
+        return "parallel"
+    return "multiple" if len(p.tools) > 1 else "simple"
 
 
-def alternate(chosen: list[int], prompts: list[ToolPrompt]) -> list[int]:
-    """`chosen` reordered: a prompt with a reference call, one without, and so on (the rest at the end)."""
-    calls = [i for i in chosen if prompts[i].reference]
-    plain = [i for i in chosen if not prompts[i].reference]
-    return [i for pair in zip_longest(calls, plain) for i in pair if i is not None]
+BALANCE_KINDS = {"calls": ("call", "no call"), "kinds": ("simple", "multiple", "parallel", "no call")}
+
+
+def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed: int, balance: str) -> list[int]:
+    """The prompts of round `step` with --balance: the kinds present take turns, slot by slot across rounds
+    (so every round pulls the choices between them, and an odd slot goes to each kind in turn), and each
+    kind walks its own seeded order through whole epochs. The turns also order the round, so that with
+    --draw the update's first groups that differ are of several kinds."""
+    groups = [[i for i, p in enumerate(prompts) if kind(p, balance) == k] for k in BALANCE_KINDS[balance]]
+    groups = [g for g in groups if g]
+    out = []
+    for slot in range(step * per_round, (step + 1) * per_round):
+        k, turn = slot % len(groups), slot // len(groups)
+        out.append(groups[k][stream(len(groups[k]), turn, 1, seed + k)[0]])
+    return out
 
 
 # ---- the command line --------------------------------------------------------------------------------
 
-RUN_ARGS = ("task", "system", "model", "data", "sources", "data_split", "data_config", "group", "prompts", "draw",
-            "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens",
+RUN_ARGS = ("task", "system", "model", "data", "exclude", "sources", "data_split", "data_config", "group", "prompts",
+            "draw", "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens",
             "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1",
             "beta2", "clip", "batch_size", "slots", "seed")
 
@@ -207,8 +231,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--draw", type=int, default=None,
                     help="prompts sampled per round, more than --prompts: the update takes the first --prompts "
                          "of them whose replies' rewards differ (dynamic sampling; default: --prompts)")
-    ap.add_argument("--balance", action="store_true",
-                    help="every round half prompts with a reference call and half without (default: one order)")
+    ap.add_argument("--balance", nargs="?", const="calls", choices=tuple(BALANCE_KINDS), default=None,
+                    help="every round's prompts taken from each kind in turn: calls (with a reference call and "
+                         "without, the default) or kinds (BFCL's simple, multiple, parallel and no call)")
+    ap.add_argument("--exclude", default=None, metavar="FILE,FILE,...",
+                    help="training files (a fine-tune's mixes) whose rows' user requests are left out of the "
+                         "prompts: GRPO on requests the SFT did not see")
     ap.add_argument("--steps", type=int, default=None, help="rounds, each one policy update (default: from --epochs)")
     ap.add_argument("--epochs", type=float, default=1.0, help="passes over the prompts when --steps is not given")
     ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
@@ -235,8 +263,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
     if args.group < 2 or args.prompts < 1:
         ap.error("--group must be at least 2 (advantages compare replies) and --prompts at least 1")
-    if args.task == "instructions" and (args.balance or args.sources):
-        ap.error("--balance and --sources are for --task toolcalls (they sort prompts by their reference calls)")
+    if args.task == "instructions" and (args.balance or args.sources or args.exclude):
+        ap.error("--balance, --sources and --exclude are for --task toolcalls (they sort prompts by their "
+                 "reference calls and requests)")
     if args.task == "toolcalls" and args.system is not None:
         ap.error("--system is for --task instructions (a tool chat brings its own system prompt)")
     if args.rejection is not None and (args.task != "instructions" or args.resume or args.rejection < 1):
@@ -291,7 +320,8 @@ def read_prompts(args: argparse.Namespace, tok: Tokenizer) -> tuple[list, dict]:
                 '"kwargs"}} (python -m nanoagent.data instructions writes them)')
     else:
         sources = frozenset(args.sources.split(",")) if args.sources else None
-        prompts, skipped = tool_prompts(rows, tok, args.max_prompt_tokens, sources)
+        seen = seen_requests(args.exclude) if args.exclude else frozenset()
+        prompts, skipped = tool_prompts(rows, tok, args.max_prompt_tokens, sources, seen)
         need = "a tool prompt ({}): rows must be chats with tools and an assistant turn"
     if not prompts:
         why = ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "no rows"
@@ -323,11 +353,13 @@ def setup(args: argparse.Namespace) -> Run:
     if args.task == "instructions":
         kinds = "instruction items"
     else:
-        n_calls = sum(bool(p.reference) for p in prompts)
-        if args.balance and not 0 < n_calls < len(prompts):
-            raise DataError(f"--balance needs prompts with calls and without; {args.data} has {n_calls} of "
-                            f"{len(prompts)} with calls")
-        kinds = f"{n_calls} with calls, {len(prompts) - n_calls} no-call"
+        if args.balance is True:  # a checkpoint from when --balance took no value
+            args.balance = "calls"
+        counts = Counter(kind(p, args.balance or "kinds") for p in prompts)
+        if args.balance and len(counts) < 2:
+            raise DataError(f"--balance {args.balance} needs prompts of two kinds or more; {args.data} has only "
+                            f"{next(iter(counts))} prompts")
+        kinds = ", ".join(f"{counts[k]} {k}" for k in BALANCE_KINDS[args.balance or "kinds"] if counts[k])
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     of_drawn = f" (the first of {draw} drawn whose rewards differ)" if draw > args.prompts else ""
     log(f"{len(prompts)} prompts ({kinds}){notes}; {steps} rounds "
@@ -356,10 +388,8 @@ def step_once(run: Run, step: int) -> dict:
     a = run.args
     lr = lr_at(step, a.lr, a.warmup, run.steps, a.min_lr_ratio)
     draw = drawn(a)
-    chosen = (balanced_prompts(run.prompts, step, draw, a.seed) if a.balance else
+    chosen = (balanced_prompts(run.prompts, step, draw, a.seed, a.balance) if a.balance else
               round_prompts(len(run.prompts), step, draw, a.seed))
-    if a.balance and draw > a.prompts:  # the update takes the first groups that differ: calls and no-calls in turn
-        chosen = alternate(chosen, run.prompts)
     try:
         r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,

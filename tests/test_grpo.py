@@ -338,6 +338,9 @@ def test_tool_prompts_from_rows():
     tagged = [{**r, "source": s} for r, s in zip(rows(), ("glaive", "near-miss", "glaive", "glaive", "glaive"))]
     some, skipped = rl.tool_prompts(tagged, tok, max_prompt_tokens=10_000, sources=frozenset({"near-miss"}))
     assert [p.reference for p in some] == [[]] and skipped["source not in --sources"] == 3
+    # --exclude: a row whose first user turn a fine-tune trained on is left out
+    unseen, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=10_000, seen=frozenset({"Oslo?"}))
+    assert [p.reference for p in unseen] == [[]] and skipped["request seen in --exclude"] == 2
     # rounds of 2 prompts out of 5: an epoch is 3 rounds (the last one short), each a seeded permutation
     epochs = [[i for step in range(3 * e, 3 * e + 3) for i in rl.round_prompts(5, step, 2, seed=0)] for e in (0, 1)]
     assert [sorted(e) for e in epochs] == [list(range(5))] * 2 and epochs[0] != epochs[1]
@@ -345,19 +348,37 @@ def test_tool_prompts_from_rows():
 
 
 def test_balanced_rounds_pull_both_ways():
-    """--balance: every round holds prompts with a call and without, in equal numbers (the odd one a call),
-    and each kind walks its own seeded order through whole epochs."""
+    """--balance: the kinds take turns slot by slot across rounds (an even round holds as many of each, an
+    odd slot goes to each kind in turn), and each kind walks its own seeded order through whole epochs."""
     mixed = [rl.ToolPrompt([k], [WEATHER], [{"name": "get_weather", "arguments": {"city": "Oslo"}}] if k % 3 else [])
              for k in range(9)]  # 6 with a call, 3 without
-    rounds = [rl.balanced_prompts(mixed, step, 3, seed=0) for step in range(6)]
-    assert all([bool(mixed[i].reference) for i in r] == [True, True, False] for r in rounds)
-    calls = [i for r in rounds for i in r[:2]]
-    plain = [i for r in rounds for i in r[2:]]
-    assert sorted(calls[:6]) == sorted(calls[6:]) == [1, 2, 4, 5, 7, 8] and calls[:6] != calls[6:]
-    assert sorted(plain[:3]) == sorted(plain[3:]) == [0, 3, 6]
-    # --draw with --balance: the round's prompts alternate, so the update's first groups are of both kinds
-    assert [bool(mixed[i].reference) for i in rl.alternate(rl.balanced_prompts(mixed, 0, 5, seed=0), mixed)] == \
-        [True, False, True, False, True]
+    rounds = [rl.balanced_prompts(mixed, step, 4, 0, "calls") for step in range(3)]
+    assert all([bool(mixed[i].reference) for i in r] == [True, False, True, False] for r in rounds)
+    calls = [i for r in rounds for i in r[0::2]]
+    plain = [i for r in rounds for i in r[1::2]]
+    assert sorted(calls) == [1, 2, 4, 5, 7, 8] and sorted(plain[:3]) == sorted(plain[3:]) == [0, 3, 6]
+    assert plain[:3] != plain[3:]  # the second epoch of the no-call prompts is another order
+    odd = [[bool(mixed[i].reference) for i in rl.balanced_prompts(mixed, step, 3, 0, "calls")] for step in range(2)]
+    assert odd == [[True, False, True], [False, True, False]]
+
+
+def test_balanced_rounds_by_bfcl_kind():
+    """--balance kinds: simple (one tool, one call), multiple (several tools, one call), parallel (two calls
+    or more) and no call take turns; a kind with no prompts is left out of the turns."""
+    other = {"name": "get_time", "description": "Time in a city", "parameters": WEATHER["parameters"]}
+    call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    prompts = [rl.ToolPrompt([0], [WEATHER], [call]), rl.ToolPrompt([1], [WEATHER, other], [call]),
+               rl.ToolPrompt([2], [WEATHER], [call, call]), rl.ToolPrompt([3], [WEATHER], []),
+               rl.ToolPrompt([4], [WEATHER, other], [call])]
+    assert [rl.kind(p, "kinds") for p in prompts] == ["simple", "multiple", "parallel", "no call", "multiple"]
+    assert [rl.kind(p, "calls") for p in prompts] == ["call"] * 3 + ["no call", "call"]
+    rounds = [rl.balanced_prompts(prompts, step, 2, 0, "kinds") for step in range(4)]
+    assert [[rl.kind(prompts[i], "kinds") for i in r] for r in rounds] == \
+        [["simple", "multiple"], ["parallel", "no call"]] * 2
+    assert {rounds[0][1], rounds[2][1]} == {1, 4}  # the two multiple prompts, one epoch of that kind
+    no_parallel = prompts[:2] + prompts[3:]
+    assert [rl.kind(no_parallel[i], "kinds") for i in rl.balanced_prompts(no_parallel, 0, 3, 0, "kinds")] == \
+        ["simple", "multiple", "no call"]
 
 
 @pytest.fixture
