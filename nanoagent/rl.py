@@ -390,8 +390,15 @@ def step_once(run: Run, step: int) -> dict:
     draw = drawn(a)
     chosen = (balanced_prompts(run.prompts, step, draw, a.seed, a.balance) if a.balance else
               round_prompts(len(run.prompts), step, draw, a.seed))
+    score, scored = reward_fn(run, chosen), []  # scored: (kind, figures) of every reply of the round
+
+    def score_and_keep(i: int, rollout: Rollout) -> dict:
+        figures = score(i, rollout)
+        p = run.prompts[chosen[i]]
+        scored.append((kind(p, "kinds") if isinstance(p, ToolPrompt) else None, figures))
+        return figures
     try:
-        r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], reward_fn(run, chosen), run.cfg, run.state,
+        r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], score_and_keep, run.cfg, run.state,
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,
                        run.ref)
     except TrainingError as e:
@@ -405,6 +412,9 @@ def step_once(run: Run, step: int) -> dict:
              "reply_tokens": r.reply_tokens, "trained_tokens": sum(x.n_inputs for x in r.updates),
              "gen_seconds": round(r.gen_seconds, 3), "update_seconds": round(r.update_seconds, 3),
              "sample": run.tokenizer.decode(best.reply)[:400]}
+    if a.task == "toolcalls":  # the share of replies with the reference calls, per BFCL kind drawn this round
+        kinds = Counter(k for k, _ in scored)
+        entry["correct_by_kind"] = {k: sum(f["correct"] for j, f in scored if j == k) / n for k, n in kinds.items()}
     run.trainer["history"].append(entry)
     with open(run.log_path, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
@@ -421,13 +431,15 @@ def rewind_log(run: Run) -> None:
 
 
 def plot_history(history: list[dict], out: Path) -> Path | None:
-    """Mean reward (with its correct or strict and format parts) and the KL to the reference over the rounds
-    -> a PNG."""
+    """Mean reward (with its correct or strict and format parts), the KL to the reference and, for tool calls,
+    the share of correct replies per BFCL kind over the rounds -> a PNG."""
     if Figure is None or not history:
         return None
     steps = [h["step"] for h in history]
-    fig = Figure(figsize=(7, 5), dpi=120)
-    top, bottom = fig.subplots(2, 1, sharex=True)
+    by_kind = [h.get("correct_by_kind") for h in history]
+    panels = 3 if any(by_kind) else 2
+    fig = Figure(figsize=(7, 2.5 * panels), dpi=120)
+    top, bottom, *kinds = fig.subplots(panels, 1, sharex=True)
     part = "strict" if "strict" in history[0] else "correct"  # instructions followed, or calls right
     for key, label in (("reward", "mean reward"), (part, part), ("format", "format rate")):
         top.plot(steps, [h[key] for h in history], label=label, lw=1.5 if key == "reward" else 1)
@@ -438,8 +450,17 @@ def plot_history(history: list[dict], out: Path) -> Path | None:
     if kl:
         bottom.plot(*zip(*kl), color="tab:red", lw=1)
     bottom.set_ylabel("KL to the start (k3)")
-    bottom.set_xlabel("round")
     bottom.grid(alpha=0.3)
+    for ax in kinds:  # each kind's share of correct replies, over the last 5 rounds that drew it (one is noisy)
+        for k in BALANCE_KINDS["kinds"]:
+            points = [(step, d[k]) for step, d in zip(steps, by_kind) if d and k in d]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, [np.mean(ys[max(0, j - 4):j + 1]) for j in range(len(ys))], label=k, lw=1)
+        ax.set_ylabel("correct, by kind\n(mean of 5 draws)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, ncol=4)
+    fig.axes[-1].set_xlabel("round")
     fig.tight_layout()
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     fig.savefig(tmp, format="png")

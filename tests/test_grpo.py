@@ -409,6 +409,9 @@ def test_command_on_the_tiny_folder_and_resume(tiny_run, tmp_path):
     assert {"reward", "correct", "format", "kl", "clip_frac", "kept_groups", "skipped_groups", "reply_tokens",
             "sample"} <= set(log[0])
     assert sum(h["kept_groups"] for h in log) > 0 and all(h["kept_groups"] + h["skipped_groups"] == 2 for h in log)
+    for h in log:  # a round draws both prompts: one call among one tool (simple) and no call, 4 replies each
+        assert set(h["correct_by_kind"]) == {"simple", "no call"}
+        assert np.isclose(np.mean(list(h["correct_by_kind"].values())), h["correct"])
     if rl.Figure is not None:  # matplotlib is optional
         assert (out / "rewards.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     final, start = read_model(out / "model"), read_model(folder)
