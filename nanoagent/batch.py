@@ -10,11 +10,10 @@ A prompt sampled several ways (GRPO's groups) is prefilled once and its slot cop
 
 Prompts go in together, and never stall the replies being decoded:
   - each step prefills at most `chunk` prompt tokens, shared out among the waiting prompts oldest
-    first (a prompt longer than what is left goes on next step), in the same forward as the running
-    sequences' newest tokens (Model.prefill_rows: each weight matrix read once for the lot, each
-    prompt and each token attending to its own slot); so prompts joining cost the running replies no
-    extra pass over the weights, many short prompts share one, and a long prompt holds the others up
-    for one chunk at a time;
+    first (a prompt longer than what is left goes on next step), all of them in one forward
+    (Model.prefill_rows: each weight matrix read once for the lot, each prompt attending to its own
+    slot), then the running sequences take a decoding step; so many short prompts share the cost of
+    reading the weights, and a long prompt holds the others up for one chunk at a time;
   - a finished sequence's slot keeps the tokens its cache holds; a new prompt goes to the free
     slot whose tokens share the longest prefix with it and prefills only the rest (an agent sends
     its whole conversation every turn: the system prompt, the tools and the earlier turns are
@@ -140,12 +139,10 @@ class BatchDecoder:
             self.hits += reuse > 0
             self.prefilling.append(Prefill(group, slot, reserved))
 
-    def _forward(self) -> None:
-        """One forward for the step: each running sequence's newest token, and up to `chunk` tokens of the
-        prompts going in, shared out oldest prompt first (one that does not fit goes on next step). With
-        prompts going in it is one Model.prefill_rows, the newest tokens as chunks of one token beside the
-        prompts' chunks (the weights are read once for both); without, Model.decode_rows. A group whose
-        prompt is all in starts decoding (its other members get a copy of the slot)."""
+    def _prefill(self) -> None:
+        """Up to `chunk` prompt tokens into their slots in one forward (Model.prefill_rows), shared out
+        oldest prompt first (one that does not fit goes on next step); a group whose prompt is in
+        starts decoding (its other members get a copy of the slot)."""
         budget, jobs, chunks = self.chunk, [], []
         for job in self.prefilling:
             if not budget:
@@ -155,17 +152,9 @@ class BatchDecoder:
             jobs.append(job)
             chunks.append(prompt[filled:filled + take])
             budget -= take
-        feed = list(self.running)
         if not jobs:
-            if feed:
-                for seq, row in zip(feed, self.model.decode_rows([s.new[-1] for s in feed], [s.slot for s in feed],
-                                                                 self.cache)):
-                    seq.logits = row
             return
-        logits = self.model.prefill_rows(chunks + [[s.new[-1]] for s in feed],
-                                         [job.slot for job in jobs] + [s.slot for s in feed], self.cache)  # (K+A,V)
-        for seq, row in zip(feed, logits[len(jobs):]):
-            seq.logits = row
+        logits = self.model.prefill_rows(chunks, [job.slot for job in jobs], self.cache)  # (K,V)
         for job, row in zip(jobs, logits):
             prompt, s = job.group[0].prompt, job.slot
             self.held[s] = prompt[:self.cache.lengths[s]]
@@ -208,14 +197,14 @@ class BatchDecoder:
         seq.finish_reason = "cancelled"
 
     def step(self) -> list[tuple[Sequence, int | None]]:
-        """One forward (the running sequences' newest tokens and a chunk of the prompts going in), then each
-        running sequence samples its next token -> [(sequence, token or None when it stopped)].
+        """A chunk of the prompts going in, then each running sequence samples its next token ->
+        [(sequence, token or None when it stopped)].
 
-        Sequences that finish leave and free their slot; the rest feed their token to the next step's forward.
+        Sequences that finish leave and free their slot; the rest go through the network together.
         """
         self._admit()
-        self._forward()
-        events = []
+        self._prefill()
+        events, feed = [], []
         for seq in list(self.running):
             seen = seq.prompt + seq.new if seq.sampling.repetition_penalty != 1.0 else ()  # only the penalty reads it
             token = sample_next(seq.logits, seq.sampling, seq.rng, seen)
@@ -227,6 +216,12 @@ class BatchDecoder:
             events.append((seq, token))
             if len(seq.new) == seq.max_new_tokens or self.cache.lengths[seq.slot] == self.cache.capacity:
                 self._finish(seq, "length")
+            else:
+                feed.append(seq)
+        if feed:
+            logits = self.model.decode_rows([s.new[-1] for s in feed], [s.slot for s in feed], self.cache)
+            for seq, row in zip(feed, logits):
+                seq.logits = row
         return events
 
 

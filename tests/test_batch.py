@@ -184,7 +184,7 @@ def test_a_prompt_prefilled_in_chunks_gets_the_logits_of_one_prefill(tiny_model6
     steps = 0
     while seq.logits is None:
         decoder._admit()
-        decoder._forward()
+        decoder._prefill()
         steps += 1
     assert steps == -(-len(LONG) // chunk)  # one chunk a step
     np.testing.assert_allclose(seq.logits, tiny_model64.logits(LONG)[-1], rtol=1e-10, atol=1e-10)
@@ -219,7 +219,7 @@ def test_a_prompt_that_extends_a_finished_one_prefills_only_the_rest(tiny_model6
     try:
         seq = decoder.submit(turn2, max_new_tokens=1)
         decoder._admit()
-        decoder._forward()
+        decoder._prefill()
     finally:
         del tiny_model64.prefill_rows
     held = len(LONG) + len(first.new) - 1  # the reply's last token ended it by length: it was never fed

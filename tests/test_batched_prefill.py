@@ -75,24 +75,19 @@ def test_prefill_rows_refuses_what_it_cannot_do(tiny_model):
 
 # ---- the BatchDecoder's prefill ------------------------------------------------------------------
 
-def spy_on_prefill(decoder, monkeypatch) -> list[list[int]]:
-    """-> the lengths of the prompt chunks of each prefill_rows call from now on (the running sequences'
-    newest tokens, one-token chunks after them, left out); a one-prompt prefill fails the test."""
-    calls, model = [], decoder.model
-    prefill_rows = model.prefill_rows
-
-    def spy(chunks, *a):
-        calls.append([len(c) for c in chunks[:len(chunks) - len(decoder.running)]])
-        return prefill_rows(chunks, *a)
-    monkeypatch.setattr(model, "prefill_rows", spy)
+def spy_on_prefill(model, monkeypatch) -> list[list[int]]:
+    """-> the chunk lengths of each prefill_rows call from now on; a one-prompt prefill fails the test."""
+    calls, prefill_rows = [], model.prefill_rows
+    monkeypatch.setattr(model, "prefill_rows", lambda chunks, *a: calls.append([len(c) for c in chunks])
+                        or prefill_rows(chunks, *a))
     monkeypatch.setattr(model, "prefill", lambda *a: pytest.fail("a prompt prefilled on its own"))
     return calls
 
 
 def test_the_waiting_prompts_share_a_chunk_oldest_first(tiny_model, monkeypatch):
     """chunk 7: 3 + 4 of the 9 in the first forward, the other 5 + 1 in the second."""
+    calls = spy_on_prefill(tiny_model, monkeypatch)
     decoder = BatchDecoder(tiny_model, slots=4, capacity=32, chunk=7)
-    calls = spy_on_prefill(decoder, monkeypatch)
     seqs = [decoder.submit(p, 1) for p in (SHORT, MID, [42])]
     decoder.step()
     assert calls == [[3, 4]] and [s.new != [] for s in seqs] == [True, False, False]
@@ -105,8 +100,8 @@ def test_mixed_prompts_in_a_small_chunk_give_each_reply_decoded_alone(request, m
     """Six prompts of 1 to 30 tokens, 4 slots, 7 prompt tokens a step: greedy replies as decoded alone."""
     model = request.getfixturevalue(model_name)
     want = [alone(model, p, 8) for p in MIXED]
+    calls = spy_on_prefill(model, monkeypatch)
     decoder = BatchDecoder(model, slots=4, capacity=48, chunk=7)
-    calls = spy_on_prefill(decoder, monkeypatch)
     seqs = [decoder.submit(p, 8) for p in MIXED]
     while decoder.busy:
         decoder.step()
@@ -136,26 +131,3 @@ def test_a_long_prompt_never_holds_a_running_sequence_up(tiny_model):
         decoder.step()
     assert [s.new for s in running] == [alone(tiny_model, p, 20) for p in (SHORT, [42], [3, 3, 100])]
     assert [long.new, short.new] == [alone(tiny_model, MIXED[4], 4), alone(tiny_model, [42, 7], 4)]
-
-
-def test_the_running_replies_ride_in_the_prompts_forward(tiny_model, monkeypatch):
-    """While a prompt goes in, a step is one forward: the running sequences' newest tokens go through
-    prefill_rows beside its chunk, with no decode_rows pass of their own; with none going in, decode_rows."""
-    decoder = BatchDecoder(tiny_model, slots=4, capacity=64, chunk=7)
-    running = [decoder.submit(p, 12) for p in (SHORT, [42])]
-    decoder.step()
-    forwards = []
-    for name in ("prefill_rows", "decode_rows"):
-        monkeypatch.setattr(tiny_model, name, lambda *a, f=getattr(tiny_model, name), name=name:
-                            forwards.append(name) or f(*a))
-    long = decoder.submit(MIXED[4], 4)
-    while not long.new:
-        decoder.step()
-    joins = -(-len(MIXED[4]) // 7)
-    assert forwards == ["prefill_rows"] * joins
-    decoder.step()
-    assert forwards == ["prefill_rows"] * joins + ["decode_rows"]
-    while decoder.busy:
-        decoder.step()
-    assert [s.new for s in running] == [alone(tiny_model, p, 12) for p in (SHORT, [42])]
-    assert long.new == alone(tiny_model, MIXED[4], 4)
