@@ -21,7 +21,9 @@ strict and format. IFEval's and IFBench's own prompts never belong in --data: th
 prompt gets N replies (temperature 1.0 by default), the first that follows every instruction and ends
 at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl gets one training chat
 {"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
-nanoagent.train --data`. It lives here, not in a command of its own, because it is GRPO's sampling and
+nanoagent.train --data`. With `--repair`, a prompt none of whose replies passes gets its best reply
+mended by the edits of its instructions' kinds (data/repair.py: lowercase, a title, a postscript,
+quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives here, not in a command of its own, because it is GRPO's sampling and
 reward on GRPO's prompts without the update.
 """
 from __future__ import annotations
@@ -46,6 +48,7 @@ from .checkpoint import read_tokenizer
 from .data.batch import epoch_order, row_to_chat
 from .data.io import DataError, read_rows
 from .data.mix import write_jsonl
+from .data.repair import repair
 from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .model import Model
 from .optim import AdamWState, lr_at
@@ -218,6 +221,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="--task instructions: rejection sampling instead of GRPO, N replies per prompt; the first "
                          "that follows all its instructions goes to OUT/rejection.jsonl (a training file); "
                          "--slots at a time (default 2N)")
+    ap.add_argument("--repair", action="store_true",
+                    help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
+                         "edits of its instructions' kinds (data/repair.py), kept when the checker then passes it")
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads), or with "
                                                  "--task instructions IFEval-form items (python -m nanoagent.data "
@@ -268,6 +274,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                  "reference calls and requests)")
     if args.task == "toolcalls" and args.system is not None:
         ap.error("--system is for --task instructions (a tool chat brings its own system prompt)")
+    if args.repair and args.rejection is None:
+        ap.error("--repair is for --rejection N (it mends the sampled replies no update learns from)")
     if args.rejection is not None and (args.task != "instructions" or args.resume or args.rejection < 1):
         ap.error("--rejection N: N >= 1 replies per prompt, with --task instructions, and no --resume (it trains "
                  "nothing)")
@@ -524,13 +532,21 @@ def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_n
     return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
 
 
-def best_reply(replies: list[tuple[str, str]], item: dict) -> str | None:
+def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -> tuple[str, str] | None:
     """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
-    <|im_end|> with no tool call (the top reward), or None."""
-    for text, finish_reason in replies:
-        r = instruction_reward(text, finish_reason, item)
+    <|im_end|> with no tool call (the top reward) -> (text, "rejection"); else, with `mend`, the first that
+    data/repair.py mends, taken best reward first (another reply is the second of two responses) ->
+    (text, "repaired"); else None."""
+    scored = [(instruction_reward(text, reason, item), text) for text, reason in replies]
+    for r, text in scored:
         if r.correct == 1.0 and r.format == 1.0:
-            return text
+            return text, "rejection"
+    if mend:
+        tidy = [text for r, text in sorted(scored, key=lambda rt: -rt[0].correct) if r.format == 1.0]
+        for k, text in enumerate(tidy):
+            mended = repair(text, item, other=next((t for t in tidy[k + 1:] + tidy[:k] if t != text), None))
+            if mended is not None:
+                return mended, "repaired"
     return None
 
 
@@ -547,19 +563,21 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     system = [{"role": "system", "content": args.system}] if args.system else []
     rows = []
     for p, group in zip(prompts, replies):
-        text = best_reply([(tok.decode(ids), reason) for ids, reason in group], p.item)
-        if text is not None:
+        kept = best_reply([(tok.decode(ids), reason) for ids, reason in group], p.item, args.repair)
+        if kept is not None:
             rows.append({"messages": system + [{"role": "user", "content": p.item["prompt"]},
-                                               {"role": "assistant", "content": text}], "source": "rejection"})
+                                               {"role": "assistant", "content": kept[0]}], "source": kept[1]})
     if not rows:
         raise DataError(f"none of the {len(prompts)} prompts got a reply that follows all its instructions in "
-                        f"{args.rejection} samples; nothing written (try a larger N)")
+                        f"{args.rejection} samples; nothing written (try a larger N, or --repair)")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
+    passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
-    print(f"{len(rows)} of {len(prompts)} prompts got a passing reply in {args.rejection} samples{notes}; wrote "
-          f"{out} (python -m nanoagent.train --data {out})")
-    return {"prompts": len(prompts), "passed": len(rows), "data": str(out)}
+    mended = f", {repaired} more mended (--repair)" if args.repair else ""
+    print(f"{passed} of {len(prompts)} prompts got a passing reply in {args.rejection} samples{mended}{notes}; "
+          f"wrote {out} (python -m nanoagent.train --data {out})")
+    return {"prompts": len(prompts), "passed": passed, "repaired": repaired, "data": str(out)}
 
 
 def run(argv=None) -> dict:

@@ -13,6 +13,7 @@ from nanoagent.checkpoint import read_tokenizer
 from nanoagent.data.benchmarks import eval_prompts, ifeval_items
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.instructions import CONSTRAINTS, WRITING_TASKS, clash, gsm8k_questions, instruction_items
+from nanoagent.data.repair import follows_all, repair
 from nanoagent.eval.ifeval import CHECKERS, check_instruction
 from nanoagent.rewards import instruction_problem, instruction_reward
 
@@ -207,7 +208,7 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
     argv = ["--task", "instructions", "--rejection", "8", "--model", str(tiny_long), "--data", str(data),
             "--out", str(tmp_path / "rs"), "--max-new-tokens", "40", "--quiet"]
     out = tmp_path / "rs" / "rejection.jsonl"
-    assert rl.run(argv) == {"prompts": 2, "passed": 1, "data": str(out)}
+    assert rl.run(argv) == {"prompts": 2, "passed": 1, "repaired": 0, "data": str(out)}
     assert "1 of 2 prompts got a passing reply in 8 samples" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["source"] == "rejection"
@@ -229,3 +230,55 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
     for wrong in (["--rejection", "0"], ["--task", "toolcalls"], ["--resume"]):
         with pytest.raises(SystemExit):
             rl.parse_args(argv + wrong)
+    with pytest.raises(SystemExit):  # --repair mends rejection sampling's replies: nothing to mend in GRPO
+        rl.parse_args([a for a in argv if a not in ("--rejection", "8")] + ["--repair"])
+
+
+# ---- replies mended to follow their instructions (data/repair.py) -----------------------------------------
+
+REPLY = ("The lighthouse stands on the rocks, tall and white. Its beam sweeps over the dark water. Ships see it "
+         "from far away! The keeper climbs the stairs each night. He lights the lamp with care.")
+MENDABLE = [
+    ("change_case:english_lowercase", {}), ("change_case:english_capital", {}),
+    ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 3}),
+    ("length_constraints:number_words", {"relation": "less than", "num_words": 20}),
+    ("detectable_format:number_bullet_lists", {"num_bullets": 3}),
+    ("detectable_format:multiple_sections", {"section_spliter": "Section", "num_sections": 2}),
+    ("detectable_format:number_highlighted_sections", {"num_highlights": 2}),
+    ("detectable_format:title", {}), ("detectable_content:postscript", {"postscript_marker": "P.P.S"}),
+    ("startend:end_checker", {"end_phrase": "Is there anything else I can help with?"}),
+    ("punctuation:no_comma", {}), ("detectable_format:json_format", {}), ("startend:quotation", {}),
+]
+
+
+@pytest.mark.parametrize("kind", MENDABLE, ids=[k for k, _ in MENDABLE])
+def test_a_broken_form_is_mended_and_the_words_kept(kind):
+    one = item(kind)
+    assert not follows_all(REPLY, one)  # the reply breaks it as written
+    mended = repair(REPLY, one)
+    assert mended is not None and follows_all(mended, one)
+    assert "sweeps over the dark water" in mended.lower().replace(",", "")  # a mechanical edit, not a new reply
+
+
+def test_edits_compose_and_what_has_no_edit_must_already_hold():
+    three = item(("detectable_format:title", {}), ("change_case:english_lowercase", {}),
+                 ("startend:quotation", {}))
+    mended = repair(REPLY, three)
+    assert mended.startswith('"<<the lighthouse stands on>>') and mended.endswith('care."')
+    assert follows_all(mended, three)
+    assert repair(REPLY, item(("keywords:existence", {"keywords": ["whistle"]}))) is None  # no edit adds words
+    assert repair(REPLY, item(("keywords:existence", {"keywords": ["keeper"]}))) == REPLY  # it holds already
+    too_short = item(("detectable_format:number_bullet_lists", {"num_bullets": 9}))
+    assert repair(REPLY, too_short) is None  # five sentences make no nine bullets
+    two = item(("combination:two_responses", {}))
+    assert repair(REPLY, two) is None and repair(REPLY, two, other=REPLY) is None  # the second must differ
+    assert follows_all(repair(REPLY, two, other="A calm night at sea."), two)
+
+
+def test_rejection_sampling_keeps_a_passing_reply_before_mending_one():
+    quiet = "the night is calm and the sea is quiet."
+    lower = item(("change_case:english_lowercase", {}))
+    assert rl.best_reply([(REPLY, "stop"), (quiet, "stop")], lower, mend=True) == (quiet, "rejection")
+    assert rl.best_reply([(REPLY, "stop")], lower) is None
+    assert rl.best_reply([(REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
+    assert rl.best_reply([(REPLY, "length")], lower, mend=True) is None  # a reply cut off is not mended
