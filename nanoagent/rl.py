@@ -23,8 +23,9 @@ at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl ge
 {"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
 nanoagent.train --data`. With `--repair`, a prompt none of whose replies passes gets its best reply
 mended by the edits of its instructions' kinds (data/repair.py: lowercase, a title, a postscript,
-quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives here, not in a command of its own, because it is GRPO's sampling and
-reward on GRPO's prompts without the update.
+quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
+here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
+the update.
 """
 from __future__ import annotations
 
@@ -205,8 +206,8 @@ def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed:
 # ---- the command line --------------------------------------------------------------------------------
 
 RUN_ARGS = ("task", "system", "model", "data", "exclude", "sources", "data_split", "data_config", "group", "prompts",
-            "draw", "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens",
-            "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1",
+            "draw", "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens",
+            "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1",
             "beta2", "clip", "batch_size", "slots", "seed")
 
 
