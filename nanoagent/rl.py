@@ -207,8 +207,8 @@ def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed:
 
 RUN_ARGS = ("task", "system", "model", "data", "exclude", "sources", "data_split", "data_config", "group", "prompts",
             "draw", "balance", "steps", "epochs", "temperature", "top_p", "top_k", "max_new_tokens",
-            "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup", "weight_decay", "beta1",
-            "beta2", "clip", "batch_size", "slots", "seed")
+            "max_prompt_tokens", "beta", "clip_eps", "updates", "format_weight", "lr", "min_lr_ratio", "warmup",
+            "weight_decay", "beta1", "beta2", "clip", "batch_size", "slots", "seed")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
