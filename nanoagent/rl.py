@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -399,13 +399,11 @@ def step_once(run: Run, step: int) -> dict:
     draw = drawn(a)
     chosen = (balanced_prompts(run.prompts, step, draw, a.seed, a.balance) if a.balance else
               round_prompts(len(run.prompts), step, draw, a.seed))
-    score, scored = reward_fn(run, chosen), []  # scored: (kind, figures) of every reply of the round
+    score, scored = reward_fn(run, chosen), []  # (prompt position, figures) of every reply of the round
 
     def score_and_keep(i: int, rollout: Rollout) -> dict:
-        figures = score(i, rollout)
-        p = run.prompts[chosen[i]]
-        scored.append((kind(p, "kinds") if isinstance(p, ToolPrompt) else None, figures))
-        return figures
+        scored.append((i, score(i, rollout)))
+        return scored[-1][1]
     try:
         r = grpo_round(run.model, [run.prompts[i].ids for i in chosen], score_and_keep, run.cfg, run.state,
                        lr, round_seeds(a.seed, step, len(chosen)), run.tokenizer.im_end_id, run.tokenizer.im_end_id,
@@ -422,8 +420,10 @@ def step_once(run: Run, step: int) -> dict:
              "gen_seconds": round(r.gen_seconds, 3), "update_seconds": round(r.update_seconds, 3),
              "sample": run.tokenizer.decode(best.reply)[:400]}
     if a.task == "toolcalls":  # the share of replies with the reference calls, per BFCL kind drawn this round
-        kinds = Counter(k for k, _ in scored)
-        entry["correct_by_kind"] = {k: sum(f["correct"] for j, f in scored if j == k) / n for k, n in kinds.items()}
+        by_kind = defaultdict(list)
+        for i, figures in scored:
+            by_kind[kind(run.prompts[chosen[i]], "kinds")].append(figures["correct"])
+        entry["correct_by_kind"] = {k: sum(v) / len(v) for k, v in by_kind.items()}
     run.trainer["history"].append(entry)
     with open(run.log_path, "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
