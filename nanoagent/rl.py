@@ -22,7 +22,7 @@ prompt gets N replies (temperature 1.0 by default), the first that follows every
 at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl gets one training chat
 {"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
 nanoagent.train --data`. With `--repair`, a prompt none of whose replies passes gets its best reply
-mended by the edits of its instructions' kinds (data/repair.py: lowercase, a title, a postscript,
+mended by the edits of its instructions' kinds (repair.py: lowercase, a title, a postscript,
 quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
 here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
 the update.
@@ -49,7 +49,7 @@ from .checkpoint import read_tokenizer
 from .data.batch import epoch_order, row_to_chat
 from .data.io import DataError, read_rows
 from .data.mix import write_jsonl
-from .data.repair import repair
+from .repair import repair
 from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .model import Model
 from .optim import AdamWState, lr_at
@@ -224,7 +224,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                          "--slots at a time (default 2N)")
     ap.add_argument("--repair", action="store_true",
                     help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
-                         "edits of its instructions' kinds (data/repair.py), kept when the checker then passes it")
+                         "edits of its instructions' kinds (repair.py), kept when the checker then passes it")
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads), or with "
                                                  "--task instructions IFEval-form items (python -m nanoagent.data "
@@ -536,7 +536,7 @@ def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_n
 def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -> tuple[str, str] | None:
     """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
     <|im_end|> with no tool call (the top reward) -> (text, "rejection"); else, with `mend`, the first that
-    data/repair.py mends, taken best reward first (another reply is the second of two responses) ->
+    repair.py mends, taken best reward first (another reply is the second of two responses) ->
     (text, "repaired"); else None."""
     scored = [(instruction_reward(text, reason, item), text) for text, reason in replies]
     for r, text in scored:

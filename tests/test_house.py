@@ -27,7 +27,7 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "data": "data",
     "train": "train", "bench_train": "train",
     "eval": "eval",
-    "grpo": "rl", "rewards": "rl", "rl": "rl",
+    "grpo": "rl", "rewards": "rl", "rl": "rl", "repair": "rl",
     "bench": "bench", "bench_compare": "bench", "bench_grpo": "bench", "bench_serve": "bench", "bench_torch": "bench",
 }
 

@@ -13,8 +13,8 @@ from nanoagent.checkpoint import read_tokenizer
 from nanoagent.data.benchmarks import eval_prompts, ifeval_items
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.instructions import CONSTRAINTS, WRITING_TASKS, clash, gsm8k_questions, instruction_items
-from nanoagent.data.repair import follows_all, repair
 from nanoagent.eval.ifeval import CHECKERS, check_instruction
+from nanoagent.repair import follows_all, repair
 from nanoagent.rewards import instruction_problem, instruction_reward
 
 
@@ -234,7 +234,7 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
         rl.parse_args([a for a in argv if a not in ("--rejection", "8")] + ["--repair"])
 
 
-# ---- replies mended to follow their instructions (data/repair.py) -----------------------------------------
+# ---- replies mended to follow their instructions (repair.py) -----------------------------------------
 
 REPLY = ("The lighthouse stands on the rocks, tall and white. Its beam sweeps over the dark water. Ships see it "
          "from far away! The keeper climbs the stairs each night. He lights the lamp with care.")

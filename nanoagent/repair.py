@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import re
 
-from ..eval.ifeval import check_prompt, split_sentences
+from .eval.ifeval import check_prompt, split_sentences
 
 
 def _sentences_kept(text: str, n: int) -> str | None:
