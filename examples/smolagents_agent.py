@@ -6,7 +6,7 @@ example against it from another shell:
 
     pip install -e '.[serve]' smolagents
     python -m nanoagent.serve --model runs/agent-par-stage/model    # at http://127.0.0.1:8000/v1
-    python examples/smolagents_agent.py                 # asks "What is 17 * 23 + 4?" with the calculator
+    python examples/smolagents_agent.py       # asks "What is 17 * 23 + 4?" with the calculator
     python examples/smolagents_agent.py --tools calculator,get_current_time --question "What time is it in Tokyo?"
 
 It starts nothing itself. It builds smolagents' OpenAIServerModel on the server's URL (the model's name

@@ -359,7 +359,8 @@ def print_joining(j: dict, joins: int) -> None:
           f"went in ({j['joined_s']:.1f} s of the reply's last {j['reply_s']:.1f} s): gaps between its "
           f"tokens p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {gaps[-1]:.0f} ms; one decoding step alone {step:.0f} ms, "
           f"a {j['lone_tokens']}-token prompt alone {j['lone_ms']:.0f} ms to its first token; "
-          f"{j['chunk']} tokens of it and one step {bound:.0f} ms: p50 {p50 / bound:.2f}x, the longest gap {gaps[-1] / bound:.2f}x that")
+          f"{j['chunk']} tokens of it and one step {bound:.0f} ms: p50 {p50 / bound:.2f}x, "
+          f"the longest gap {gaps[-1] / bound:.2f}x that")
 
 
 def compare_decoder(args, served: float) -> None:

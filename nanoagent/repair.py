@@ -1,14 +1,15 @@
 """Replies mended to follow their instructions: the repair arm of learning verifiable instructions.
 
-A 135M model's reply to an instruction item (data/instructions.py) often says something sensible and
-breaks a form: capitals where lowercase was asked, no title, no postscript, no quotes around it. Rejection
-sampling keeps only the replies that happen to follow everything, and those are mostly the ones whose
-instructions are easy (no forbidden word, fewer than N sentences). `repair(reply, item)` mends the forms
-instead: each kind with a mechanical edit that keeps the reply's words gets it, in an order where a later
-edit cannot undo an earlier one (the reply's shape, then what goes at its start and end, then its
-characters, then what wraps it all), and the result is returned only when the IFEval checker passes every
-instruction. Kinds with no such edit (words to add to reach a count, keywords to weave in, letters to
-count) must already hold, or the reply is not mended.
+A 135M model's reply to an instruction item (data/instructions.py) often says something sensible and breaks a
+form: capitals where lowercase was asked, no title, no postscript, no quotes around it. Rejection sampling
+keeps only the replies that happen to follow everything, and those are mostly the ones whose instructions
+are easy (no forbidden word, fewer than N sentences). `repair(reply, item)` mends the forms instead: each
+kind with a mechanical edit that keeps the reply's words gets it, in an order where a later edit cannot
+undo an earlier one (the reply's shape, then what goes at its start and end, then its characters, then
+what wraps it all), and the result is returned only when it earns the top instruction reward
+(rewards.instruction_reward: every instruction followed, by the IFEval checker, strict). Kinds with no
+such edit (words to add to reach a count, keywords to weave in, letters to count) must already hold, or
+the reply is not mended.
 
     repair("The sea is calm. Boats rest.", {"instruction_id_list": ["change_case:english_lowercase",
            "detectable_format:title"], "kwargs": [{}, {}]})
@@ -19,7 +20,8 @@ from __future__ import annotations
 import json
 import re
 
-from .eval.ifeval import check_prompt, split_sentences
+from .eval.ifeval import split_sentences
+from .rewards import instruction_reward
 
 
 def _sentences_kept(text: str, n: int) -> str | None:
@@ -113,11 +115,6 @@ EDITS = {
 }
 
 
-def follows_all(reply: str, item: dict) -> bool:
-    """Whether the strict checker passes every instruction of the item (one it cannot decide fails)."""
-    return all(v is True for v in check_prompt(item, reply)["strict"])
-
-
 def repair(reply: str, item: dict, other: str | None = None) -> str | None:
     """The reply with the edits of its item's instructions made (two responses: `other`, a different
     reply to the same prompt, after six asterisks) -> the mended reply if it now follows every
@@ -131,7 +128,7 @@ def repair(reply: str, item: dict, other: str | None = None) -> str | None:
     for kind, edit in EDITS.items():
         if kind in wanted and text is not None:
             text = edit(text, wanted[kind] or {})
-    return text if text and follows_all(text, item) else None
+    return text if text and instruction_reward(text, "stop", item).correct == 1.0 else None  # the top reward
 
 
-__all__ = ["repair", "follows_all", "EDITS"]
+__all__ = ["repair", "EDITS"]

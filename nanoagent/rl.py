@@ -448,7 +448,7 @@ def plot_history(history: list[dict], out: Path) -> Path | None:
     by_kind = [h.get("correct_by_kind") for h in history]
     panels = 3 if any(by_kind) else 2
     fig = Figure(figsize=(7, 2.5 * panels), dpi=120)
-    top, bottom, *kinds = fig.subplots(panels, 1, sharex=True)
+    top, bottom, *kind_axes = fig.subplots(panels, 1, sharex=True)
     part = "strict" if "strict" in history[0] else "correct"  # instructions followed, or calls right
     for key, label in (("reward", "mean reward"), (part, part), ("format", "format rate")):
         top.plot(steps, [h[key] for h in history], label=label, lw=1.5 if key == "reward" else 1)
@@ -460,7 +460,7 @@ def plot_history(history: list[dict], out: Path) -> Path | None:
         bottom.plot(*zip(*kl), color="tab:red", lw=1)
     bottom.set_ylabel("KL to the start (k3)")
     bottom.grid(alpha=0.3)
-    for ax in kinds:  # each kind's share of correct replies, over the last 5 rounds that drew it (one is noisy)
+    for ax in kind_axes:  # each kind's share of correct replies, over the last 5 rounds that drew it (one is noisy)
         for k in BALANCE_KINDS["kinds"]:
             points = [(step, d[k]) for step, d in zip(steps, by_kind) if d and k in d]
             if points:

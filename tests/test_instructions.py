@@ -14,7 +14,7 @@ from nanoagent.data.benchmarks import eval_prompts, ifeval_items
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.instructions import CONSTRAINTS, WRITING_TASKS, clash, gsm8k_questions, instruction_items
 from nanoagent.eval.ifeval import CHECKERS, check_instruction
-from nanoagent.repair import follows_all, repair
+from nanoagent.repair import repair
 from nanoagent.rewards import instruction_problem, instruction_reward
 
 
@@ -238,6 +238,10 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
 
 REPLY = ("The lighthouse stands on the rocks, tall and white. Its beam sweeps over the dark water. Ships see it "
          "from far away! The keeper climbs the stairs each night. He lights the lamp with care.")
+def follows_all(reply, it):
+    return instruction_reward(reply, "stop", it).correct == 1.0
+
+
 MENDABLE = [
     ("change_case:english_lowercase", {}), ("change_case:english_capital", {}),
     ("length_constraints:number_sentences", {"relation": "less than", "num_sentences": 3}),
