@@ -87,11 +87,16 @@ def render_chat(messages: list[dict], tools=None, add_generation_prompt: bool = 
 
 
 def render_chat_spans(messages, tools=None, add_generation_prompt=True) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered chat and the character spans an assistant wrote: each reply and its `<|im_end|>`."""
+    """The rendered chat and the character spans an assistant wrote: each reply and its `<|im_end|>`.
+
+    An assistant message marked `"weight": 0` (OpenAI's fine-tuning convention) is shown but not learned:
+    its span is left out, as for a wrong call a row keeps only so that the model learns to mend it.
+    """
     text, spans = "", []
+    learned = iter([m.get("weight", 1) != 0 for m in messages if m.get("role") == "assistant"])
     for role, content in chat_turns(messages, tools):
         text += f"{IM_START}{role}\n"
-        if role == "assistant":
+        if role == "assistant" and next(learned):
             spans.append((len(text), len(text) + len(content) + len(IM_END)))
         text += f"{content}{IM_END}\n"
     if add_generation_prompt:

@@ -91,6 +91,14 @@ def test_assistant_spans_cover_reply_and_im_end():
     assert [text[a:b] for a, b in spans] == ["Hello!<|im_end|>", "Bye!<|im_end|>"]
 
 
+def test_an_assistant_message_of_weight_0_is_shown_but_not_learned():
+    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Wrong!", "weight": 0},
+            {"role": "user", "content": "Again"}, {"role": "assistant", "content": "Right!", "weight": 1}]
+    text, spans = render_chat_spans(chat, add_generation_prompt=False)
+    assert text == render_chat([{k: v for k, v in m.items() if k != "weight"} for m in chat], add_generation_prompt=False)
+    assert "Wrong!" in text and [text[a:b] for a, b in spans] == ["Right!<|im_end|>"]
+
+
 @pytest.mark.parametrize("bad,err", [
     ([{"role": "robot", "content": "x"}], ValueError),
     ([{"role": "user", "content": ["x"]}], TypeError),

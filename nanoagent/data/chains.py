@@ -122,16 +122,21 @@ CALC_ASKS = ("What is {all}?", "Calculate {all}.", "Work these out for me: {list
              "Can you compute {all}?", "Please evaluate {list}.", "Quick math: {all}?", "What do {all} come to?")
 
 
-def parallel_calc(inputs, n: int, rng):
-    """The same function, different arguments, asked in one sentence: 2-4 checked GSM8K step expressions
-    ("What is 36/3 and 48+24?") -> one calculator call each, in one list."""
+def checked_steps(inputs) -> list[tuple[str, str]]:
+    """Every distinct (expression, result) step of the GSM8K rows that holds an operator, in order."""
     steps = []
     for row in inputs.gsm8k:
         try:
             steps += [s for s in chain_steps(row) if re.search(r"[-+*/]", s[0].lstrip("-"))]
         except Drop:
             continue
-    steps = list(dict.fromkeys(steps))
+    return list(dict.fromkeys(steps))
+
+
+def parallel_calc(inputs, n: int, rng):
+    """The same function, different arguments, asked in one sentence: 2-4 checked GSM8K step expressions
+    ("What is 36/3 and 48+24?") -> one calculator call each, in one list."""
+    steps = checked_steps(inputs)
     pool = inputs.tool_pool()
     for _ in range(min(n, len(steps) // 2)):
         group = [steps[int(i)] for i in rng.choice(len(steps), size=int(rng.choice([2, 2, 3, 4])), replace=False)]
@@ -147,3 +152,24 @@ def parallel_calc(inputs, n: int, rng):
         tools = [CALCULATOR] + unrelated_tools(ask, pool, rng, int(rng.integers(0, 3)), arithmetic_ok=False)
         yield {"messages": messages, "tools": [tools[int(i)] for i in rng.permutation(len(tools))],
                "source": "parallel-calc"}
+
+
+ONE_ASKS = ("What is {e}?", "Calculate {e}.", "What does {e} come to?", "Can you compute {e} for me?",
+            "How much is {e}?", "Please work out {e}.", "{e} = ?", "Quick question: what's {e}?")
+
+
+def calc_ask(inputs, n: int, rng):
+    """One bare expression asked ("What is 17 * 23 + 4?") -> one calculator call, its result, the answer: what
+    the calculator is for, against the declines that would otherwise answer a bare sum too."""
+    steps, pool = checked_steps(inputs), inputs.tool_pool()
+    for i in rng.permutation(len(steps))[:n]:
+        expression, result = steps[int(i)]
+        ask = ONE_ASKS[int(rng.integers(len(ONE_ASKS)))].format(e=expression)
+        messages = [{"role": "user", "content": ask},
+                    {"role": "assistant", "content": "", "tool_calls": [
+                        {"name": "calculator", "arguments": {"expression": expression}}]},
+                    {"role": "tool", "content": result},
+                    {"role": "assistant", "content": f"{expression} = {result}."}]
+        tools = [CALCULATOR] + unrelated_tools(ask, pool, rng, int(rng.integers(0, 3)), arithmetic_ok=False)
+        yield {"messages": messages, "tools": [tools[int(j)] for j in rng.permutation(len(tools))],
+               "source": "calc-ask"}

@@ -1,13 +1,14 @@
-"""The derived families by name (derived.py, chains.py, own_tools.py), each with its own random stream."""
+"""The derived families by name (derived.py, chains.py, own_tools.py, recovery.py), each with its own random stream."""
 from __future__ import annotations
 
 import numpy as np
 
-from .chains import calc_chain, parallel_calc
+from .chains import calc_ask, calc_chain, parallel_calc
 from .derived import (Inputs, ask_missing, decline, decline_specs, near_miss, near_miss_specs, nocall_chat, nocall_math,
                       parallel_mixed, parallel_same, parallel_values, parallel_values_specs, several_args,
                       several_args_specs)
 from .own_tools import own_tools
+from .recovery import recovery
 
 WHY_NOT_MADE = {  # why a derived candidate was not made, for the stats table
     "unreadable step": "a GSM8K step that is not plain arithmetic",
@@ -26,7 +27,8 @@ FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "p
             "nocall-math": nocall_math, "decline": decline, "near-miss": near_miss,
             "decline-specs": decline_specs, "near-miss-specs": near_miss_specs,
             "parallel-values-specs": parallel_values_specs, "several-args-specs": several_args_specs,
-            "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools}
+            "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools,
+            "calc-ask": calc_ask, "recovery": recovery}
 
 
 def family_rng(seed: int, family: str) -> np.random.Generator:

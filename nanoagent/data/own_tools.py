@@ -129,6 +129,21 @@ def time_result(zone: str, instant: datetime) -> tuple[str, datetime]:
     return f"{local.isoformat(timespec='seconds')} ({local:%A}, {zone})", local
 
 
+def said_time(city: str, local: datetime) -> str:
+    """The answer's sentence for a local time: "In Oslo it is 3:07 PM on Monday, March 4, 2024." """
+    return f"In {city} it is {local.hour % 12 or 12}:{local:%M %p} on {local:%A, %B} {local.day}, {local.year}."
+
+
+def search_result(title: str, url: str, snippet: str) -> str:
+    """web_search's output for one hit."""
+    return f"1. {title} - Wikipedia ({url})\n{snippet}"
+
+
+def page_text(title: str, url: str, snippet: str) -> str:
+    """visit_webpage's output for a page that says one thing."""
+    return f"Title: {title} - Wikipedia\nURL: {url}\n\n# {title}\n{snippet}"
+
+
 def own_tools(inputs, n: int, rng):
     """Right calls to the project's tools: the time (one city or several in one parallel call), a search, a page,
     and a search followed by a visit."""
@@ -147,8 +162,7 @@ def own_tools(inputs, n: int, rng):
                 ask = TIME_ASKS_MANY[int(rng.integers(len(TIME_ASKS_MANY)))].format(
                     cs=", ".join(names[:-1]) + " and " + names[-1])
             outs = [time_result(z, instant) for _, z in cities]
-            answer = " ".join(f"In {c} it is {loc.hour % 12 or 12}:{loc:%M %p} on {loc:%A, %B} {loc.day}, {loc.year}."
-                              for c, (_, loc) in zip(names, outs))
+            answer = " ".join(said_time(c, loc) for c, (_, loc) in zip(names, outs))
             messages = [{"role": "user", "content": ask},
                         {"role": "assistant", "content": "", "tool_calls": [
                             {"name": "get_current_time", "arguments": {"timezone": z}} for _, z in cities]}]
@@ -156,8 +170,7 @@ def own_tools(inputs, n: int, rng):
             tools = [GET_CURRENT_TIME]
         else:  # search (2), page (3), search then page (4)
             q, title, url, snippet, ask_what, answer = FACTS[int(rng.integers(len(FACTS)))]
-            found = f"1. {title} - Wikipedia ({url})\n{snippet}"
-            page = f"Title: {title} - Wikipedia\nURL: {url}\n\n# {title}\n{snippet}"
+            found, page = search_result(title, url, snippet), page_text(title, url, snippet)
             search = {"name": "web_search", "arguments": {"query": q}}
             visit = {"name": "visit_webpage", "arguments": {"url": url}}
             forms = {2: (SEARCH_ASKS, [(search, found)]), 3: (VISIT_ASKS, [(visit, page)]),
