@@ -1,4 +1,4 @@
-"""`python -m nanoagent.eval {toolcall,ifeval,ifbench,chain,ppl,all,plot,webpages}`: print a table, write the
+"""`python -m nanoagent.eval {toolcall,ifeval,ifbench,chain,agent,ppl,all,plot,webpages}`: print a table, write the
 results as JSON (or, for `plot`, draw reports as a PNG; `webpages` needs no model, see webpages.py)."""
 from __future__ import annotations
 
@@ -14,18 +14,19 @@ from ..data.benchmarks import BFCL_WHEEL, CATEGORIES, BFCLDataError
 from ..data.io import DataError
 from ..generate import load
 from ..weights import resolve
-from . import bfcl, chain, ifbench, ifeval, ppl, webpages
+from . import bfcl, chain, ifbench, ifeval, inuse, ppl, webpages
 from .cache import CachedReplies, model_identity
 from .plot import plot_reports, read_report
 
-TASKS = ("toolcall", "ifeval", "ifbench", "chain", "ppl", "all", "plot", "webpages")
+TASKS = ("toolcall", "ifeval", "ifbench", "chain", "agent", "ppl", "all", "plot", "webpages")
 
 
 def parse_args(argv=None):
     ap = argparse.ArgumentParser(prog="python -m nanoagent.eval",
                                  description="Evaluate a model: tool calls (BFCL AST), instruction following "
                                              "(IFEval, and IFBench's unseen constraints), multi-step tool use "
-                                             "(GSM8K test with the calculator), perplexity; or draw reports.")
+                                             "(GSM8K test with the calculator), the agent in use with the project's "
+                                             "calculator and clock, perplexity; or draw reports.")
     ap.add_argument("task", choices=TASKS,
                     help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars; 'webpages' measures "
                          "visit_webpage's text on saved pages (no model)")
@@ -33,9 +34,10 @@ def parse_args(argv=None):
     ap.add_argument("--limit", type=int, default=None,
                     help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N "
                          "IFEval prompts, the first N checkable IFBench prompts, the first N GSM8K test questions, "
-                         "or N ppl rows")
+                         "the first N requests of each kind for agent, or N ppl rows")
     ap.add_argument("--max-new-tokens", type=int, default=None,
-                    help="reply length cap (default: 256 for toolcall, 512 for ifeval and ifbench, 384 for chain)")
+                    help="reply length cap (default: 256 for toolcall and agent, 512 for ifeval and ifbench, 384 for "
+                         "chain)")
     ap.add_argument("--batch", type=int, default=8,
                     help="replies decoded together (the same replies as one at a time, sooner; 1: one at a time)")
     ap.add_argument("--categories", default=",".join(CATEGORIES), help="BFCL categories, comma-separated")
@@ -49,7 +51,7 @@ def parse_args(argv=None):
                     help="ppl: a text file, a .jsonl/.json/.parquet file or a hub dataset; chain: a GSM8K test "
                          ".jsonl (default: the shared data folder's gsm8k/test.jsonl, else openai/gsm8k)")
     ap.add_argument("--max-steps", type=int, default=chain.MAX_STEPS,
-                    help=f"chain: most replies of the agent per question (default {chain.MAX_STEPS})")
+                    help=f"chain and agent: most replies of the agent per question (default {chain.MAX_STEPS})")
     ap.add_argument("--seq-len", type=int, default=1024, help="ppl: tokens per window")
     ap.add_argument("--out", type=Path, default=None,
                     help="write the results here (default: eval-TASK.json; for plot, eval.png); the replies are "
@@ -109,6 +111,9 @@ def run_task(task: str, model, args) -> tuple[dict, str]:
         res = chain.run_chain(model, args.data, args.limit, args.max_new_tokens or 384, args.max_steps,
                               progress=not args.quiet, batch=args.batch)
         return res, chain.format_table(res["summary"])
+    if task == "agent":
+        res = inuse.run_inuse(model, args.limit, args.max_new_tokens or 256, args.max_steps, progress=not args.quiet)
+        return res, inuse.format_table(res["summary"])
     res = ppl.run_ppl(model, args.data, args.seq_len, args.limit, progress=not args.quiet)
     return res, ppl.format_table(res["summary"])
 

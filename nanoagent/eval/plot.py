@@ -6,7 +6,7 @@ A report is the JSON `python -m nanoagent.eval` writes; one model's figures may 
 (`base-toolcall.json,base-chain.json`: joined with commas, later files adding their tasks). The measures
 are those present in any report, in this order: the five BFCL categories and their mean, format
 compliance, IFEval prompt-level strict and IFBench's beside it, the chain evaluation with the calculator and
-without tools.
+without tools, the agent in use.
 Drawn with matplotlib (the `eval` extra) on its file-only Agg backend; the PNG is written atomically.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from ..data.benchmarks import CATEGORIES
 
 MEASURES = (*CATEGORIES, "BFCL mean", "format compliance", "IFEval prompt strict", "IFBench prompt strict",
-            "chain, calculator", "chain, no tools")
+            "chain, calculator", "chain, no tools", "agent in use")
 
 
 def read_report(spec: str) -> dict:
@@ -60,6 +60,9 @@ def measures(report: dict) -> dict[str, float]:
     if chain:
         out["chain, calculator"] = 100 * chain["with_tools"]["accuracy"]
         out["chain, no tools"] = 100 * chain["without_tools"]["accuracy"]
+    agent = (report.get("agent") or {}).get("summary")
+    if agent:
+        out["agent in use"] = 100 * agent["accuracy"]
     return out
 
 
