@@ -74,7 +74,9 @@ def test_the_time_is_right_when_read_from_a_call_in_the_citys_offset(form):
 def test_said_time_wants_the_hour_and_minute_of_the_result():
     result = "2026-12-07T16:05:09+01:00 (Monday, Europe/Rome)"
     assert U.said_time("It is 16:05.", result) and U.said_time("It is 4:05 PM.", result)
+    assert U.said_time("It is 4:05:09 p.m.", result) and U.said_time(result, result)
     assert not U.said_time("It is 14:05.", result) and not U.said_time("It is 16:50.", result)
+    assert not U.said_time("It is 4:05 AM.", result)  # the hour, but the wrong half of the day
     assert U.same_offset(result, "Europe/Paris") and not U.same_offset(result, "Europe/London")
 
 

@@ -58,10 +58,16 @@ def inuse_items(limit: int | None = None) -> list[dict]:
 
 
 def said_time(answer: str, result: str) -> bool:
-    """Does the answer hold the hour and minute of a get_current_time result, in 24- or 12-hour form?"""
+    """Does the answer hold the hour and minute of a get_current_time result, in 24- or 12-hour form (with the
+    right AM or PM when it names one)?"""
     t = datetime.fromisoformat(result.split(" ", 1)[0])
     hours = {f"{t.hour}", f"{t.hour:02d}", f"{t.hour % 12 or 12}", f"{t.hour % 12 or 12:02d}"}
-    return any(re.search(rf"(?<!\d){h}[:.]{t.minute:02d}(?!\d)", answer) for h in hours)
+    half = "a" if t.hour < 12 else "p"
+    for h in hours:
+        for m in re.finditer(rf"(?<!\d){h}[:.]{t.minute:02d}(?!\d)(?::\d\d)?(\s*([ap])\.?m\b)?", answer, re.I):
+            if m.group(2) is None or m.group(2).lower() == half:
+                return True
+    return False
 
 
 def same_offset(result: str, zone: str) -> bool:
