@@ -34,6 +34,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections import Counter, defaultdict
@@ -533,12 +534,18 @@ def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_n
     return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
 
 
+# A reply that declines for want of tools (the agent's refusal rows, leaking into tasks that offer none): it can
+# pass "do not write these words" as well as any reply, and it teaches declining, so the sampling arms skip it.
+DECLINES = re.compile(r"\b(?:tools?|functions?) (?:available to me|i have)\b|\bmy (?:current )?tools\b"
+                      r"|\bbeyond the (?:scope of the )?tools?\b|\bdon't have a tool\b|\bcan't help with that\b", re.I)
+
+
 def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -> tuple[str, str] | None:
     """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
     <|im_end|> with no tool call (the top reward) -> (text, "rejection"); else, with `mend`, the first that
     repair.py mends, taken best reward first (another reply is the second of two responses) ->
-    (text, "repaired"); else None."""
-    scored = [(instruction_reward(text, reason, item), text) for text, reason in replies]
+    (text, "repaired"); else None. A reply that declines (DECLINES) is never kept."""
+    scored = [(instruction_reward(text, reason, item), text) for text, reason in replies if not DECLINES.search(text)]
     for r, text in scored:
         if r.correct == 1.0 and r.format == 1.0:
             return text, "rejection"

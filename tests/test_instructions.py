@@ -286,3 +286,7 @@ def test_rejection_sampling_keeps_a_passing_reply_before_mending_one():
     assert rl.best_reply([(REPLY, "stop")], lower) is None
     assert rl.best_reply([(REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
     assert rl.best_reply([(REPLY, "length")], lower, mend=True) is None  # a reply cut off is not mended
+    declined = "I'm afraid that is beyond the tool available to me, which can find recipes."
+    assert rl.best_reply([(declined, "stop")], lower, mend=True) is None  # passes once lowercased, but declines
+    assert rl.best_reply([(declined, "stop"), (REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
+    assert not rl.DECLINES.search("The tool shed is beyond the garden; I have tools in the shed.")
