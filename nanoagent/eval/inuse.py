@@ -8,8 +8,8 @@ written here (none is a training row: the sums, the word problems and the cities
              minute (12- or 24-hour)
     direct   a question no offered tool fits: right when no tool is called and the answer holds the word asked
 
-Besides each kind's accuracy it counts what an agent does with its tools: the share of requests that called
-the tool they need (sums, word, time) or any tool (direct), the tool errors, the calls sent again unchanged
+Besides each kind's accuracy it counts what an agent does with its tools: the share of requests with a call of
+the tool they need that worked (sums, word, time) or with any call (direct), the tool errors, the calls sent again unchanged
 after they failed (an agent that repeats a failed call never gets further), and how many requests that met an
 error still ended right. Greedy, one conversation at a time, at most MAX_STEPS replies each.
 """
@@ -136,7 +136,7 @@ def run_inuse(model, limit: int | None = None, max_new_tokens: int = 256, max_st
 
 
 def format_table(s: dict) -> str:
-    rows = [("kind", "n", "right", "called the tool it needs")]
+    rows = [("kind", "n", "right", "a call of the tool it needs that worked")]
     rows += [(k, str(v["n"]), f"{100 * v['accuracy']:.0f}%",
               f"{100 * v['called']:.0f}%" + (" (any tool: should be 0)" if k == "direct" else ""))
              for k, v in s["kinds"].items()]
