@@ -25,10 +25,10 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "generate": "generate", "batch": "generate",
     "agent": "agent", "chat": "agent", "serve": "agent", "openai_api": "agent",
     "data": "data",
-    "train": "train", "bench_train": "train",
+    "train": "train",
     "eval": "eval",
     "grpo": "rl", "rewards": "rl", "rl": "rl", "repair": "rl",
-    "bench": "bench", "bench_compare": "bench", "bench_grpo": "bench", "bench_serve": "bench", "bench_torch": "bench",
+    "bench": "bench",
 }
 
 FORBIDDEN = {  # room -> rooms it must never import

@@ -10,7 +10,7 @@ from argparse import Namespace
 
 import pytest
 
-from nanoagent.bench_serve import Malformed, Server, Soak, read_stream, report
+from nanoagent.bench.serve import Malformed, Server, Soak, read_stream, report
 from test_serve import USER, scripted, serving
 
 

@@ -226,7 +226,7 @@ def test_real_weights_smoke(tmp_path, data_dir, real_model):
 def test_bench_train_on_the_tiny_model(capsys):
     """The `bench train` figures, each length in its own process (tiny model, so fast)."""
     import argparse
-    from nanoagent.bench_train import bench_train, measure
+    from nanoagent.bench.train import bench_train, measure
     r = measure(FIXTURES / "tiny", 16, 1, "sft")
     assert r["tokens_per_s"] > 0 and r["peak_rss_gib"] > 0
     bench_train(argparse.Namespace(model=str(FIXTURES / "tiny"), seq_lens="8,16", steps=1, loss="dft"))
@@ -236,7 +236,7 @@ def test_bench_train_on_the_tiny_model(capsys):
 
 def test_bench_train_sees_a_core_kept_busy():
     """The busy note measures the cores in use now: a process spinning beside it counts as about one."""
-    from nanoagent.bench_train import busy_cores
+    from nanoagent.bench.train import busy_cores
     spinner = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
     try:
         time.sleep(0.3)

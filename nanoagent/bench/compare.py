@@ -24,11 +24,11 @@ from typing import Callable
 
 import numpy as np
 
-from .bench_train import seq_lens, train_worker
-from .export import export_gguf
-from .kernels_int8 import kernel_line
-from .threads import blas_line
-from .weights import resolve
+from .train import seq_lens, train_worker
+from ..export import export_gguf
+from ..kernels_int8 import kernel_line
+from ..threads import blas_line
+from ..weights import resolve
 
 BLAS_SETTINGS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # set on some machines for old OpenBLAS builds
 
@@ -167,7 +167,7 @@ def compare_llamacpp(args) -> None:
 
 # ---- a training step beside PyTorch's -----------------------------------------------------------------
 
-TORCH_PEER = Path(__file__).with_name("bench_torch.py")  # run as a script, never imported: no torch here
+TORCH_PEER = Path(__file__).with_name("torch_peer.py")  # run as a script, never imported: no torch here
 
 
 def torch_worker(python: str, folder: Path, seq_len: int, steps: int, peer: str = "transformers") -> dict:

@@ -12,7 +12,7 @@ JSON line it prints. Two peers:
 The step is ours: batch 1 x seq_len tokens, cross-entropy on every position, backward, global-norm
 clipping at 1.0, AdamW (betas 0.9, 0.95).
 
-    python nanoagent/bench_torch.py MODEL_FOLDER SEQ_LEN STEPS THREADS [transformers|plain]
+    python nanoagent/bench/torch_peer.py MODEL_FOLDER SEQ_LEN STEPS THREADS [transformers|plain]
 """
 import json
 import resource

@@ -34,11 +34,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .bench_compare import batch_worker
-from .data import own_tools
-from .generate import number
-from .serve import DEFAULT_MAX_BODY
-from .threads import blas_line
+from .compare import batch_worker
+from ..data import own_tools
+from ..generate import number
+from ..serve import DEFAULT_MAX_BODY
+from ..threads import blas_line
 
 LOOPBACK = "127.0.0.1"
 

@@ -1,4 +1,4 @@
-"""Training speed and memory: `python -m nanoagent.bench train` (or `python -m nanoagent.bench_train`).
+"""Training speed and memory: `python -m nanoagent.bench train` (or `python -m nanoagent.bench.train`).
 
 A full fine-tune step of batch 1 x seq_len tokens (forward, loss through the tied LM head on
 every position, backward, global-norm clipping, AdamW) on SmolLM2-135M in float32. Each
@@ -17,10 +17,10 @@ import time
 
 import numpy as np
 
-from .data.batch import Example, collate
-from .optim import adamw_init
-from .threads import blas_line
-from .train import load_model, model_folder, train_step
+from ..data.batch import Example, collate
+from ..optim import adamw_init
+from ..threads import blas_line
+from ..train import load_model, model_folder, train_step
 
 
 def add_train_args(ap: argparse.ArgumentParser) -> None:
@@ -93,7 +93,7 @@ def seq_lens(args) -> list[int]:
 
 def train_worker(args, seq_len: int, env=None) -> dict:
     """`measure` in a fresh process (its own peak RSS, nothing inherited) -> its figures."""
-    cmd = [sys.executable, "-m", "nanoagent.bench_train", "--worker", "--seq-lens", str(seq_len),
+    cmd = [sys.executable, "-m", "nanoagent.bench.train", "--worker", "--seq-lens", str(seq_len),
            "--steps", str(args.steps), "--loss", args.loss] + (["--model", str(args.model)] if args.model else [])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
@@ -102,7 +102,7 @@ def train_worker(args, seq_len: int, env=None) -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoagent.bench_train", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m nanoagent.bench.train", description=__doc__.splitlines()[0])
     add_train_args(ap)
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

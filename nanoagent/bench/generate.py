@@ -1,12 +1,9 @@
-"""Speed and memory figures: `python -m nanoagent.bench generate` (and `train`, `grpo`, `quant`, `serve`).
+"""`python -m nanoagent.bench generate`: prefill and decode tokens/s and peak RSS, one sequence or a batch,
+float32 or int8, alone or beside llama.cpp on the same weights (compare.py), and where one token's time goes.
 
-Each figure is the median of several runs in this process, after a warm-up run, so the
-numbers are comparable within one command on a noisy machine. `generate --int8` runs the
-float32 and the int8 model each in a process of its own, so each has its own peak RSS;
-`quant` measures what int8 costs in accuracy (perplexity, greedy agreement); `serve` times
-`python -m nanoagent.serve` under concurrent clients (requests/s, p50/p95 latency), then an agent's
-conversation (time to each turn's first token, prompt tokens found in the cache), or with `--minutes N`
-soaks it under load and faults (bench_serve.py).
+Each figure is the median of several runs in this process, after a warm-up run, so the numbers are
+comparable within one command on a noisy machine. `--int8` runs the float32 and the int8 model each in a
+process of its own, so each has its own peak RSS.
 """
 from __future__ import annotations
 
@@ -23,21 +20,33 @@ from pathlib import Path
 
 import numpy as np
 
-from . import kernels_int8, quant
-from .batch import BatchDecoder
-from .bench_compare import batch_worker, bench_prompts, chat_prompt, compare_llamacpp, compare_torch, llamacpp_rates
-from .bench_grpo import add_grpo_args, bench_grpo
-from .bench_serve import add_serve_args, bench_serve
-from .bench_train import add_train_args, bench_train
-from .checkpoint import WeightsError, read_tokenizer
-from .cli import one_line_errors
-from .data.io import DataError, find_data_dir
-from .eval.agreement import CHECK_PROMPTS, agreement, forced_agreement, greedy_tokens
-from .eval.ppl import perplexity
-from .generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
-from .model import Model
-from .threads import blas_line
-from .weights import resolve
+from .. import kernels_int8
+from ..batch import BatchDecoder
+from ..checkpoint import read_tokenizer
+from ..generate import ChatModel, GenerationStats, generate_ids, load, peak_rss_gib
+from ..threads import blas_line
+from ..weights import resolve
+from .compare import batch_worker, bench_prompts, chat_prompt, compare_llamacpp, llamacpp_rates
+
+
+def add_generate_args(ap: argparse.ArgumentParser) -> None:
+    ap.add_argument("--model", default=None)
+    ap.add_argument("--prompt-tokens", type=int, default=512)
+    ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--precision", choices=("float32", "int8"), default="float32",
+                    help="weights to run in this process (int8: quantized while loading a float folder)")
+    ap.add_argument("--int8", action="store_true", help="float32 and int8 figures side by side, one process each")
+    ap.add_argument("--batch", default=None, metavar="B,B,...",
+                    help="batched decoding: aggregate tokens/s and peak RSS for each batch size (e.g. 1,4,8,16)")
+    ap.add_argument("--batch-worker", type=int, default=0, help=argparse.SUPPRESS)
+    ap.add_argument("--compare-llamacpp", action="store_true",
+                    help="beside llama.cpp on the same weights (GGUF F32 and Q8_0 exported here), with the ratios; "
+                         "needs llama-cpp-python (the bench extra)")
+    ap.add_argument("--profile", action="store_true",
+                    help="where one decoding token's time goes: a table of milliseconds by part of the network")
+    ap.add_argument("--compare-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--llamacpp-worker", default=None, help=argparse.SUPPRESS)
 
 
 def bench_generate(args) -> None:
@@ -209,99 +218,3 @@ def bench_batch(args) -> None:
         ratio = statistics.median(x / y for x, y in zip(rates[b], rates[base]))
         print(f"batch {b:3d}: {statistics.median(rates[b]):7.1f} tokens/s  ({ratio:4.1f}x batch {base})  "
               f"peak RSS {peaks[b]:.2f} GiB  (runs: {', '.join(f'{x:.1f}' for x in rates[b])})", flush=True)
-
-
-def bench_quant(args) -> None:
-    """Perplexity on GSM8K test answers and greedy agreement on CHECK_PROMPTS: float32 against int8."""
-    if args.data:
-        data = Path(args.data)
-    else:
-        folder = find_data_dir(required=False)
-        if folder is None:
-            raise DataError("bench quant reads GSM8K test answers: pass --data FILE (a GSM8K test.jsonl) or set "
-                            "NANOAGENT_DATA to a data folder holding gsm8k/test.jsonl")
-        data = folder / "gsm8k" / "test.jsonl"
-    lm = load(args.model)
-    rows = [json.loads(line) for line in data.read_text().splitlines()]
-    ids = lm.tokenizer.encode("\n\n".join(r["answer"] for r in rows[:300]))[:args.tokens]
-    print(f"float32: perplexity and {len(CHECK_PROMPTS)} greedy replies", file=sys.stderr, flush=True)
-    ppl32 = perplexity(lm, ids)
-    greedy32 = greedy_tokens(lm, CHECK_PROMPTS, args.new_tokens)
-    print(f"held-out text: the first {len(ids)} tokens of the GSM8K test answers; "
-          f"{len(CHECK_PROMPTS)} chat prompts x {args.new_tokens} greedy tokens")
-    print(f"{'weights':24s} {'perplexity':>10s} {'rise':>8s} {'agreement':>10s} {'same prefix':>12s} "
-          f"{'forced top-1':>13s}")
-    print(f"{'float32':24s} {ppl32:10.4f}", flush=True)
-    for group in (quant.GROUP, None):
-        name = f"int8, groups of {group}" if group else "int8, per channel"
-        print(f"{name}: perplexity and greedy replies", file=sys.stderr, flush=True)
-        m8 = ChatModel(Model(lm.config, quant.quantize_params(lm.model.params, group)), lm.tokenizer)
-        ppl8 = perplexity(m8, ids)
-        greedy8 = greedy_tokens(m8, CHECK_PROMPTS, args.new_tokens)
-        prefix = np.mean([next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), len(a)) / len(a)
-                          for a, b in zip(greedy32, greedy8)])
-        forced = forced_agreement(lm, m8, CHECK_PROMPTS, greedy32)
-        print(f"{name:24s} {ppl8:10.4f} {ppl8 / ppl32 - 1:+8.2%} {agreement(greedy32, greedy8):10.1%} "
-              f"{prefix:12.1%} {forced:13.1%}", flush=True)
-
-
-def train_figures(args) -> None:
-    """`bench train`: our figures alone, or beside PyTorch's with --compare-torch."""
-    if args.compare_torch:
-        compare_torch(args)
-    else:
-        bench_train(args)
-
-
-def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m nanoagent.bench", description=__doc__.splitlines()[0])
-    sub = ap.add_subparsers(dest="what", required=True)
-    g = sub.add_parser("generate", help="prefill and decode tokens/s, peak RSS")
-    g.add_argument("--model", default=None)
-    g.add_argument("--prompt-tokens", type=int, default=512)
-    g.add_argument("--new-tokens", type=int, default=128)
-    g.add_argument("--repeats", type=int, default=5)
-    g.add_argument("--precision", choices=("float32", "int8"), default="float32",
-                   help="weights to run in this process (int8: quantized while loading a float folder)")
-    g.add_argument("--int8", action="store_true", help="float32 and int8 figures side by side, one process each")
-    g.add_argument("--batch", default=None, metavar="B,B,...",
-                   help="batched decoding: aggregate tokens/s and peak RSS for each batch size (e.g. 1,4,8,16)")
-    g.add_argument("--batch-worker", type=int, default=0, help=argparse.SUPPRESS)
-    g.add_argument("--compare-llamacpp", action="store_true",
-                   help="beside llama.cpp on the same weights (GGUF F32 and Q8_0 exported here), with the ratios; "
-                        "needs llama-cpp-python (the bench extra)")
-    g.add_argument("--profile", action="store_true",
-                   help="where one decoding token's time goes: a table of milliseconds by part of the network")
-    g.add_argument("--compare-worker", action="store_true", help=argparse.SUPPRESS)
-    g.add_argument("--llamacpp-worker", default=None, help=argparse.SUPPRESS)
-    g.set_defaults(run=bench_generate)
-    t = sub.add_parser("train", help="training tokens/s and peak RSS (full fine-tune, batch 1)")
-    add_train_args(t)
-    t.add_argument("--compare-torch", nargs="?", const=sys.executable, default=None, metavar="PYTHON",
-                   help="beside the same step in PyTorch, with the ratios: PYTHON is an interpreter that has torch, "
-                        "safetensors and transformers (default: this one)")
-    t.add_argument("--torch-peer", choices=("transformers", "plain"), default="transformers",
-                   help="the PyTorch side: transformers' LlamaForCausalLM, as users fine-tune it (default), or a plain "
-                        "SmolLM2 in eager PyTorch (nanoagent/bench_torch.py), without transformers")
-    t.add_argument("--repeats", type=int, default=3, help="paired rounds of --compare-torch (default 3)")
-    t.set_defaults(run=train_figures)
-    r = sub.add_parser("grpo", help="seconds per GRPO update, the prompt once per group against whole rows")
-    add_grpo_args(r)
-    r.set_defaults(run=bench_grpo)
-    q = sub.add_parser("quant", help="what int8 costs: perplexity and greedy agreement against float32")
-    q.add_argument("--model", default=None)
-    q.add_argument("--data", default=None, help="GSM8K test.jsonl (default: in $NANOAGENT_DATA or shared/data beside the checkout)")
-    q.add_argument("--tokens", type=int, default=2048, help="held-out tokens for perplexity")
-    q.add_argument("--new-tokens", type=int, default=32, help="greedy tokens per check prompt")
-    q.set_defaults(run=bench_quant)
-    s = sub.add_parser("serve", help="requests/s and p50/p95 latency of the server under concurrent clients; "
-                       "--minutes N: a soak under load and faults")
-    add_serve_args(s)
-    s.set_defaults(run=bench_serve)
-    args = ap.parse_args(argv)
-    with one_line_errors(DataError, WeightsError, OSError):
-        args.run(args)
-
-
-if __name__ == "__main__":
-    main()

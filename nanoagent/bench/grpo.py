@@ -17,13 +17,13 @@ import time
 
 import numpy as np
 
-from .agent import BUILTIN_TOOLS
-from .checkpoint import read_tokenizer
-from .grpo import GRPOConfig, group_advantages, policy_batches, policy_update, sample_groups
-from .optim import adamw_init
-from .sampling import SamplingParams
-from .threads import blas_line
-from .train import load_model, model_folder
+from ..agent import BUILTIN_TOOLS
+from ..checkpoint import read_tokenizer
+from ..grpo import GRPOConfig, group_advantages, policy_batches, policy_update, sample_groups
+from ..optim import adamw_init
+from ..sampling import SamplingParams
+from ..threads import blas_line
+from ..train import load_model, model_folder
 
 QUESTION = "What is 17% of 2,340, and what time is it in Tokyo now?"
 
