@@ -177,17 +177,37 @@ skip = len(tok.encode(f"<|im_start|>system\n{system}<|im_end|>\n"))  # the long 
 print("".join(f"[{tok.decode([i])}]" if m else tok.decode([i]) for i, m in zip(chat_ids[skip:], mask[skip:])))
 
 # the masked runs, decoded, are exactly the two replies each with its <|im_end|>
-runs, current = [], []
-for i, m in zip(chat_ids, mask):
-    if m:
-        current.append(i)
-    elif current:
-        runs.append(tok.decode(current))
-        current = []
+def masked_runs(ids, mask):
+    """The runs of tokens under the mask, each decoded."""
+    runs, current = [], []
+    for i, m in zip(ids, mask):
+        if m:
+            current.append(i)
+        elif current:
+            runs.append(tok.decode(current))
+            current = []
+    return runs + ([tok.decode(current)] if current else [])
+
+
+runs = masked_runs(chat_ids, mask)
 replies = ['<tool_call>[{"name": "calculator", "arguments": {"expression": "12*7"}}]</tool_call><|im_end|>',
            "12*7 = 84.<|im_end|>"]
 print(runs)
 print(f"{int(mask.sum())} of {len(chat_ids)} tokens carry loss")
+
+# %% [markdown]
+# A reply marked `"weight": 0` is context too: shown, never a target. The recovery rows of the
+# training data use it for a wrong call and the tool's error, so that the model learns to mend
+# a call without learning the mistake.
+
+# %%
+wrong = {"role": "assistant", "content": "", "weight": 0,
+         "tool_calls": [{"name": "calculator", "arguments": {"expression": "12 x 7"}}]}
+error = {"role": "tool", "content": "Error: calculator failed: CalculatorError: cannot read '12 x 7' as arithmetic"}
+mended_ids, mended_mask = tok.encode_chat(conversation[:1] + [wrong, error] + conversation[1:], tools=[calculator],
+                                          add_generation_prompt=False)
+mended_runs = masked_runs(mended_ids, mended_mask)
+print(mended_runs)  # the same two replies: the wrong call is not among them
 
 # %% [markdown]
 # ## Check
@@ -202,5 +222,7 @@ if rendered != expected_tools or tools_json not in system:
     raise AssertionError("the tools chat does not render as expected")
 if runs != replies:
     raise AssertionError(f"the assistant mask covers {runs}, expected {replies}")
+if mended_runs != replies or "12 x 7" not in tok.decode(mended_ids):
+    raise AssertionError(f"with a reply of weight 0 the mask covers {mended_runs}, expected {replies}")
 print(f"OK ids match the reference on {package_ok}/{len(cases)} strings (hand BPE {hand_ok}/{len(plain)}); "
       f"chats render as expected; mask = {int(mask.sum())} assistant tokens of {len(chat_ids)}")
