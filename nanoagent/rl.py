@@ -3,8 +3,8 @@
 The prompts are the training rows' chats (any format the data adapters read) cut before their
 first assistant turn, with that turn's calls as the reference ("no call" when it has none);
 rows that offer no tools, or whose reference fails the checker, are skipped and counted. Each
-round samples `--group` replies to each of `--prompts` prompts, scores them (rewards.py), and
-makes `--updates` GRPO updates on them (grpo.py; one by default). With `--draw N` a round samples
+round samples `--group` replies to each of `--prompts` prompts, scores them (tuner/rewards.py), and
+makes `--updates` GRPO updates on them (tuner/grpo.py; one by default). With `--draw N` a round samples
 N prompts and learns from the first `--prompts` of them whose replies' rewards differ, where a
 group whose replies all score alike would have left the update short. Checkpoints and
 `--resume` work as in SFT (the prompt order and the sampling seeds are functions of the seed and
@@ -22,7 +22,7 @@ prompt gets N replies (temperature 1.0 by default), the first that follows every
 at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl gets one training chat
 {"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
 nanoagent.train --data`. With `--repair`, a prompt none of whose replies passes gets its best reply
-mended by the edits of its instructions' kinds (repair.py: lowercase, a title, a postscript,
+mended by the edits of its instructions' kinds (tuner/repair.py: lowercase, a title, a postscript,
 quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
 here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
 the update.
@@ -30,178 +30,39 @@ the update.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
 
-from .batch import BatchDecoder
 from .checkpoint import read_tokenizer
-from .data.batch import epoch_order, row_to_chat
 from .data.io import DataError, read_rows
 from .data.mix import write_jsonl
-from .repair import repair
-from .grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .model import Model
 from .optim import AdamWState, lr_at
-from .rewards import FORMAT_WEIGHT, instruction_problem, instruction_reward, reference_problem, reward
 from .sampling import SamplingParams
-from .tokenizer import Tokenizer, normalize_tools
-from .toolcalls import normalize_calls
+from .tokenizer import Tokenizer
 from .train import (TrainingError, add_optimizer_args, add_run_control_args, checkpoint, load_model, model_folder,
                     optimizer_state, restore_args, run_command, save_final, stopped_at)
+
+from .tuner.grpo import GRPOConfig, Rollout, grpo_round, round_seeds
+from .tuner.prompts import (BALANCE_KINDS, InstructionPrompt, ToolPrompt, balanced_prompts, fingerprint,
+                            instruction_prompts, kind, round_prompts, seen_requests, tool_prompts)
+from .tuner.rejection import best_reply, sample_replies
+from .tuner.rewards import FORMAT_WEIGHT, instruction_reward, reward
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
     from matplotlib.figure import Figure
 except ImportError:
     Figure = None
-
-
-# ---- prompts: tool chats with their reference calls, or instruction items ---------------------------
-
-@dataclass
-class ToolPrompt:
-    ids: list[int]  # the chat up to the first assistant turn, generation prompt included
-    tools: list[dict]  # bare {name, description, parameters}
-    reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
-
-
-def first_request(messages: list[dict]) -> str | None:
-    """The text of a chat's first user turn (what --exclude compares), or None."""
-    return next((str(m.get("content")) for m in messages if m["role"] == "user"), None)
-
-
-def seen_requests(files: str) -> frozenset[str]:
-    """--exclude FILE,FILE,...: the first user turns of those training files' chats."""
-    chats = (row_to_chat(row) for f in files.split(",") for row in read_rows(f))
-    return frozenset(first_request(chat[0]) for chat in chats if chat is not None)
-
-
-def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int, sources: frozenset | None = None,
-                 seen: frozenset[str] = frozenset()) -> tuple[list[ToolPrompt], dict]:
-    """Rows -> the prompts GRPO samples from, and counts of the rows skipped and why. With `sources`,
-    only rows whose "source" (the family a mix row came from) is one of them; rows whose first user turn
-    is in `seen` (requests a fine-tune trained on) are left out."""
-    out, skipped = [], Counter()
-    for row in rows:
-        chat = row_to_chat(row) if isinstance(row, dict) else None
-        if chat is None:
-            skipped["not a chat"] += 1
-            continue
-        if sources is not None and row.get("source") not in sources:
-            skipped["source not in --sources"] += 1
-            continue
-        messages, tools = chat
-        if first_request(messages) in seen:
-            skipped["request seen in --exclude"] += 1
-            continue
-        try:
-            tools = normalize_tools(tools)
-        except (TypeError, ValueError):
-            skipped["unreadable tools"] += 1
-            continue
-        first = next((k for k, m in enumerate(messages) if m["role"] == "assistant"), None)
-        if not tools:
-            skipped["no tools offered"] += 1
-            continue
-        if first is None or not any(m["role"] == "user" for m in messages[:first]):
-            skipped["no user turn before an assistant turn"] += 1
-            continue
-        reference, errors = normalize_calls(messages[first].get("tool_calls") or [])
-        if errors or reference_problem(reference, tools):
-            skipped["reference call fails the checker"] += 1
-            continue
-        ids, _ = tokenizer.encode_chat(messages[:first], tools, add_generation_prompt=True)
-        if len(ids) > max_prompt_tokens:
-            skipped["prompt longer than --max-prompt-tokens"] += 1
-            continue
-        out.append(ToolPrompt(list(ids), tools, reference))
-    return out, dict(skipped)
-
-
-@dataclass
-class InstructionPrompt:
-    ids: list[int]  # the user prompt (after the system prompt) and the generation prompt
-    item: dict  # {"key", "prompt", "instruction_id_list", "kwargs"}: what the reply is checked against
-
-
-def instruction_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int,
-                        system: str | None = None) -> tuple[list[InstructionPrompt], dict]:
-    """IFEval-form rows -> the prompts GRPO samples from (no tools), and counts of the rows skipped and why."""
-    out, skipped = [], Counter()
-    for row in rows:
-        problem = instruction_problem(row)
-        if problem is not None:
-            skipped[problem] += 1
-            continue
-        messages = ([{"role": "system", "content": system}] if system else []) + [
-            {"role": "user", "content": row["prompt"]}]
-        ids, _ = tokenizer.encode_chat(messages, None, add_generation_prompt=True)
-        if len(ids) > max_prompt_tokens:
-            skipped["prompt longer than --max-prompt-tokens"] += 1
-            continue
-        item = {k: row.get(k) for k in ("key", "prompt", "instruction_id_list", "kwargs")}
-        out.append(InstructionPrompt(list(ids), item))
-    return out, dict(skipped)
-
-
-def fingerprint(prompts: list[ToolPrompt] | list[InstructionPrompt]) -> str:
-    h = hashlib.sha256()
-    for p in prompts:
-        h.update(np.asarray(p.ids, dtype=np.int64).tobytes())
-        h.update(json.dumps(p.reference if isinstance(p, ToolPrompt) else p.item, sort_keys=True).encode())
-    return h.hexdigest()[:16]
-
-
-def round_prompts(n: int, step: int, per_round: int, seed: int) -> list[int]:
-    """The prompts of round `step`: epochs of a seeded order laid end to end (a short last round per epoch)."""
-    per_epoch = math.ceil(n / per_round)
-    epoch, k = divmod(step, per_epoch)
-    return [int(i) for i in epoch_order(n, seed, epoch)[k * per_round:(k + 1) * per_round]]
-
-
-def stream(n: int, start: int, count: int, seed: int) -> list[int]:
-    """Positions start .. start+count of epochs of a seeded order of n laid end to end, without short rounds."""
-    return [int(epoch_order(n, seed, j // n)[j % n]) for j in range(start, start + count)]
-
-
-def kind(p: ToolPrompt, balance: str) -> str:
-    """The kind a prompt is balanced by: with "calls", whether its reference makes a call; with "kinds",
-    BFCL's four (one call among one tool, one call among several, two or more calls, no call)."""
-    if not p.reference:
-        return "no call"
-    if balance == "calls":
-        return "call"
-    if len(p.reference) > 1:
-        return "parallel"
-    return "multiple" if len(p.tools) > 1 else "simple"
-
-
-BALANCE_KINDS = {"calls": ("call", "no call"), "kinds": ("simple", "multiple", "parallel", "no call")}
-
-
-def balanced_prompts(prompts: list[ToolPrompt], step: int, per_round: int, seed: int, balance: str) -> list[int]:
-    """The prompts of round `step` with --balance: the kinds present take turns, slot by slot across rounds
-    (so every round pulls the choices between them, and an odd slot goes to each kind in turn), and each
-    kind walks its own seeded order through whole epochs. The turns also order the round, so that with
-    --draw the update's first groups that differ are of several kinds."""
-    groups = [[i for i, p in enumerate(prompts) if kind(p, balance) == k] for k in BALANCE_KINDS[balance]]
-    groups = [g for g in groups if g]
-    out = []
-    for slot in range(step * per_round, (step + 1) * per_round):
-        k, turn = slot % len(groups), slot // len(groups)
-        out.append(groups[k][stream(len(groups[k]), turn, 1, seed + k)[0]])
-    return out
 
 
 # ---- the command line --------------------------------------------------------------------------------
@@ -516,47 +377,6 @@ def finish(run: Run, done: int) -> dict:
 
 
 # ---- rejection sampling: the comparison arm ---------------------------------------------------------------
-
-def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
-                   sampling: SamplingParams, stop_id: int, slots: int, seed: int,
-                   progress: bool = False) -> list[list[tuple[list[int], str]]]:
-    """n replies to each prompt, decoded together (each prompt prefilled once) -> per prompt, n (new ids without
-    the stop token, finish reason). Prompt i samples with seed `round_seeds(seed, 0, P)[i]`."""
-    capacity = min(max(len(p.ids) for p in prompts) + max_new_tokens, model.config.max_position_embeddings)
-    decoder = BatchDecoder(model, max(slots, n), capacity)
-    groups = []
-    for p, s in zip(prompts, round_seeds(seed, 0, len(prompts))):
-        group = decoder.submit(p.ids, max_new_tokens, replace(sampling, seed=s), (stop_id,), n=n)
-        groups.append(group if n > 1 else [group])
-    with tqdm(total=n * len(prompts), desc="sampling", unit="reply", disable=not progress, file=sys.stderr) as bar:
-        while decoder.busy:
-            bar.update(sum(seq.done for seq, _ in decoder.step()))
-    return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
-
-
-# A reply that declines for want of tools (the agent's refusal rows, leaking into tasks that offer none): it can
-# pass "do not write these words" as well as any reply, and it teaches declining, so the sampling arms skip it.
-DECLINES = re.compile(r"\b(?:tools?|functions?) (?:available to me|i have)\b|\bmy (?:current )?tools\b"
-                      r"|\bbeyond the (?:scope of the )?tools?\b|\bdon't have a tool\b|\bcan't help with that\b", re.I)
-
-
-def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -> tuple[str, str] | None:
-    """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
-    <|im_end|> with no tool call (the top reward) -> (text, "rejection"); else, with `mend`, the first that
-    repair.py mends, taken best reward first (another reply is the second of two responses) ->
-    (text, "repaired"); else None. A reply that declines (DECLINES) is never kept."""
-    scored = [(instruction_reward(text, reason, item), text) for text, reason in replies if not DECLINES.search(text)]
-    for r, text in scored:
-        if r.correct == 1.0 and r.format == 1.0:
-            return text, "rejection"
-    if mend:
-        tidy = [text for r, text in sorted(scored, key=lambda rt: -rt[0].correct) if r.format == 1.0]
-        for k, text in enumerate(tidy):
-            mended = repair(text, item, other=next((t for t in tidy[k + 1:] + tidy[:k] if t != text), None))
-            if mended is not None:
-                return mended, "repaired"
-    return None
-
 
 def rejection_sample(args: argparse.Namespace) -> dict:
     """--rejection N: N replies to each prompt, the passing ones as training chats in OUT/rejection.jsonl."""

@@ -14,8 +14,9 @@ from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
 from nanoagent.gradcheck import numeric_grad, rel_err
 from nanoagent.data.batch import Example, collate
-from nanoagent.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches,
-                            policy_update, reference_logp, round_seeds, run_prefix, sample_groups)
+from nanoagent.tuner import prompts as P
+from nanoagent.tuner.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches,
+                                  policy_update, reference_logp, round_seeds, run_prefix, sample_groups)
 from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softmax, token_loss_ref
 from nanoagent.optim import adamw_init
 from nanoagent.sampling import SamplingParams
@@ -327,38 +328,38 @@ def rows():
 
 def test_tool_prompts_from_rows():
     tok = tiny_tokenizer()
-    prompts, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=10_000)
+    prompts, skipped = P.tool_prompts(rows(), tok, max_prompt_tokens=10_000)
     assert [p.reference for p in prompts] == [[{"name": "get_weather", "arguments": {"city": "Oslo"}}], []]
     assert skipped == {"no tools offered": 1, "reference call fails the checker": 1, "not a chat": 1}
     assert tok.decode(prompts[0].ids).endswith("<|im_start|>user\nOslo?<|im_end|>\n<|im_start|>assistant\n"
                                                .replace("\n", ""))  # the tiny vocabulary has no newline
     assert prompts[1].tools == [WEATHER]
-    short, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=50)
+    short, skipped = P.tool_prompts(rows(), tok, max_prompt_tokens=50)
     assert short == [] and skipped["prompt longer than --max-prompt-tokens"] == 2
     tagged = [{**r, "source": s} for r, s in zip(rows(), ("glaive", "near-miss", "glaive", "glaive", "glaive"))]
-    some, skipped = rl.tool_prompts(tagged, tok, max_prompt_tokens=10_000, sources=frozenset({"near-miss"}))
+    some, skipped = P.tool_prompts(tagged, tok, max_prompt_tokens=10_000, sources=frozenset({"near-miss"}))
     assert [p.reference for p in some] == [[]] and skipped["source not in --sources"] == 3
     # --exclude: a row whose first user turn a fine-tune trained on is left out
-    unseen, skipped = rl.tool_prompts(rows(), tok, max_prompt_tokens=10_000, seen=frozenset({"Oslo?"}))
+    unseen, skipped = P.tool_prompts(rows(), tok, max_prompt_tokens=10_000, seen=frozenset({"Oslo?"}))
     assert [p.reference for p in unseen] == [[]] and skipped["request seen in --exclude"] == 2
     # rounds of 2 prompts out of 5: an epoch is 3 rounds (the last one short), each a seeded permutation
-    epochs = [[i for step in range(3 * e, 3 * e + 3) for i in rl.round_prompts(5, step, 2, seed=0)] for e in (0, 1)]
+    epochs = [[i for step in range(3 * e, 3 * e + 3) for i in P.round_prompts(5, step, 2, seed=0)] for e in (0, 1)]
     assert [sorted(e) for e in epochs] == [list(range(5))] * 2 and epochs[0] != epochs[1]
-    assert len(rl.round_prompts(5, 2, 2, seed=0)) == 1
+    assert len(P.round_prompts(5, 2, 2, seed=0)) == 1
 
 
 def test_balanced_rounds_pull_both_ways():
     """--balance: the kinds take turns slot by slot across rounds (an even round holds as many of each, an
     odd slot goes to each kind in turn), and each kind walks its own seeded order through whole epochs."""
-    mixed = [rl.ToolPrompt([k], [WEATHER], [{"name": "get_weather", "arguments": {"city": "Oslo"}}] if k % 3 else [])
+    mixed = [P.ToolPrompt([k], [WEATHER], [{"name": "get_weather", "arguments": {"city": "Oslo"}}] if k % 3 else [])
              for k in range(9)]  # 6 with a call, 3 without
-    rounds = [rl.balanced_prompts(mixed, step, 4, 0, "calls") for step in range(3)]
+    rounds = [P.balanced_prompts(mixed, step, 4, 0, "calls") for step in range(3)]
     assert all([bool(mixed[i].reference) for i in r] == [True, False, True, False] for r in rounds)
     calls = [i for r in rounds for i in r[0::2]]
     plain = [i for r in rounds for i in r[1::2]]
     assert sorted(calls) == [1, 2, 4, 5, 7, 8] and sorted(plain[:3]) == sorted(plain[3:]) == [0, 3, 6]
     assert plain[:3] != plain[3:]  # the second epoch of the no-call prompts is another order
-    odd = [[bool(mixed[i].reference) for i in rl.balanced_prompts(mixed, step, 3, 0, "calls")] for step in range(2)]
+    odd = [[bool(mixed[i].reference) for i in P.balanced_prompts(mixed, step, 3, 0, "calls")] for step in range(2)]
     assert odd == [[True, False, True], [False, True, False]]
 
 
@@ -367,17 +368,17 @@ def test_balanced_rounds_by_bfcl_kind():
     or more) and no call take turns; a kind with no prompts is left out of the turns."""
     other = {"name": "get_time", "description": "Time in a city", "parameters": WEATHER["parameters"]}
     call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
-    prompts = [rl.ToolPrompt([0], [WEATHER], [call]), rl.ToolPrompt([1], [WEATHER, other], [call]),
-               rl.ToolPrompt([2], [WEATHER], [call, call]), rl.ToolPrompt([3], [WEATHER], []),
-               rl.ToolPrompt([4], [WEATHER, other], [call])]
-    assert [rl.kind(p, "kinds") for p in prompts] == ["simple", "multiple", "parallel", "no call", "multiple"]
-    assert [rl.kind(p, "calls") for p in prompts] == ["call"] * 3 + ["no call", "call"]
-    rounds = [rl.balanced_prompts(prompts, step, 2, 0, "kinds") for step in range(4)]
-    assert [[rl.kind(prompts[i], "kinds") for i in r] for r in rounds] == \
+    prompts = [P.ToolPrompt([0], [WEATHER], [call]), P.ToolPrompt([1], [WEATHER, other], [call]),
+               P.ToolPrompt([2], [WEATHER], [call, call]), P.ToolPrompt([3], [WEATHER], []),
+               P.ToolPrompt([4], [WEATHER, other], [call])]
+    assert [P.kind(p, "kinds") for p in prompts] == ["simple", "multiple", "parallel", "no call", "multiple"]
+    assert [P.kind(p, "calls") for p in prompts] == ["call"] * 3 + ["no call", "call"]
+    rounds = [P.balanced_prompts(prompts, step, 2, 0, "kinds") for step in range(4)]
+    assert [[P.kind(prompts[i], "kinds") for i in r] for r in rounds] == \
         [["simple", "multiple"], ["parallel", "no call"]] * 2
     assert {rounds[0][1], rounds[2][1]} == {1, 4}  # the two multiple prompts, one epoch of that kind
     no_parallel = prompts[:2] + prompts[3:]
-    assert [rl.kind(no_parallel[i], "kinds") for i in rl.balanced_prompts(no_parallel, 0, 3, 0, "kinds")] == \
+    assert [P.kind(no_parallel[i], "kinds") for i in P.balanced_prompts(no_parallel, 0, 3, 0, "kinds")] == \
         ["simple", "multiple", "no call"]
 
 

@@ -27,7 +27,7 @@ ROOMS = {  # module (or package) -> the room of the house it belongs to
     "data": "data",
     "train": "train",
     "eval": "eval",
-    "grpo": "rl", "rewards": "rl", "rl": "rl", "repair": "rl",
+    "rl": "rl", "tuner": "rl",
     "bench": "bench",
 }
 

@@ -14,8 +14,10 @@ from nanoagent.data.benchmarks import eval_prompts, ifeval_items
 from nanoagent.data.clean import normalize_text
 from nanoagent.data.instructions import CONSTRAINTS, WRITING_TASKS, clash, gsm8k_questions, instruction_items
 from nanoagent.eval.ifeval import CHECKERS, check_instruction
-from nanoagent.repair import repair
-from nanoagent.rewards import instruction_problem, instruction_reward
+from nanoagent.tuner.prompts import instruction_prompts
+from nanoagent.tuner.rejection import DECLINES, best_reply
+from nanoagent.tuner.repair import repair
+from nanoagent.tuner.rewards import instruction_problem, instruction_reward
 
 
 # ---- the prompts ---------------------------------------------------------------------------------------------
@@ -175,7 +177,7 @@ def test_grpo_on_instruction_prompts_runs_and_resumes(tiny_long, data_dir, tmp_p
     data = write_items(tmp_path / "items.jsonl", items + [{"prompt": "Hi", "instruction_id_list": ["no:such_kind"],
                                                            "kwargs": [{}]}])
     tok = read_tokenizer(tiny_long)
-    prompts, skipped = rl.instruction_prompts([json.loads(x) for x in data.read_text().splitlines()], tok, 10_000,
+    prompts, skipped = instruction_prompts([json.loads(x) for x in data.read_text().splitlines()], tok, 10_000,
                                               system="Be brief.")
     assert [p.item for p in prompts] == items and skipped == {"instruction unknown to the checker: no:such_kind": 1}
     assert tok.decode(prompts[0].ids).startswith("<|im_start|>systemBe")  # the tiny vocabulary has no space
@@ -282,11 +284,11 @@ def test_edits_compose_and_what_has_no_edit_must_already_hold():
 def test_rejection_sampling_keeps_a_passing_reply_before_mending_one():
     quiet = "the night is calm and the sea is quiet."
     lower = item(("change_case:english_lowercase", {}))
-    assert rl.best_reply([(REPLY, "stop"), (quiet, "stop")], lower, mend=True) == (quiet, "rejection")
-    assert rl.best_reply([(REPLY, "stop")], lower) is None
-    assert rl.best_reply([(REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
-    assert rl.best_reply([(REPLY, "length")], lower, mend=True) is None  # a reply cut off is not mended
+    assert best_reply([(REPLY, "stop"), (quiet, "stop")], lower, mend=True) == (quiet, "rejection")
+    assert best_reply([(REPLY, "stop")], lower) is None
+    assert best_reply([(REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
+    assert best_reply([(REPLY, "length")], lower, mend=True) is None  # a reply cut off is not mended
     declined = "I'm afraid that is beyond the tool available to me, which can find recipes."
-    assert rl.best_reply([(declined, "stop")], lower, mend=True) is None  # passes once lowercased, but declines
-    assert rl.best_reply([(declined, "stop"), (REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
-    assert not rl.DECLINES.search("The tool shed is beyond the garden; I have tools in the shed.")
+    assert best_reply([(declined, "stop")], lower, mend=True) is None  # passes once lowercased, but declines
+    assert best_reply([(declined, "stop"), (REPLY, "stop")], lower, mend=True) == (REPLY.lower(), "repaired")
+    assert not DECLINES.search("The tool shed is beyond the garden; I have tools in the shed.")

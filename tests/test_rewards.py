@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nanoagent.rewards import (FORMAT_WEIGHT, PARTIAL, clean_format, correctness, expected_call, reference_problem,
+from nanoagent.tuner.rewards import (FORMAT_WEIGHT, PARTIAL, clean_format, correctness, expected_call, reference_problem,
                                reward)
 
 TOOLS = [

@@ -18,11 +18,11 @@ from nanoagent.checkpoint import check_params, read_safetensors
 from nanoagent.config import ModelConfig
 from nanoagent.gradcheck import numeric_grad, rel_err  # central differences, shared with the tests
 from nanoagent.data.batch import Example, collate
-from nanoagent.grpo import GRPOConfig, group_advantages, grpo_round, policy_batches, round_seeds, run_prefix, sample_groups
+from nanoagent.tuner.grpo import GRPOConfig, group_advantages, grpo_round, policy_batches, round_seeds, run_prefix, sample_groups
 from nanoagent.loss import PolicyTerms, lm_head_loss
 from nanoagent.model import Model
 from nanoagent.optim import adamw_init
-from nanoagent.rewards import reward
+from nanoagent.tuner.rewards import reward
 from nanoagent.sampling import SamplingParams
 
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
@@ -106,7 +106,7 @@ for name, (wts, target) in rows.items():
 
 # %% [markdown]
 # ## 2. Rewards for tool-call replies
-# reward = correct + 0.2 * format (`nanoagent.rewards`): 1 for the exact call, partial credit
+# reward = correct + 0.2 * format (`nanoagent/tuner/rewards.py`): 1 for the exact call, partial credit
 # from 0.5 for the right functions with wrong arguments, 0 otherwise; format 1 when the reply
 # ended at <|im_end|> and is plain text or one strict `<tool_call>` JSON list at its end.
 

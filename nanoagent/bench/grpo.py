@@ -19,7 +19,7 @@ import numpy as np
 
 from ..agent import BUILTIN_TOOLS
 from ..checkpoint import read_tokenizer
-from ..grpo import GRPOConfig, group_advantages, policy_batches, policy_update, sample_groups
+from ..tuner.grpo import GRPOConfig, group_advantages, policy_batches, policy_update, sample_groups
 from ..optim import adamw_init
 from ..sampling import SamplingParams
 from ..threads import blas_line

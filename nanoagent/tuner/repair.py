@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 
-from .eval.ifeval import split_sentences
+from ..eval.ifeval import split_sentences
 from .rewards import instruction_reward
 
 

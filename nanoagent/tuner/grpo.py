@@ -23,13 +23,13 @@ from typing import Callable
 
 import numpy as np
 
-from .batch import BatchDecoder
-from .data.batch import Batch, Example, collate
-from .loss import PolicyTerms, lm_head_loss
-from .model import Model, Prefix
-from .optim import AdamWState, adamw_step, clip_scale, global_norm
-from .sampling import SamplingParams
-from .train import EMBED, TrainingError
+from ..batch import BatchDecoder
+from ..data.batch import Batch, Example, collate
+from ..loss import PolicyTerms, lm_head_loss
+from ..model import Model, Prefix
+from ..optim import AdamWState, adamw_step, clip_scale, global_norm
+from ..sampling import SamplingParams
+from ..train import EMBED, TrainingError
 
 
 @dataclass(frozen=True)

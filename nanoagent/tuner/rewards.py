@@ -31,10 +31,10 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 
-from .eval.bfcl import check_call
-from .eval.ifeval import CHECKERS, UNCHECKED, check_prompt
-from .tokenizer import normalize_tools
-from .toolcalls import parse_reply
+from ..eval.bfcl import check_call
+from ..eval.ifeval import CHECKERS, UNCHECKED, check_prompt
+from ..tokenizer import normalize_tools
+from ..toolcalls import parse_reply
 
 PARTIAL = 0.5  # the floor of partial credit: the right functions, wrong arguments
 FORMAT_WEIGHT = 0.2

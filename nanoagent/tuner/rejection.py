@@ -1,0 +1,60 @@
+"""Rejection sampling, the comparison arm of learning verifiable instructions: N replies to each prompt,
+decoded together, and the reply kept for training: the first that follows every instruction, else (with
+--repair) the best one mended by repair.py. `python -m nanoagent.rl --task instructions --rejection N`.
+"""
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import replace
+
+from tqdm import tqdm
+
+from ..batch import BatchDecoder
+from ..model import Model
+from ..sampling import SamplingParams
+from .grpo import round_seeds
+from .prompts import InstructionPrompt
+from .repair import repair
+from .rewards import instruction_reward
+
+
+def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
+                   sampling: SamplingParams, stop_id: int, slots: int, seed: int,
+                   progress: bool = False) -> list[list[tuple[list[int], str]]]:
+    """n replies to each prompt, decoded together (each prompt prefilled once) -> per prompt, n (new ids without
+    the stop token, finish reason). Prompt i samples with seed `round_seeds(seed, 0, P)[i]`."""
+    capacity = min(max(len(p.ids) for p in prompts) + max_new_tokens, model.config.max_position_embeddings)
+    decoder = BatchDecoder(model, max(slots, n), capacity)
+    groups = []
+    for p, s in zip(prompts, round_seeds(seed, 0, len(prompts))):
+        group = decoder.submit(p.ids, max_new_tokens, replace(sampling, seed=s), (stop_id,), n=n)
+        groups.append(group if n > 1 else [group])
+    with tqdm(total=n * len(prompts), desc="sampling", unit="reply", disable=not progress, file=sys.stderr) as bar:
+        while decoder.busy:
+            bar.update(sum(seq.done for seq, _ in decoder.step()))
+    return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
+
+
+# A reply that declines for want of tools (the agent's refusal rows, leaking into tasks that offer none): it can
+# pass "do not write these words" as well as any reply, and it teaches declining, so the sampling arms skip it.
+DECLINES = re.compile(r"\b(?:tools?|functions?) (?:available to me|i have)\b|\bmy (?:current )?tools\b"
+                      r"|\bbeyond the (?:scope of the )?tools?\b|\bdon't have a tool\b|\bcan't help with that\b", re.I)
+
+
+def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -> tuple[str, str] | None:
+    """Of (text, finish reason) replies, the first that follows all of the item's instructions and ended at
+    <|im_end|> with no tool call (the top reward) -> (text, "rejection"); else, with `mend`, the first that
+    repair.py mends, taken best reward first (another reply is the second of two responses) ->
+    (text, "repaired"); else None. A reply that declines (DECLINES) is never kept."""
+    scored = [(instruction_reward(text, reason, item), text) for text, reason in replies if not DECLINES.search(text)]
+    for r, text in scored:
+        if r.correct == 1.0 and r.format == 1.0:
+            return text, "rejection"
+    if mend:
+        tidy = [text for r, text in sorted(scored, key=lambda rt: -rt[0].correct) if r.format == 1.0]
+        for k, text in enumerate(tidy):
+            mended = repair(text, item, other=next((t for t in tidy[k + 1:] + tidy[:k] if t != text), None))
+            if mended is not None:
+                return mended, "repaired"
+    return None
