@@ -151,7 +151,9 @@ def test_command_usage_errors(capsys):
     for args, words in ((["chain", "--limit", "0"], "--limit must be at least 1"),
                         (["plot"], "plot needs --reports"),
                         (["plot", "--reports", "a.json", "b.json", "--names", "a"], "2 reports"),
-                        (["chain", "--reports", "a.json"], "for the plot task")):
+                        (["chain", "--reports", "a.json"], "for the plot task"),
+                        (["toolcall", "--first", "40"], "for the plot task"),
+                        (["plot", "--reports", "a.json", "--first", "0"], "--first must be at least 1")):
         with pytest.raises(SystemExit) as e:
             main(args)
         assert e.value.code == 2 and words in capsys.readouterr().err
@@ -174,6 +176,15 @@ def test_measures_of_a_report():
     assert m == pytest.approx({"simple_python": 60, "irrelevance": 50, "BFCL mean": 55, "format compliance": 90,
                                "IFEval prompt strict": 30, "chain, calculator": 10, "chain, no tools": 2})
     assert measures({"model": "x"}) == {}
+
+
+def test_measures_of_the_first_items_of_each_category():
+    rows = [{"category": c, "correct": ok, "format_ok": True, "reply": "<tool_call>[]</tool_call>"}
+            for c, oks in (("simple_python", (1, 1, 0, 0)), ("irrelevance", (0, 1, 1, 1))) for ok in oks]
+    run = {"toolcall": {"summary": {"categories": {}}, "results": rows}}
+    assert measures(run, first=2) == pytest.approx({"simple_python": 100, "irrelevance": 50, "BFCL mean": 75,
+                                                     "format compliance": 100})
+    assert measures(run, first=4)["BFCL mean"] == pytest.approx(62.5)
 
 
 def test_plot_writes_a_png(tmp_path):

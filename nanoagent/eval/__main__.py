@@ -64,9 +64,12 @@ def parse_args(argv=None):
     ap.add_argument("--names", nargs="+", default=None, metavar="NAME",
                     help="plot: the models' names, in the order of --reports (default: each report's model)")
     ap.add_argument("--title", default=None, help="plot: a title above the bars")
+    ap.add_argument("--first", type=int, default=None,
+                    help="plot: BFCL's figures of the first N items of each category (runs of more items beside "
+                         "runs of N)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
-    for flag in ("limit", "max_new_tokens", "batch", "max_steps", "seq_len"):
+    for flag in ("limit", "max_new_tokens", "batch", "max_steps", "seq_len", "first"):
         value = getattr(args, flag)
         if value is not None and value < 1:
             ap.error(f"--{flag.replace('_', '-')} must be at least 1, not {value}")
@@ -75,8 +78,8 @@ def parse_args(argv=None):
             ap.error("plot needs --reports (one report per model)")
         if args.names is not None and len(args.names) != len(args.reports):
             ap.error(f"--names: {len(args.names)} names for {len(args.reports)} reports; give one per report")
-    elif args.reports or args.names:
-        ap.error("--reports and --names are for the plot task")
+    elif args.reports or args.names or args.first:
+        ap.error("--reports, --names and --first are for the plot task")
     return args
 
 
@@ -88,7 +91,7 @@ def replies_path(out: Path) -> Path:
 def plot(args) -> None:
     reports = [read_report(spec) for spec in args.reports]
     names = args.names or [Path(str(r.get("model") or spec)).name for r, spec in zip(reports, args.reports)]
-    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title)
+    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title, args.first)
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 
 from ..data.benchmarks import CATEGORIES, bfcl_data_dir, load_category
 from ..toolcalls import parse_reply
@@ -194,6 +195,17 @@ def score_reply(item: dict, reply: str) -> dict:
     return {"id": item["id"], "category": item["category"], "correct": bool(ok), "reason": reason,
             "format_ok": has_tag and bool(parsed.calls) and not parsed.errors, "called": bool(parsed.calls),
             "reply": reply, "calls": parsed.calls}
+
+
+def first_of_each(results: list[dict], n: int) -> list[dict]:
+    """The first n results of each category, in order (a first-100 run read as a first-40 one)."""
+    seen = Counter()
+    out = []
+    for r in results:
+        seen[r["category"]] += 1
+        if seen[r["category"]] <= n:
+            out.append(r)
+    return out
 
 
 def summarize(results: list[dict]) -> dict:

@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 
 from ..data.benchmarks import CATEGORIES
+from .bfcl import first_of_each, summarize
 
 MEASURES = (*CATEGORIES, "BFCL mean", "format compliance", "IFEval prompt strict", "IFBench prompt strict",
             "chain, calculator", "chain, no tools", "agent in use")
@@ -39,10 +40,13 @@ def read_report(spec: str) -> dict:
     return report
 
 
-def measures(report: dict) -> dict[str, float]:
-    """A report -> {measure: percent} for the measures it holds (see MEASURES)."""
+def measures(report: dict, first: int | None = None) -> dict[str, float]:
+    """A report -> {measure: percent} for the measures it holds (see MEASURES); with `first`, the BFCL measures
+    of the first `first` items of each category only (a first-100 run beside first-40 ones)."""
     out = {}
     toolcall = (report.get("toolcall") or {}).get("summary")
+    if first is not None and toolcall:
+        toolcall = summarize(first_of_each(report["toolcall"]["results"], first))
     if toolcall:
         for c, v in toolcall.get("categories", {}).items():
             out[c] = 100 * v["accuracy"]
@@ -66,11 +70,13 @@ def measures(report: dict) -> dict[str, float]:
     return out
 
 
-def plot_reports(reports: list[dict], names: list[str], out: str | Path, title: str | None = None) -> Path:
-    """Grouped bars (measures x models) of `reports`, labelled with `names`, written to the PNG `out`."""
+def plot_reports(reports: list[dict], names: list[str], out: str | Path, title: str | None = None,
+                 first: int | None = None) -> Path:
+    """Grouped bars (measures x models) of `reports`, labelled with `names`, written to the PNG `out`; with
+    `first`, BFCL's figures of the first `first` items of each category."""
     if len(names) != len(reports):
         raise ValueError(f"{len(names)} names for {len(reports)} reports: give one name per report")
-    figures = [measures(r) for r in reports]
+    figures = [measures(r, first) for r in reports]
     shown = [m for m in MEASURES if any(m in f for f in figures)]
     if not shown:
         raise ValueError("the reports hold no figure to draw (no toolcall, ifeval, ifbench or chain results)")
