@@ -2,12 +2,14 @@
 shows, the mended call is right, and only the mended call and the answer are learned; and calc-ask's results."""
 import re
 import zoneinfo
+from datetime import datetime, timezone
 
 import numpy as np
 import pytest
 
 from nanoagent.agent.builtin import BUILTIN_TOOLS
 from nanoagent.agent.calculator import calculator
+from nanoagent.agent.clock import suggest_zone
 from nanoagent.agent.registry import run_call
 from nanoagent.agent.schema import validate_arguments
 from nanoagent.data import derived as D
@@ -54,6 +56,9 @@ def test_every_kind_of_mistake_is_made(rows):
 def test_the_mended_call_is_right(rows):
     for r in rows:
         (call,) = r["messages"][3]["tool_calls"]
+        suggested = re.search(r"did you mean '(.*)'\?$", r["messages"][2]["content"])
+        if suggested:  # the row mends the call as the error said
+            assert suggested.group(1) in call["arguments"].values()
         _, errors = validate_arguments(call["arguments"], R.SCHEMAS[call["name"]]["parameters"])
         assert errors == []
         if call["name"] == "calculator":  # the result is the real calculator's
@@ -77,11 +82,12 @@ def test_only_the_mended_call_and_the_answer_are_learned(rows):
 def test_unreadable_forms_are_the_calculators_errors(expression):
     seen = set()
     for seed in range(30):
-        bad, error = R.unreadable(expression, np.random.default_rng(seed))
+        bad, error, meant = R.unreadable(expression, np.random.default_rng(seed))
         seen.add(bad)
         assert bad != expression
         assert run_call({"name": "calculator", "arguments": {"expression": bad}},
                         {"calculator": BUILTIN_TOOLS["calculator"]}).content == error
+        assert error.endswith(f"did you mean '{meant}'?") and calculator(meant) == calculator(expression)
     assert any("$" in b for b in seen)
     assert ("*" in expression) == any(" x " in b or " times " in b for b in seen)
     assert bool(re.search(r"\d{4}", expression)) == any(re.search(r"\d,\d{3}", b) for b in seen)
@@ -89,6 +95,18 @@ def test_unreadable_forms_are_the_calculators_errors(expression):
 
 def test_no_city_of_the_time_rows_is_a_time_zone_by_its_bare_name():
     assert len(R.CITY_ZONES) >= 15 and "Singapore" not in dict(R.CITY_ZONES)
+
+
+def test_the_clock_suggests_the_zone_of_most_cities_and_never_a_wrong_one(rows):
+    for city, zone in R.CITY_ZONES:  # the hint is the clock's, and a zone of the city's own time
+        meant = R.zone_hint(city)
+        assert meant == suggest_zone(city)
+        if meant:
+            now = datetime(2025, 7, 1, tzinfo=timezone.utc)
+            assert now.astimezone(zoneinfo.ZoneInfo(meant)).utcoffset() == now.astimezone(zoneinfo.ZoneInfo(zone)).utcoffset()
+    assert sum(R.zone_hint(city) is not None for city, _ in R.CITY_ZONES) >= len(R.CITY_ZONES) - 3  # not Mumbai
+    errors = [r["messages"][2]["content"] for r in rows if "unknown time zone" in r["messages"][2]["content"]]
+    assert errors and all("did you mean" in e or "'Mumbai'" in e for e in errors)
 
 
 def test_calc_ask_asks_one_expression_and_answers_with_the_calculators_result(inputs):

@@ -203,7 +203,8 @@ print(f"{int(mask.sum())} of {len(chat_ids)} tokens carry loss")
 # %%
 wrong = {"role": "assistant", "content": "", "weight": 0,
          "tool_calls": [{"name": "calculator", "arguments": {"expression": "12 x 7"}}]}
-error = {"role": "tool", "content": "Error: calculator failed: CalculatorError: cannot read '12 x 7' as arithmetic"}
+error = {"role": "tool", "content": "Error: calculator failed: CalculatorError: "
+                                    "cannot read '12 x 7' as arithmetic; did you mean '12*7'?"}
 mended_ids, mended_mask = tok.encode_chat(conversation[:1] + [wrong, error] + conversation[1:], tools=[calculator],
                                           add_generation_prompt=False)
 mended_runs = masked_runs(mended_ids, mended_mask)

@@ -11,6 +11,7 @@ nesting depth. Error messages stay short: a long number is named by its digit co
 import ast
 import math
 import operator
+import re
 
 from .registry import tool
 
@@ -136,11 +137,50 @@ def _evaluate(node, depth=0):
     raise CalculatorError(f"'{type(node).__name__}' is not allowed in a calculation")
 
 
+# arithmetic as people write it where Python reads something else or nothing, and the form it reads
+REWRITES = ((r"(?<=[\d.)])\s*(?:[xX]|times|multiplied by)\s*(?=[\d.(])", "*"),   # 17 x 23, 17 times 23
+            (r"(?<=[\d.)])\s*divided by\s*(?=[\d.(])", "/"),
+            (r"\s*to the power(?: of)?\s*", "**"),                                 # 2 to the power of 10
+            (r"(?<=\d)\s*%\s*of\s*", "/100*"),                                      # 15% of 80
+            (r"(?<=\d)\s*%(?!\s*[\d.(])", "/100"),                                  # 15%
+            (r"(?<=\d),(?=\d{3}(?!\d))", ""),                                        # 1,200 (else a tuple)
+            (r"[$€£]", ""))
+
+
+def suggest_expression(expression: str) -> str | None:
+    """The expression rewritten as the calculator reads it (`17 x 23` -> `17*23`, `15% of 80` ->
+    `15/100*80`, `$1,200*3` -> `1200*3`), or None when no rewrite gives one it can evaluate."""
+    text = expression
+    for pattern, form in REWRITES:
+        text = re.sub(pattern, form, text)
+    text = text.strip()
+    if text == expression.strip():
+        return None
+    try:
+        _value(text)
+    except CalculatorError:
+        return None
+    return text
+
+
 def evaluate(expression):
     """An arithmetic expression (str) -> int or float. `^` means power; `×` and `÷` are read too.
 
-    Raises CalculatorError for anything it refuses or that has no finite real value.
+    Raises CalculatorError for anything it refuses or that has no finite real value; when a
+    rewrite of the usual written forms (suggest_expression) can be evaluated, the message ends
+    with it, so the model reading the error can mend its call.
     """
+    try:
+        return _value(expression)
+    except CalculatorError as e:
+        meant = suggest_expression(expression) if isinstance(expression, str) else None
+        if meant is None:
+            raise
+        raise CalculatorError(f"{e}; did you mean '{meant}'?") from None
+
+
+def _value(expression):
+    """evaluate() without the suggestion."""
     if not isinstance(expression, str):
         raise CalculatorError("the expression must be a string")
     if len(expression) > MAX_EXPRESSION_CHARS:

@@ -61,24 +61,27 @@ def _clip(text: str, limit: int = 40) -> str:  # as the calculator cuts the user
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def unreadable(expression: str, rng) -> tuple[str, str]:
-    """An expression written as the calculator cannot read it -> (that form, the calculator's error): "x" or
-    "times" for "*", a dollar sign before the first number, a thousands comma."""
+def unreadable(expression: str, rng) -> tuple[str, str, str]:
+    """An expression written as the calculator cannot read it -> (that form, the calculator's error, the form its
+    error suggests): "x" or "times" for "*", a dollar sign before the first number, a thousands comma. The
+    calculator's rewrite (agent/calculator.py, suggest_expression) undoes each: it gives back the expression,
+    but for the spaces around the "*" it wrote in place of "x"."""
     forms = []
     if "*" in expression:
-        forms += [re.sub(r"\s*\*\s*", " x ", expression, count=1), re.sub(r"\s*\*\s*", " times ", expression, count=1)]
-    forms.append(re.sub(r"(?<![\d.])(\d)", r"$\1", expression, count=1))
+        meant = re.sub(r"\s*\*\s*", "*", expression, count=1)
+        forms += [(re.sub(r"\s*\*\s*", " x ", expression, count=1), meant),
+                  (re.sub(r"\s*\*\s*", " times ", expression, count=1), meant)]
+    forms.append((re.sub(r"(?<![\d.])(\d)", r"$\1", expression, count=1), expression))
     big = re.search(r"(?<![\d.])(\d{4,})(?![\d])", expression)
     if big:
         digits = big.group(1)
         comma = expression[:big.start()] + f"{digits[:-3]},{digits[-3:]}" + expression[big.end():]
         tree = _parsed(comma)
         if tree is not None and any(isinstance(node, ast.Tuple) for node in ast.walk(tree)):
-            forms.append(comma)
-    bad = forms[int(rng.integers(len(forms)))]
-    if _parsed(bad) is None:
-        return bad, failed("calculator", "CalculatorError", f"cannot read '{_clip(bad)}' as arithmetic")
-    return bad, failed("calculator", "CalculatorError", "'Tuple' is not allowed in a calculation")
+            forms.append((comma, expression))
+    bad, meant = forms[int(rng.integers(len(forms)))]
+    why = f"cannot read '{_clip(bad)}' as arithmetic" if _parsed(bad) is None else "'Tuple' is not allowed in a calculation"
+    return bad, failed("calculator", "CalculatorError", f"{why}; did you mean '{meant}'?"), meant
 
 
 def _parsed(expression: str) -> ast.expr | None:
@@ -99,6 +102,7 @@ def task(tool: str, rng, steps, start: datetime):
                 expression)
     if tool == "get_current_time":
         city, zone = CITY_ZONES[int(rng.integers(len(CITY_ZONES)))]
+        zone = zone_hint(city) or zone  # the zone the clock's error names ("Asia/Istanbul", one of the city's two)
         text, local = time_result(zone, start + timedelta(seconds=int(rng.integers(0, 2 * 365 * 86400))))
         return (TIME_ASKS[int(rng.integers(len(TIME_ASKS)))].format(c=city),
                 {"name": "get_current_time", "arguments": {"timezone": zone}}, text, said_time(city, local), city)
@@ -118,27 +122,39 @@ MISTAKES = {"calculator": ("unreadable", "unreadable", "wrong name", "schema key
 SCHEMAS = {t["name"]: t for t in OWN_TOOLS}
 
 
-def mistake(kind: str, right: dict, extra: str, tools: list[dict], rng) -> tuple[dict, str]:
-    """The right call done wrong in one way -> (the wrong call, the error the agent answers it with)."""
+def zone_hint(city: str) -> str | None:
+    """The zone the clock suggests for a city given as the zone (agent/clock.py, suggest_zone: the shortest zone
+    named after that city, "Jakarta" -> "Asia/Jakarta"), or None ("Mumbai" is in "Asia/Kolkata": the model has
+    to know that one)."""
+    key = city.replace(" ", "_").lower()
+    named = [z for z in zoneinfo.available_timezones()
+             if "/" in z and not z.startswith(("Etc/", "SystemV/")) and z.rsplit("/", 1)[-1].lower() == key]
+    return min(named, key=lambda z: (len(z), z)) if named else None
+
+
+def mistake(kind: str, right: dict, extra: str, tools: list[dict], rng) -> tuple[dict, str, dict]:
+    """The right call done wrong in one way -> (the wrong call, the error the agent answers it with, the mended
+    call: the right one, in the form the error suggests when it suggests one)."""
     name, arguments = right["name"], right["arguments"]
     tool = SCHEMAS[name]
     if kind == "unreadable":
-        bad, error = unreadable(extra, rng)
-        return {"name": name, "arguments": {"expression": bad}}, error
+        bad, error, meant = unreadable(extra, rng)
+        return {"name": name, "arguments": {"expression": bad}}, error, {"name": name, "arguments": {"expression": meant}}
     if kind == "city as zone":
-        return ({"name": name, "arguments": {"timezone": extra}},
-                failed(name, "ValueError", f"unknown time zone '{extra}'; use an IANA name such as 'Europe/Paris' or "
-                                           f"'UTC'"))
+        meant = zone_hint(extra)  # the right call's zone when there is one (task)
+        hint = f"did you mean '{meant}'?" if meant else "use an IANA name such as 'Europe/Paris' or 'UTC'"
+        return {"name": name, "arguments": {"timezone": extra}}, failed(name, "ValueError",
+                                                                        f"unknown time zone '{extra}'; {hint}"), right
     if kind == "wrong name":
         key = WRONG_NAMES[name][int(rng.integers(len(WRONG_NAMES[name])))]
         wrong = {key: extra if name == "get_current_time" else next(iter(arguments.values()))}
-        return {"name": name, "arguments": wrong}, bad_arguments(tool, wrong)
+        return {"name": name, "arguments": wrong}, bad_arguments(tool, wrong), right
     if kind == "schema key":
         copied = {"required": tool["parameters"].get("required", [])} if rng.random() < 0.7 else {"type": "object"}
         wrong = arguments | copied
-        return {"name": name, "arguments": wrong}, bad_arguments(tool, wrong)
+        return {"name": name, "arguments": wrong}, bad_arguments(tool, wrong), right
     near = NEAR_NAMES[name][int(rng.integers(len(NEAR_NAMES[name])))]
-    return {"name": near, "arguments": arguments}, unknown_tool(near, tools)
+    return {"name": near, "arguments": arguments}, unknown_tool(near, tools), right
 
 
 def recovery(inputs, n: int, rng):
@@ -153,11 +169,11 @@ def recovery(inputs, n: int, rng):
         tools = [SCHEMAS[name]] + [others[int(i)] for i in rng.permutation(len(others))[:int(rng.integers(0, 4))]]
         tools = [tools[int(i)] for i in rng.permutation(len(tools))]
         kinds = MISTAKES[name]
-        wrong, error = mistake(kinds[int(rng.integers(len(kinds)))], right, extra, tools, rng)
+        wrong, error, mended = mistake(kinds[int(rng.integers(len(kinds)))], right, extra, tools, rng)
         yield {"messages": [{"role": "user", "content": ask},
                             {"role": "assistant", "content": "", "tool_calls": [wrong], "weight": 0},
                             {"role": "tool", "content": error},
-                            {"role": "assistant", "content": "", "tool_calls": [right]},
+                            {"role": "assistant", "content": "", "tool_calls": [mended]},
                             {"role": "tool", "content": result},
                             {"role": "assistant", "content": answer}],
                "tools": tools, "source": "recovery"}
