@@ -1,6 +1,8 @@
 """The derived families by name (derived.py, chains.py, own_tools.py, recovery.py), each with its own random stream."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 
 from .chains import calc_ask, calc_chain, parallel_calc
@@ -28,7 +30,7 @@ FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "p
             "decline-specs": decline_specs, "near-miss-specs": near_miss_specs,
             "parallel-values-specs": parallel_values_specs, "several-args-specs": several_args_specs,
             "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools,
-            "calc-ask": calc_ask, "recovery": recovery}
+            "own-tools-24h": partial(own_tools, hours=24), "calc-ask": calc_ask, "recovery": recovery}
 
 
 def family_rng(seed: int, family: str) -> np.random.Generator:

@@ -129,9 +129,12 @@ def time_result(zone: str, instant: datetime) -> tuple[str, datetime]:
     return f"{local.isoformat(timespec='seconds')} ({local:%A}, {zone})", local
 
 
-def said_time(city: str, local: datetime) -> str:
-    """The answer's sentence for a local time: "In Oslo it is 3:07 PM on Monday, March 4, 2024." """
-    return f"In {city} it is {local.hour % 12 or 12}:{local:%M %p} on {local:%A, %B} {local.day}, {local.year}."
+def said_time(city: str, local: datetime, hours: int = 12) -> str:
+    """The answer's sentence for a local time: "In Oslo it is 3:07 PM on Monday, March 4, 2024.", or with
+    hours=24 the clock's own form, "In Oslo it is 15:07 on ..." (copied from the result, where a small model
+    turning 09:56 into the 12-hour form wrote "9:56 PM")."""
+    clock = f"{local:%H:%M}" if hours == 24 else f"{local.hour % 12 or 12}:{local:%M %p}"
+    return f"In {city} it is {clock} on {local:%A, %B} {local.day}, {local.year}."
 
 
 def search_result(title: str, url: str, snippet: str) -> str:
@@ -144,9 +147,9 @@ def page_text(title: str, url: str, snippet: str) -> str:
     return f"Title: {title} - Wikipedia\nURL: {url}\n\n# {title}\n{snippet}"
 
 
-def own_tools(inputs, n: int, rng):
-    """Right calls to the project's tools: the time (one city or several in one parallel call), a search, a page,
-    and a search followed by a visit."""
+def own_tools(inputs, n: int, rng, hours: int = 12):
+    """Right calls to the project's tools: the time (one city or several in one parallel call; said in the 12- or
+    24-hour form), a search, a page, and a search followed by a visit."""
     pool = inputs.tool_pool()
     start = datetime(2024, 1, 1, tzinfo=timezone.utc)
     for k in range(n):
@@ -162,7 +165,7 @@ def own_tools(inputs, n: int, rng):
                 ask = TIME_ASKS_MANY[int(rng.integers(len(TIME_ASKS_MANY)))].format(
                     cs=", ".join(names[:-1]) + " and " + names[-1])
             outs = [time_result(z, instant) for _, z in cities]
-            answer = " ".join(said_time(c, loc) for c, (_, loc) in zip(names, outs))
+            answer = " ".join(said_time(c, loc, hours) for c, (_, loc) in zip(names, outs))
             messages = [{"role": "user", "content": ask},
                         {"role": "assistant", "content": "", "tool_calls": [
                             {"name": "get_current_time", "arguments": {"timezone": z}} for _, z in cities]}]
@@ -190,4 +193,4 @@ def own_tools(inputs, n: int, rng):
         tools = tools + others[:int(rng.integers(0, len(others) + 1))] + extra_tools(
             pool, {t["name"] for t in tools}, rng, int(rng.integers(0, 2)))
         yield {"messages": messages, "tools": [tools[int(i)] for i in rng.permutation(len(tools))],
-               "source": "own-tools"}
+               "source": "own-tools" if hours == 12 else "own-tools-24h"}

@@ -4,11 +4,15 @@ the answer. The wrong call is shown but not learned (`"weight": 0`: render_chat_
 loss), so a row teaches reading an error and mending the call, never making the mistake.
 
 The mistakes are those a small model makes with these tools: a city where a time zone is asked
-(`"Tokyo"`), a wrong argument name (`"expr"`), a piece of the schema copied in as an argument
-(`"required": ["expression"]`), a near name of the tool (`calculate`), an expression the calculator cannot
-read (`17 x 23`, `$12.50*3`, `1,200*3`). The data package may not import the agent package, so the error
-texts are written here by the agent's rules; tests/test_recovery.py runs every wrong call through the real
-tools and asserts the same text.
+(`"Tokyo"`), a city under the wrong region (`"America/Manila"`), a wrong argument name (`"expr"`), a piece
+of the schema copied in as an argument (`"required": ["expression"]`), a near name of the tool
+(`calculate`), an expression the calculator cannot read (`17 x 23`, `$12.50*3`, `1,200*3`).
+
+The calculator's and the clock's errors end with the form they would have read when there is one (`did you
+mean 'Asia/Manila'?`), and the row mends its call to that form: it teaches copying the hint, which a 135M
+model does far better than recalling a zone. The data package may not import the agent package, so the
+error texts are written here by the agent's rules; tests/test_recovery.py runs every wrong call through the
+real tools and asserts the same text.
 """
 from __future__ import annotations
 
@@ -105,7 +109,7 @@ def task(tool: str, rng, steps, start: datetime):
         zone = zone_hint(city) or zone  # the zone the clock's error names ("Asia/Istanbul", one of the city's two)
         text, local = time_result(zone, start + timedelta(seconds=int(rng.integers(0, 2 * 365 * 86400))))
         return (TIME_ASKS[int(rng.integers(len(TIME_ASKS)))].format(c=city),
-                {"name": "get_current_time", "arguments": {"timezone": zone}}, text, said_time(city, local), city)
+                {"name": "get_current_time", "arguments": {"timezone": zone}}, text, said_time(city, local, 24), city)
     q, title, url, snippet, ask_what, answer = FACTS[int(rng.integers(len(FACTS)))]
     if tool == "web_search":
         ask = SEARCH_ASKS[int(rng.integers(len(SEARCH_ASKS)))].format(q=q, ask=ask_what)
@@ -116,10 +120,11 @@ def task(tool: str, rng, steps, start: datetime):
 
 
 MISTAKES = {"calculator": ("unreadable", "unreadable", "wrong name", "schema key", "near name"),
-            "get_current_time": ("city as zone", "city as zone", "wrong name", "schema key", "near name"),
+            "get_current_time": ("city as zone", "city as zone", "wrong region", "wrong name", "schema key", "near name"),
             "web_search": ("wrong name", "schema key", "near name"),
             "visit_webpage": ("wrong name", "schema key", "near name")}
 SCHEMAS = {t["name"]: t for t in OWN_TOOLS}
+REGIONS = ("America", "Europe", "Asia", "Africa", "Australia")
 
 
 def zone_hint(city: str) -> str | None:
@@ -145,6 +150,12 @@ def mistake(kind: str, right: dict, extra: str, tools: list[dict], rng) -> tuple
         hint = f"did you mean '{meant}'?" if meant else "use an IANA name such as 'Europe/Paris' or 'UTC'"
         return {"name": name, "arguments": {"timezone": extra}}, failed(name, "ValueError",
                                                                         f"unknown time zone '{extra}'; {hint}"), right
+    if kind == "wrong region":  # "America/Manila": the city's name under another region
+        zone = arguments["timezone"]
+        regions = [r for r in REGIONS if not _is_zone(f"{r}/{zone.rsplit('/', 1)[-1]}")]
+        bad = f"{regions[int(rng.integers(len(regions)))]}/{zone.rsplit('/', 1)[-1]}"
+        error = failed(name, "ValueError", f"unknown time zone '{bad}'; did you mean '{zone}'?")
+        return {"name": name, "arguments": {"timezone": bad}}, error, right
     if kind == "wrong name":
         key = WRONG_NAMES[name][int(rng.integers(len(WRONG_NAMES[name])))]
         wrong = {key: extra if name == "get_current_time" else next(iter(arguments.values()))}
