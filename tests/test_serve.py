@@ -587,3 +587,20 @@ def test_bench_serve_prints_rate_and_latency(tiny_long):  # a context that holds
         r"the decoder alone, 8 sequences of 64 tokens .*: ([\d.]+) tokens/s; the server's ([\d.]+) new tokens/s are "
         r"([\d.]+)x that", r.stdout)
     assert served and abs(float(served.group(2)) / float(served.group(1)) - float(served.group(3))) < 0.01, r.stdout
+
+
+def test_the_warm_up_decodes_on_the_decoding_thread(tiny_lm):
+    """Numba's OpenMP keeps a team of workers per thread that starts parallel loops: a warm-up on any other
+    thread leaves a second team that slowed every later step (Engine.warm_up)."""
+    engine = model_engine(tiny_lm, slots=2, context=64, model_id="tiny")
+    threads, step = set(), engine.decoder.step
+
+    def recording_step():
+        threads.add(threading.current_thread().name)
+        return step()
+    engine.decoder.step = recording_step
+    try:
+        engine.warm_up()
+        assert threads == {"decoder"} and not engine.decoder.busy
+    finally:
+        engine.close()
