@@ -50,3 +50,11 @@ def test_no_zone_is_guessed_from_a_near_spelling_of_a_bare_name(written):
     assert suggest_zone(written) is None
     with pytest.raises(ValueError, match="use an IANA name"):
         resolve_zone(written)
+
+
+def test_a_long_rewrite_is_not_shown_cut():
+    written = " + ".join(["12 x 3"] * 8)  # the rewrite is longer than an error shows
+    assert suggest_expression(written) and len(suggest_expression(written)) > 40
+    with pytest.raises(CalculatorError) as e:
+        evaluate(written)
+    assert "did you mean" not in str(e.value) and len(str(e.value)) < 120

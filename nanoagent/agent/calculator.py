@@ -23,6 +23,7 @@ MAX_ROUND_DIGITS = 1000  # round(x, n) needs |n| <= this (round(1, -10**9) build
 MAX_FLOAT_EXPONENT = 1e6
 MAX_DEPTH = 50          # nesting: call arguments, signs, right operands 1+(1+(...)); a flat 1+1+...+1 is depth 0
 MAX_SHOWN_DIGITS = 20   # an error shows at most this many characters of a number
+MAX_HINT_CHARS = 40     # an error's "did you mean" shows a rewritten expression of at most this many, whole
 
 
 class CalculatorError(ValueError):
@@ -167,14 +168,14 @@ def evaluate(expression):
     """An arithmetic expression (str) -> int or float. `^` means power; `×` and `÷` are read too.
 
     Raises CalculatorError for anything it refuses or that has no finite real value; when a
-    rewrite of the usual written forms (suggest_expression) can be evaluated, the message ends
-    with it, so the model reading the error can mend its call.
+    rewrite of the usual written forms (suggest_expression) can be evaluated and is short, the
+    message ends with it, so the model reading the error can mend its call.
     """
     try:
         return _value(expression)
     except CalculatorError as e:
         meant = suggest_expression(expression) if isinstance(expression, str) else None
-        if meant is None:
+        if meant is None or len(meant) > MAX_HINT_CHARS:  # shown whole or not at all: a cut one is no call
             raise
         raise CalculatorError(f"{e}; did you mean '{meant}'?") from None
 

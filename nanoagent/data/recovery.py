@@ -85,6 +85,8 @@ def unreadable(expression: str, rng) -> tuple[str, str, str]:
             forms.append((comma, expression))
     bad, meant = forms[int(rng.integers(len(forms)))]
     why = f"cannot read '{_clip(bad)}' as arithmetic" if _parsed(bad) is None else "'Tuple' is not allowed in a calculation"
+    if len(meant) > 40:  # the calculator shows a hint whole or not at all (MAX_HINT_CHARS)
+        return bad, failed("calculator", "CalculatorError", why), expression
     return bad, failed("calculator", "CalculatorError", f"{why}; did you mean '{meant}'?"), meant
 
 
