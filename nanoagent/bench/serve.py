@@ -57,8 +57,9 @@ def add_serve_args(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--model", default=None)
     ap.add_argument("--int8", action="store_true", help="int8 weights (quantized while loading a float folder)")
     ap.add_argument("--clients", type=number(int, 1), default=16, help="clients sending at once (default 16)")
-    ap.add_argument("--requests", type=number(int, 1), default=4,
-                    help="requests each client sends, one after another (default 4)")
+    ap.add_argument("--requests", type=number(int, 1), default=16,
+                    help="requests each client sends, one after another (default 16: long enough that the first "
+                         "wave and the last replies, slots filling and emptying, are a small part of the run)")
     ap.add_argument("--max-tokens", type=number(int, 1), default=32, help="new tokens per reply at most (default 32)")
     ap.add_argument("--slots", type=number(int, 1), default=8, help="the server's --slots (default 8)")
     ap.add_argument("--turns", type=number(int, 0), default=5, help="then an agent's conversation of this many turns "
