@@ -192,6 +192,7 @@ async def choices(engine: Engine, req: ChatRequest, prompt: list[int], replies: 
     """Decode the request's n choices together -> yields (index, content, tool_calls, finish_reason or None)
     as they come; stops and frees the slots of what is left if the caller goes away."""
     loop, inbox = asyncio.get_running_loop(), asyncio.Queue()
+
     def deliver(items):  # on the decoding thread
         try:
             loop.call_soon_threadsafe(inbox.put_nowait, items)

@@ -47,8 +47,9 @@ def test_each_wrong_call_gets_the_real_agents_error(rows):
 
 def test_every_kind_of_mistake_is_made(rows):
     errors = " ".join(r["messages"][2]["content"] for r in rows)
-    for text in ("cannot read", "unknown time zone 'America/", "unknown time zone", "did you mean", "missing required argument", "unexpected argument (expected",
-                 "required: unexpected", "type: unexpected", "unknown tool"):
+    for text in ("cannot read", "unknown time zone 'America/", "unknown time zone", "did you mean",
+                 "missing required argument", "unexpected argument (expected", "required: unexpected",
+                 "type: unexpected", "unknown tool"):
         assert text in errors, text
     assert {r["messages"][3]["tool_calls"][0]["name"] for r in rows} == set(R.SCHEMAS)
 
@@ -97,13 +98,14 @@ def test_no_city_of_the_time_rows_is_a_time_zone_by_its_bare_name():
     assert len(R.CITY_ZONES) >= 15 and "Singapore" not in dict(R.CITY_ZONES)
 
 
-def test_the_clock_suggests_the_zone_of_most_cities_and_never_a_wrong_one(rows):
+def test_the_clock_suggests_the_zone_of_most_cities_and_the_rows_say_it(rows):
+    now = datetime(2025, 7, 1, tzinfo=timezone.utc)
     for city, zone in R.CITY_ZONES:  # the hint is the clock's, and a zone of the city's own time
         meant = R.zone_hint(city)
         assert meant == suggest_zone(city)
         if meant:
-            now = datetime(2025, 7, 1, tzinfo=timezone.utc)
-            assert now.astimezone(zoneinfo.ZoneInfo(meant)).utcoffset() == now.astimezone(zoneinfo.ZoneInfo(zone)).utcoffset()
+            offset = [now.astimezone(zoneinfo.ZoneInfo(z)).utcoffset() for z in (meant, zone)]
+            assert offset[0] == offset[1]
     assert sum(R.zone_hint(city) is not None for city, _ in R.CITY_ZONES) >= len(R.CITY_ZONES) - 3  # not Mumbai
     errors = [r["messages"][2]["content"] for r in rows if "unknown time zone" in r["messages"][2]["content"]]
     assert errors and all("did you mean" in e or "'Mumbai'" in e for e in errors)

@@ -1,5 +1,6 @@
 """The calculator's and the clock's errors name the form they would have read, when there is one, so an agent
-can mend its call from the error alone; they never name a wrong one."""
+can mend its call from the error alone. A bare zone name is never guessed by its spelling (a close spelling of
+a city is often another city); a close spelling of a made-up `Region/City` name can still be wrong."""
 import re
 
 import pytest

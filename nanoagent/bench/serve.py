@@ -227,8 +227,8 @@ def rates(server: Server, args) -> float:
         t.join()
     wall = time.perf_counter() - t0
     turns = conversation(server, args.turns, args.max_tokens) if args.turns else []
-    joined = None
-    for max_tokens in (160, 640, 2560) if args.joins else ():  # a reply that outlasts the joins (a fast model's may not)
+    joined = None  # the watched reply must outlast the joins: a fast model's 160 tokens can end before they are sent
+    for max_tokens in (160, 640, 2560) if args.joins else ():
         joined = joining(server, args.joins, max_tokens=max_tokens)
         if len(joined["gaps"]) >= 2:
             break

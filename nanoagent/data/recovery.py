@@ -84,7 +84,8 @@ def unreadable(expression: str, rng) -> tuple[str, str, str]:
         if tree is not None and any(isinstance(node, ast.Tuple) for node in ast.walk(tree)):
             forms.append((comma, expression))
     bad, meant = forms[int(rng.integers(len(forms)))]
-    why = f"cannot read '{_clip(bad)}' as arithmetic" if _parsed(bad) is None else "'Tuple' is not allowed in a calculation"
+    why = (f"cannot read '{_clip(bad)}' as arithmetic" if _parsed(bad) is None
+           else "'Tuple' is not allowed in a calculation")
     if len(meant) > 40:  # the calculator shows a hint whole or not at all (MAX_HINT_CHARS)
         return bad, failed("calculator", "CalculatorError", why), expression
     return bad, failed("calculator", "CalculatorError", f"{why}; did you mean '{meant}'?"), meant
@@ -122,7 +123,8 @@ def task(tool: str, rng, steps, start: datetime):
 
 
 MISTAKES = {"calculator": ("unreadable", "unreadable", "wrong name", "schema key", "near name"),
-            "get_current_time": ("city as zone", "city as zone", "wrong region", "wrong name", "schema key", "near name"),
+            "get_current_time": ("city as zone", "city as zone", "wrong region", "wrong name", "schema key",
+                                 "near name"),
             "web_search": ("wrong name", "schema key", "near name"),
             "visit_webpage": ("wrong name", "schema key", "near name")}
 SCHEMAS = {t["name"]: t for t in OWN_TOOLS}
@@ -154,8 +156,9 @@ def mistake(kind: str, right: dict, extra: str, tools: list[dict], rng) -> tuple
                                                                         f"unknown time zone '{extra}'; {hint}"), right
     if kind == "wrong region":  # "America/Manila": the city's name under another region
         zone = arguments["timezone"]
-        regions = [r for r in REGIONS if not _is_zone(f"{r}/{zone.rsplit('/', 1)[-1]}")]
-        bad = f"{regions[int(rng.integers(len(regions)))]}/{zone.rsplit('/', 1)[-1]}"
+        wrong = [f"{r}/{zone.rsplit('/', 1)[-1]}" for r in REGIONS]
+        wrong = [w for w in wrong if not _is_zone(w)]
+        bad = wrong[int(rng.integers(len(wrong)))]
         error = failed(name, "ValueError", f"unknown time zone '{bad}'; did you mean '{zone}'?")
         return {"name": name, "arguments": {"timezone": bad}}, error, right
     if kind == "wrong name":
