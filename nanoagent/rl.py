@@ -17,11 +17,12 @@ written by `python -m nanoagent.data instructions`): the chat is the item's prom
 it follows plus the format term (rewards.instruction_reward); the log's figures are then reward,
 strict and format. IFEval's and IFBench's own prompts never belong in --data: they are the evaluation.
 
-`--task instructions --rejection N` is the comparison arm, rejection sampling: no training here; each
-prompt gets N replies (temperature 1.0 by default), the first that follows every instruction and ends
-at <|im_end|> is kept (they all have the top reward), and OUT/rejection.jsonl gets one training chat
-{"messages": [user, assistant], "source": "rejection"} per prompt that got one, for `python -m
-nanoagent.train --data`. With `--repair`, a prompt none of whose replies passes gets its best reply
+`--rejection N` is the comparison arm, rejection sampling: no training here; each prompt gets N replies
+(temperature 1.0 by default), the first with the top reward is kept (with --task instructions: it follows
+every instruction and ends at <|im_end|>; with tool calls: its calls match the reference, cleanly written,
+or it calls nothing where no call is right), and OUT/rejection.jsonl gets one training chat {"messages":
+[..., assistant], "tools"?, "source": "rejection"} per prompt that got one, for `python -m nanoagent.train
+--data`. With `--repair`, a prompt none of whose replies passes gets its best reply
 mended by the edits of its instructions' kinds (tuner/repair.py: lowercase, a title, a postscript,
 quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
 here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
@@ -56,7 +57,7 @@ from .train import (TrainingError, add_optimizer_args, add_run_control_args, che
 from .tuner.grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .tuner.prompts import (BALANCE_KINDS, InstructionPrompt, ToolPrompt, balanced_prompts, fingerprint,
                             instruction_prompts, kind, round_prompts, seen_requests, tool_prompts)
-from .tuner.rejection import best_reply, sample_replies
+from .tuner.rejection import best_reply, right_call_reply, sample_replies
 from .tuner.rewards import FORMAT_WEIGHT, instruction_reward, reward
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
@@ -81,8 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--system", default=None,
                     help="--task instructions: a system prompt before each user prompt (default: SmolLM2's own)")
     ap.add_argument("--rejection", type=int, default=None, metavar="N",
-                    help="--task instructions: rejection sampling instead of GRPO, N replies per prompt; the first "
-                         "that follows all its instructions goes to OUT/rejection.jsonl (a training file); "
+                    help="rejection sampling instead of GRPO, N replies per prompt; the first with the top reward (all "
+                         "its instructions followed; the reference calls) goes to OUT/rejection.jsonl (a training file); "
                          "--slots at a time (default 2N)")
     ap.add_argument("--repair", action="store_true",
                     help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
@@ -139,9 +140,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--system is for --task instructions (a tool chat brings its own system prompt)")
     if args.repair and args.rejection is None:
         ap.error("--repair is for --rejection N (it mends the sampled replies no update learns from)")
-    if args.rejection is not None and (args.task != "instructions" or args.resume or args.rejection < 1):
-        ap.error("--rejection N: N >= 1 replies per prompt, with --task instructions, and no --resume (it trains "
-                 "nothing)")
+    if args.repair and args.task != "instructions":
+        ap.error("--repair is for --task instructions (it mends a reply by its instructions' kinds)")
+    if args.rejection is not None and (args.resume or args.rejection < 1):
+        ap.error("--rejection N: N >= 1 replies per prompt, and no --resume (it trains nothing)")
     if args.draw is not None and args.draw < args.prompts:
         ap.error(f"--draw must be at least --prompts ({args.prompts}): it is how many prompts a round samples")
     if not 0 < args.clip_eps < 1 or args.beta < 0 or args.temperature <= 0:
@@ -388,22 +390,29 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     replies = sample_replies(model, prompts, args.rejection, args.max_new_tokens, sampling, tok.im_end_id,
                              args.slots or 2 * args.rejection, args.seed, progress=not args.quiet)
-    system = [{"role": "system", "content": args.system}] if args.system else []
-    rows = []
-    for p, group in zip(prompts, replies):
-        kept = best_reply([(tok.decode(ids), reason) for ids, reason in group], p.item, args.repair)
-        if kept is not None:
-            rows.append({"messages": system + [{"role": "user", "content": p.item["prompt"]},
-                                               {"role": "assistant", "content": kept[0]}], "source": kept[1]})
+    texts = [[(tok.decode(ids), reason) for ids, reason in group] for group in replies]
+    if args.task == "instructions":
+        system = [{"role": "system", "content": args.system}] if args.system else []
+        kept = [(p, best_reply(group, p.item, args.repair)) for p, group in zip(prompts, texts)]
+        rows = [{"messages": system + [{"role": "user", "content": p.item["prompt"]},
+                                       {"role": "assistant", "content": k[0]}], "source": k[1]} for p, k in kept if k]
+    else:
+        kept = [(p, right_call_reply(group, p)) for p, group in zip(prompts, texts)]
+        rows = [{"messages": list(p.messages) + [{"role": "assistant", "content": k[0]}], "tools": p.tools,
+                 "source": k[1]} for p, k in kept if k]
+        by_kind = Counter(kind(p, "kinds") for p, k in kept if k)
+        of_kind = Counter(kind(p, "kinds") for p in prompts)
+        print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
+                                           if of_kind[k]))
     if not rows:
-        raise DataError(f"none of the {len(prompts)} prompts got a reply that follows all its instructions in "
-                        f"{args.rejection} samples; nothing written (try a larger N, or --repair)")
+        raise DataError(f"none of the {len(prompts)} prompts got a right reply in {args.rejection} samples; nothing "
+                        f"written (try a larger N{', or --repair' if args.task == 'instructions' else ''})")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     mended = f", {repaired} more mended (--repair)" if args.repair else ""
-    print(f"{passed} of {len(prompts)} prompts got a passing reply in {args.rejection} samples{mended}{notes}; "
+    print(f"{passed} of {len(prompts)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
     return {"prompts": len(prompts), "passed": passed, "repaired": repaired, "data": str(out)}
 

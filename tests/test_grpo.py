@@ -470,3 +470,30 @@ def test_command_errors(tiny_run, tmp_path):
     with pytest.raises(SystemExit) as e:
         rl.main(["--resume", "--out", str(tmp_path / "nothing"), "--quiet"])
     assert "holds no checkpoint" in str(e.value)
+
+
+def test_rejection_sampling_keeps_a_reply_with_the_reference_calls():
+    from nanoagent.tuner.rejection import right_call_reply
+    call = {"name": "get_weather", "arguments": {"city": "Oslo"}}
+    prompt = P.ToolPrompt([0], [WEATHER], [call], ({"role": "user", "content": "Oslo?"},))
+    right = '<tool_call>[{"name": "get_weather", "arguments": {"city": "Oslo"}}]</tool_call>'
+    wrong = right.replace("Oslo", "Lima")
+    assert right_call_reply([(wrong, "stop"), (right, "stop")], prompt) == (right, "rejection")
+    assert right_call_reply([(wrong, "stop"), (right, "length")], prompt) is None  # cut off: not clean
+    plain = P.ToolPrompt([0], [WEATHER], [], ({"role": "user", "content": "Hi!"},))
+    assert right_call_reply([(right, "stop"), ("Hello!", "stop")], plain) == ("Hello!", "rejection")
+
+
+def test_rejection_sampling_on_tool_prompts_writes_chats_with_their_tools(tiny_run, tmp_path, capsys):
+    """The tiny model's random replies never hold the Oslo call, and some stop without a call: the no-call
+    prompt gets a training row, with its tools and its user turn, the call prompt none."""
+    folder, data = tiny_run
+    summary = rl.run(["--rejection", "8", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "rs"),
+                      "--max-new-tokens", "40", "--temperature", "1.5", "--quiet"])
+    assert summary["prompts"] == 2 and summary["passed"] == 1
+    assert "kept by kind: 0 of 1 simple, 1 of 1 no call" in capsys.readouterr().out
+    row = json.loads((tmp_path / "rs" / "rejection.jsonl").read_text())
+    assert row["tools"] == [WEATHER] and row["messages"][0] == {"role": "user", "content": "Hi!"}
+    assert row["messages"][-1]["role"] == "assistant" and "tool_call" not in row["messages"][-1]["content"]
+    with pytest.raises(SystemExit):
+        rl.parse_args(["--rejection", "2", "--repair", "--model", str(folder), "--data", str(data)])

@@ -211,7 +211,7 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
             "--out", str(tmp_path / "rs"), "--max-new-tokens", "40", "--quiet"]
     out = tmp_path / "rs" / "rejection.jsonl"
     assert rl.run(argv) == {"prompts": 2, "passed": 1, "repaired": 0, "data": str(out)}
-    assert "1 of 2 prompts got a passing reply in 8 samples" in capsys.readouterr().out
+    assert "1 of 2 prompts got a right reply in 8 samples" in capsys.readouterr().out
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["source"] == "rejection"
     user, reply = rows[0]["messages"]
@@ -229,7 +229,7 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
         rl.main(["--task", "instructions", "--rejection", "2", "--model", str(tiny_long), "--data", str(hard_only),
                  "--out", str(tmp_path / "none"), "--max-new-tokens", "4", "--quiet"])
     assert "nothing written" in str(e.value) and not (tmp_path / "none").exists()
-    for wrong in (["--rejection", "0"], ["--task", "toolcalls"], ["--resume"]):
+    for wrong in (["--rejection", "0"], ["--task", "toolcalls", "--repair"], ["--resume"]):
         with pytest.raises(SystemExit):
             rl.parse_args(argv + wrong)
     with pytest.raises(SystemExit):  # --repair mends rejection sampling's replies: nothing to mend in GRPO

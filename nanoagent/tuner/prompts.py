@@ -24,6 +24,7 @@ class ToolPrompt:
     ids: list[int]  # the chat up to the first assistant turn, generation prompt included
     tools: list[dict]  # bare {name, description, parameters}
     reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
+    messages: tuple = ()  # the chat before that turn (what a rejection-sampled training row starts with)
 
 
 def first_request(messages: list[dict]) -> str | None:
@@ -75,7 +76,7 @@ def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int, sources: fr
         if len(ids) > max_prompt_tokens:
             skipped["prompt longer than --max-prompt-tokens"] += 1
             continue
-        out.append(ToolPrompt(list(ids), tools, reference))
+        out.append(ToolPrompt(list(ids), tools, reference, tuple(messages[:first])))
     return out, dict(skipped)
 
 

@@ -1,6 +1,7 @@
-"""Rejection sampling, the comparison arm of learning verifiable instructions: N replies to each prompt,
-decoded together, and the reply kept for training: the first that follows every instruction, else (with
---repair) the best one mended by repair.py. `python -m nanoagent.rl --task instructions --rejection N`.
+"""Rejection sampling, the comparison arm of GRPO: N replies to each prompt, decoded together, and the reply
+kept for training: for verifiable instructions the first that follows every instruction, else (with --repair)
+the best one mended by repair.py; for tool calls the first whose calls match the reference (or that calls
+nothing where no call is right). `python -m nanoagent.rl --task instructions|toolcalls --rejection N`.
 """
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from ..batch import BatchDecoder
 from ..model import Model
 from ..sampling import SamplingParams
 from .grpo import round_seeds
-from .prompts import InstructionPrompt
+from .prompts import InstructionPrompt, ToolPrompt
 from .repair import repair
-from .rewards import instruction_reward
+from .rewards import instruction_reward, reward
 
 
 def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
@@ -57,4 +58,14 @@ def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -
             mended = repair(text, item, other=next((t for t in tidy[k + 1:] + tidy[:k] if t != text), None))
             if mended is not None:
                 return mended, "repaired"
+    return None
+
+
+def right_call_reply(replies: list[tuple[str, str]], prompt: ToolPrompt) -> tuple[str, str] | None:
+    """Of (text, finish reason) replies to a tool prompt, the first with the top reward (the reference calls,
+    cleanly written; no call where none is right) -> (text, "rejection"); else None."""
+    for text, reason in replies:
+        r = reward(text, reason, prompt.reference, prompt.tools)
+        if r.correct == 1.0 and r.format == 1.0:
+            return text, "rejection"
     return None
