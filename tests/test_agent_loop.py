@@ -91,33 +91,6 @@ def test_unknown_tools_and_failing_tools_are_reported_not_raised():
     assert result.answer == "Sorry, I could not do it."
 
 
-def test_a_call_that_fails_again_the_same_way_is_told_so_and_still_run():
-    from nanoagent.agent.loop import SENT_AGAIN
-    bad, other = call("calculator", expression="2 to the power of 10"), call("calculator", expression="2 ^^ 10")
-    model = ScriptedModel([bad, other, bad, bad, call("calculator", expression="2**10"), "1024"])
-    result = Agent(model, tools=[calculator], max_steps=6).run("What is 2 to the power of 10?")
-    errors = [s.results[0].content for s in result.steps[:4]]
-    assert not errors[0].endswith(SENT_AGAIN) and not errors[1].endswith(SENT_AGAIN)  # first times, each call
-    assert errors[2] == errors[0] + SENT_AGAIN and errors[3] == errors[0] + SENT_AGAIN
-    assert "did you mean '2**10'?" in errors[2] and result.answer == "1024"
-    tries = iter([ConnectionError("timed out"), None])
-
-    @tool
-    def fetch(url: str) -> str:
-        """Fetch a page once it answers.
-
-        Args:
-            url: the address
-        """
-        if (error := next(tries)) is not None:
-            raise error
-        return "the page"
-    model = ScriptedModel([call("fetch", url="https://example.org")] * 2 + ["read"])
-    result = Agent(model, tools=[fetch]).run("Read it")  # a call sent again after a passing failure works
-    assert [r.ok for s in result.steps[:2] for r in s.results] == [False, True]
-    assert result.steps[1].results[0].content == "the page"
-
-
 def test_max_steps_stops_a_model_that_never_answers():
     model = ScriptedModel([call("calculator", expression="1+1")])  # repeats forever
     result = Agent(model, tools=[calculator], max_steps=3).run("loop")

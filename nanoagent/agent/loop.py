@@ -13,8 +13,7 @@ Every result, good or bad, goes back to the model as a `tool` message (rendered 
 step rather than an exception.
 """
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from .builtin import BUILTIN_TOOLS, builtin_tools
 from ..toolcalls import close_open_call, parse_reply
@@ -22,10 +21,6 @@ from .registry import MAX_RESULT_CHARS, ToolResult, as_tool, run_call
 
 MAX_CALLS_PER_STEP = 8
 FORMAT_HINT = 'Write tool calls as <tool_call>[{"name": "tool_name", "arguments": {...}}]</tool_call>.'
-# A call that fails again as it failed before gets this after its error: a small model's strongest habit after an
-# error is to copy its last call, and the same error word for word gives it nothing new to read. The call is still
-# run (a web page or a search can fail once and work the next time).
-SENT_AGAIN = " This exact call failed before: change it as the error says, or answer without the tool."
 
 
 @dataclass
@@ -107,25 +102,14 @@ class Agent:
             on_event("token", piece)
         return "".join(pieces)
 
-    def run_calls(self, calls, errors, emit, failed=None):
-        """Parsed calls and parse errors -> [ToolResult], calls first; emit "call"/"result" as each runs.
-
-        failed: {call: its error} of this conversation so far, updated here; a call that fails again with the
-        same error gets SENT_AGAIN after it.
-        """
+    def run_calls(self, calls, errors, emit):
+        """Parsed calls and parse errors -> [ToolResult], calls first; emit "call"/"result" as each runs."""
         found = len(calls) + len(errors)
         calls, errors = calls[:self.max_calls], errors[:max(0, self.max_calls - len(calls))]
-        failed = {} if failed is None else failed
         results = []
         for call in calls:
             emit("call", call)
-            result = run_call(call, self.tools, self.max_result_chars)
-            key = json.dumps(call, sort_keys=True)
-            if not result.ok and failed.get(key) == result.content:
-                result = replace(result, content=result.content + SENT_AGAIN)
-            elif not result.ok:
-                failed[key] = result.content
-            results.append(result)
+            results.append(run_call(call, self.tools, self.max_result_chars))
             emit("result", results[-1])
         for error in errors:
             results.append(ToolResult("", {}, f"Error: could not read a tool call: {error}. {FORMAT_HINT}", False))
@@ -148,7 +132,7 @@ class Agent:
         if self.system and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self.system})
         messages.append({"role": "user", "content": question})
-        steps, answer, finished, failed = [], "", False, {}
+        steps, answer, finished = [], "", False
         for _ in range(self.max_steps):
             reply = self.generate(messages, on_event)
             messages.append({"role": "assistant", "content": close_open_call(reply) if self.tools else reply})
@@ -158,7 +142,7 @@ class Agent:
                 steps.append(Step(reply, [], []))
                 finished = True
                 break
-            results = self.run_calls(parsed.calls, parsed.errors, emit, failed)
+            results = self.run_calls(parsed.calls, parsed.errors, emit)
             messages += [{"role": "tool", "content": r.content} for r in results]
             steps.append(Step(reply, parsed.calls, results))
         emit("answer", answer)

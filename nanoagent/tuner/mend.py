@@ -55,7 +55,7 @@ ARGUMENT = {"calculator": "expression", "get_current_time": "timezone"}
 def run_agents(model, agent: Agent, items: list[dict], steps: int, slots: int) -> list[tuple[list, list[Step]]]:
     """Each request through the agent's loop, greedy, `4 * slots` requests at a time decoded together a step
     at a time -> per request, (its messages, its steps)."""
-    runs = [([{"role": "user", "content": it["question"]}], [], {}) for it in items]
+    runs = [([{"role": "user", "content": it["question"]}], []) for it in items]
     block = 4 * slots
     with tqdm(total=len(items), desc="agent runs", unit="request", file=sys.stderr) as bar:
         for first in range(0, len(items), block):
@@ -67,18 +67,18 @@ def run_agents(model, agent: Agent, items: list[dict], steps: int, slots: int) -
                 if not active:
                     break
             bar.update(min(first + block, len(items)) - first)
-    return [(messages, done) for messages, done, _ in runs]
+    return runs
 
 
-def take_step(agent: Agent, messages: list[dict], done: list[Step], failed: dict, reply: str) -> bool:
-    """One reply into a run, as the agent's loop takes it: its calls run and their results added (`failed`: the
-    run's failed calls so far) -> did it call (so the run goes on)?"""
+def take_step(agent: Agent, messages: list[dict], done: list[Step], reply: str) -> bool:
+    """One reply into a run, as the agent's loop takes it: its calls run and their results added -> did it call
+    (so the run goes on)?"""
     messages.append({"role": "assistant", "content": close_open_call(reply)})
     parsed = parse_reply(reply)
     if not (parsed.calls or parsed.errors):
         done.append(Step(reply, [], []))
         return False
-    results = agent.run_calls(parsed.calls, parsed.errors, lambda kind, data: None, failed)
+    results = agent.run_calls(parsed.calls, parsed.errors, lambda kind, data: None)
     messages += [{"role": "tool", "content": r.content} for r in results]
     done.append(Step(reply, parsed.calls, results))
     return True
