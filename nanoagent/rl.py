@@ -82,9 +82,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--system", default=None,
                     help="--task instructions: a system prompt before each user prompt (default: SmolLM2's own)")
     ap.add_argument("--rejection", type=int, default=None, metavar="N",
-                    help="rejection sampling instead of GRPO, N replies per prompt; the first with the top reward (all "
-                         "its instructions followed; the reference calls) goes to OUT/rejection.jsonl (a training file); "
-                         "--slots at a time (default 2N)")
+                    help="rejection sampling instead of GRPO, N replies per prompt; the first with the top reward "
+                         "(all its instructions followed; the reference calls) goes to OUT/rejection.jsonl (a training "
+                         "file); --slots at a time (default 2N)")
     ap.add_argument("--repair", action="store_true",
                     help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
                          "edits of its instructions' kinds (repair.py), kept when the checker then passes it")

@@ -22,7 +22,8 @@ def request(kind: str, **fields) -> dict:
 
 SUM = request("sums", question="What is 2 to the power of 10?", gold=1024, expression="2**10")
 TIME = request("time", question="What time is it in Bujumbura?", gold="Africa/Bujumbura", city="Bujumbura")
-DIRECT = request("direct", question="What is the capital of Japan?", gold="tokyo", answer="The capital of Japan is Tokyo.")
+DIRECT = request("direct", question="What is the capital of Japan?", gold="tokyo",
+                 answer="The capital of Japan is Tokyo.")
 
 
 def mended(replies, item):
@@ -92,7 +93,8 @@ def test_a_question_no_tool_fits_is_mended_by_answering_without_a_call():
 
 def test_right_runs_are_kept_whole_and_a_missing_call_or_a_misread_result_is_written_right():
     outcome, rows = mended([call("calculator", expression="2**10"), "2**10 is 1024."], SUM)
-    assert outcome == "right" and not any(m.get("weight") == 0 for m in rows[0]) and rows[0][-1]["content"] == "2**10 is 1024."
+    assert outcome == "right" and not any(m.get("weight") == 0 for m in rows[0])
+    assert rows[0][-1]["content"] == "2**10 is 1024."
     outcome, rows = mended(["It is 1000."], SUM)
     assert outcome == "called" and learned(rows[0])[-1]["content"] == "2**10 = 1024."
     outcome, rows = mended([call("calculator", expression="2**10"), call("calculator", expression="1024*2"), "2048."],

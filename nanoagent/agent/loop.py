@@ -120,6 +120,18 @@ class Agent:
             emit("result", results[-1])
         return results
 
+    def take(self, messages, reply, emit=None):
+        """One reply into the conversation (`messages`, extended here): the reply, then a `tool` message for each
+        call it makes (run now, emit told) and each call it garbles -> its Step. A Step with no results is the
+        answer."""
+        messages.append({"role": "assistant", "content": close_open_call(reply) if self.tools else reply})
+        parsed = parse_reply(reply) if self.tools else None  # a plain chat reads no calls
+        if parsed is None or not (parsed.calls or parsed.errors):
+            return Step(reply, [], [])
+        results = self.run_calls(parsed.calls, parsed.errors, emit or (lambda kind, data: None))
+        messages += [{"role": "tool", "content": r.content} for r in results]
+        return Step(reply, parsed.calls, results)
+
     def run(self, question, history=None, on_event=None):
         """Answer `question`, calling tools as the model asks -> AgentResult.
 
@@ -132,18 +144,12 @@ class Agent:
         if self.system and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": self.system})
         messages.append({"role": "user", "content": question})
-        steps, answer, finished = [], "", False
+        steps = []
         for _ in range(self.max_steps):
-            reply = self.generate(messages, on_event)
-            messages.append({"role": "assistant", "content": close_open_call(reply) if self.tools else reply})
-            parsed = parse_reply(reply) if self.tools else None  # a plain chat reads no calls
-            answer = parsed.text if parsed else reply.strip()
-            if parsed is None or not (parsed.calls or parsed.errors):
-                steps.append(Step(reply, [], []))
-                finished = True
+            steps.append(self.take(messages, self.generate(messages, on_event), emit))
+            if not steps[-1].results:
                 break
-            results = self.run_calls(parsed.calls, parsed.errors, emit)
-            messages += [{"role": "tool", "content": r.content} for r in results]
-            steps.append(Step(reply, parsed.calls, results))
+        finished = not steps[-1].results
+        answer = parse_reply(steps[-1].reply).text if self.tools else steps[-1].reply.strip()
         emit("answer", answer)
         return AgentResult(answer, messages, steps, finished)

@@ -95,11 +95,9 @@ def a_sum(rng: np.random.Generator) -> tuple[str, str, float]:
     if form == 4:
         p, whole = int(rng.choice([5, 10, 12, 20, 25, 30, 40, 50, 75])), 20 * int(rng.integers(2, 60))
         return f"{p}% of {whole}", f"{p}/100*{whole}", p * whole / 100
-    asked, read, value = ((f"{a} times {b}", f"{a}*{b}", a * b), (f"{a} x {b}", f"{a}*{b}", a * b),
-                          (f"{a * b} divided by {b}", f"{a * b}/{b}", a), None, None,
-                          (f"{a} * {b} - {c}", f"{a} * {b} - {c}", a * b - c),
-                          (f"({a} + {b}) * {c}", f"({a} + {b}) * {c}", (a + b) * c))[form]
-    return asked, read, value
+    return {0: (f"{a} times {b}", f"{a}*{b}", a * b), 1: (f"{a} x {b}", f"{a}*{b}", a * b),
+            2: (f"{a * b} divided by {b}", f"{a * b}/{b}", a), 5: (f"{a} * {b} - {c}", f"{a} * {b} - {c}", a * b - c),
+            6: (f"({a} + {b}) * {c}", f"({a} + {b}) * {c}", (a + b) * c)}[form]
 
 
 def a_word_problem(rng: np.random.Generator) -> tuple[str, str, float]:

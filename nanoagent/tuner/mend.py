@@ -2,7 +2,7 @@
 calculator and clock, and where a call fails, keep the model's call and the tool's error and write the
 call that mends it, its real result and the answer.
 
-    python -m nanoagent.tuner.mend --model runs/tools-stage-2/model --n 600 --out runs/mend/rows.jsonl
+    python -m nanoagent.tuner.mend --model runs/tools-stage-2/model --n 800 --out runs/mend/rows.jsonl
 
 Why: the recovery family (data/recovery.py) shows mistakes the data makes up, on requests a trained model
 gets right unaided, and training on it did not teach mending: in use the model sent its failed call
@@ -19,7 +19,8 @@ to --steps replies, greedy, decoded together a step at a time. What a request's 
                fits, the answer without a call. When the model had sent the failed call again, a
                second row ends at that repeat's error instead (both replies not learned).
     called     no call where a tool was needed: the right call, its result and the answer
-    misread    the calls worked and the answer was wrong: the same calls and results, the answer written
+    misread    the calls worked and the answer was wrong (or never came): the right call, its result and
+               the answer
     right      right unaided (kept as "own-right": the habit the rows must not break)
     wrong      a question no tool fits answered wrong without a call: the answer written
 
@@ -37,24 +38,22 @@ from zoneinfo import ZoneInfo
 
 from tqdm import tqdm
 
-from ..agent import Agent, Step
+from ..agent import Agent, Step, run_call
 from ..data.io import DataError
 from ..data.mix import write_jsonl
 from ..data.own_tools import said_time
 from ..data.requests import agent_requests
-from ..eval.inuse import TOOLS, verdict
+from ..eval.inuse import NEEDS, TOOLS, repeats, verdict
 from ..generate import load
-from ..toolcalls import close_open_call, parse_reply
 from ..train import run_command
 
 HINT = re.compile(r"did you mean '([^']+)'\?")
-NEEDS = {"sums": "calculator", "word": "calculator", "time": "get_current_time"}
 ARGUMENT = {"calculator": "expression", "get_current_time": "timezone"}
 
 
 def run_agents(model, agent: Agent, items: list[dict], steps: int, slots: int) -> list[tuple[list, list[Step]]]:
-    """Each request through the agent's loop, greedy, `4 * slots` requests at a time decoded together a step
-    at a time -> per request, (its messages, its steps)."""
+    """Each request through the agent's loop (Agent.take), greedy, `4 * slots` requests at a time decoded
+    together a step at a time -> per request, (its messages, its steps)."""
     runs = [([{"role": "user", "content": it["question"]}], []) for it in items]
     block = 4 * slots
     with tqdm(total=len(items), desc="agent runs", unit="request", file=sys.stderr) as bar:
@@ -63,67 +62,63 @@ def run_agents(model, agent: Agent, items: list[dict], steps: int, slots: int) -
             for _ in range(steps):
                 replies = model.chat_batch([runs[i][0] for i in active], tools=[agent.schemas] * len(active),
                                            slots=slots, **agent.generation)
-                active = [i for i, reply in zip(active, replies) if take_step(agent, *runs[i], reply)]
+                for i, reply in zip(active, replies):
+                    messages, done = runs[i]
+                    done.append(agent.take(messages, reply))
+                active = [i for i in active if runs[i][1][-1].results]  # those that called go on
                 if not active:
                     break
             bar.update(min(first + block, len(items)) - first)
     return runs
 
 
-def take_step(agent: Agent, messages: list[dict], done: list[Step], reply: str) -> bool:
-    """One reply into a run, as the agent's loop takes it: its calls run and their results added -> did it call
-    (so the run goes on)?"""
-    messages.append({"role": "assistant", "content": close_open_call(reply)})
-    parsed = parse_reply(reply)
-    if not (parsed.calls or parsed.errors):
-        done.append(Step(reply, [], []))
-        return False
-    results = agent.run_calls(parsed.calls, parsed.errors, lambda kind, data: None)
-    messages += [{"role": "tool", "content": r.content} for r in results]
-    done.append(Step(reply, parsed.calls, results))
-    return True
+def call_for(item: dict, value: str) -> dict:
+    """A call of the tool the request needs, with `value` as its one argument."""
+    name = NEEDS[item["kind"]]
+    return {"name": name, "arguments": {ARGUMENT[name]: value}}
 
 
 def right_call(item: dict) -> dict | None:
     """The call that answers the request, or None for a question no tool fits."""
     if item["kind"] == "direct":
         return None
-    value = item["expression"] if item["kind"] in ("sums", "word") else item["gold"]
-    name = NEEDS[item["kind"]]
-    return {"name": name, "arguments": {ARGUMENT[name]: value}}
+    return call_for(item, item["expression"] if item["kind"] in ("sums", "word") else item["gold"])
 
 
-def hinted_call(item: dict, error: str, agent: Agent) -> dict | None:
-    """The call an error's "did you mean" suggests, when it is a call of the tool the request needs and gives a
-    right result; else None (the hint can be wrong: "America/Buenos_Rico" -> "America/Puerto_Rico")."""
-    hint = HINT.search(error)
-    if not hint or item["kind"] == "direct":
-        return None
-    name = NEEDS[item["kind"]]
-    call = {"name": name, "arguments": {ARGUMENT[name]: hint.group(1)}}
-    result = agent.run_calls([call], [], lambda kind, data: None)[0]
-    return call if result.ok and verdict(item, answer(item, call, result.content), True, [(call, result)]) else None
-
-
-def answer(item: dict, call: dict | None, result: str | None) -> str:
-    """The answer written after a right call's result, in the tools stage's form."""
-    if call is None:
-        return item["answer"]
+def answer(item: dict, call: dict, result: str) -> str:
+    """The answer written after a call's result, in the tools stage's form."""
     if call["name"] == "calculator":
         return f"{call['arguments']['expression']} = {result}."
     local = datetime.fromisoformat(result.split(" ", 1)[0])
     return said_time(item["city"], local.astimezone(ZoneInfo(call["arguments"]["timezone"])), 24)
 
 
-def ending(item: dict, call: dict | None, agent: Agent) -> list[dict]:
-    """The messages that end a row from a right call (or none): the call, its real result, the answer."""
+def ending(item: dict, call: dict | None, agent: Agent) -> list[dict] | None:
+    """The messages that end a row from a call (or none, for a question no tool fits): the call, its real
+    result, the answer; None when the call fails or its answer would not be right."""
     if call is None:
         return [{"role": "assistant", "content": item["answer"]}]
-    result = agent.run_calls([call], [], lambda kind, data: None)[0]
-    if not result.ok:
-        raise DataError(f"the right call {call} for {item['question']!r} failed: {result.content}")
+    result = run_call(call, agent.tools)
+    said = answer(item, call, result.content) if result.ok else ""
+    if not verdict(item, said, True, [(call, result)]):
+        return None
     return [{"role": "assistant", "content": "", "tool_calls": [call]}, {"role": "tool", "content": result.content},
-            {"role": "assistant", "content": answer(item, call, result.content)}]
+            {"role": "assistant", "content": said}]
+
+
+def right_ending(item: dict, agent: Agent) -> list[dict]:
+    rows = ending(item, right_call(item), agent)
+    if rows is None:
+        raise DataError(f"the right call {right_call(item)} for {item['question']!r} does not answer it")
+    return rows
+
+
+def mended_ending(item: dict, error: str, agent: Agent) -> list[dict]:
+    """The ending after an error: from the call its "did you mean" suggests when that answers the request (the
+    hint can be wrong: "America/Buenos_Rico" -> "America/Puerto_Rico"), else from the right call."""
+    hint = HINT.search(error)
+    hinted = ending(item, call_for(item, hint.group(1)), agent) if hint and item["kind"] != "direct" else None
+    return hinted or right_ending(item, agent)
 
 
 def shown(messages: list[dict]) -> list[dict]:
@@ -133,35 +128,27 @@ def shown(messages: list[dict]) -> list[dict]:
 
 def mend(item: dict, messages: list[dict], steps: list[Step], agent: Agent) -> tuple[str, list[list[dict]]]:
     """A request's run -> (what it became, the rows' messages); see the module doc."""
-    calls = [(c, r) for s in steps for c, r in zip(s.calls, s.results)]
-    finished = bool(steps) and not steps[-1].calls
+    calls = calls_of(steps)
+    finished = not steps[-1].results
     user = messages[:1]
-    if not calls:
-        if verdict(item, steps[-1].reply if steps else "", finished, calls):
-            return "right", [messages]
-        return ("wrong" if item["kind"] == "direct" else "called"), [user + ending(item, right_call(item), agent)]
     failed = [k for k, s in enumerate(steps) if any(not r.ok for r in s.results)]
+    if not failed and verdict(item, steps[-1].reply if finished else "", finished, calls):
+        return "right", [messages]
+    if not calls:
+        return ("wrong" if item["kind"] == "direct" else "called"), [user + right_ending(item, agent)]
     if not failed:
-        if verdict(item, steps[-1].reply if finished else "", finished, calls):
-            return "right", [messages]
-        return "misread", [user + ending(item, right_call(item), agent)]
+        return "misread", [user + right_ending(item, agent)]
     rows = []
-    for k in failed[:2]:  # the first error, and the second when the model sent a call again
-        cut = cut_after_step(messages, k)
+    for k in failed[:2]:  # the first error, and the next when the model sent a failed call again at once
         error = " ".join(r.content for r in steps[k].results if not r.ok)
-        call = hinted_call(item, error, agent) or right_call(item)
-        rows.append(shown(cut) + ending(item, call, agent))
-        if k == failed[0] and not repeated(steps, k):
+        rows.append(shown(cut_after_step(messages, k)) + mended_ending(item, error, agent))
+        if repeats(calls_of(steps[:k + 2])) == repeats(calls_of(steps[:k + 1])):
             break
     return "mended", rows
 
 
-def repeated(steps: list[Step], k: int) -> bool:
-    """Did the step after step k send one of step k's failed calls again, unchanged?"""
-    if k + 1 >= len(steps):
-        return False
-    failed = [c for c, r in zip(steps[k].calls, steps[k].results) if not r.ok]
-    return any(c in failed for c in steps[k + 1].calls)
+def calls_of(steps: list[Step]) -> list[tuple]:
+    return [(c, r) for s in steps for c, r in zip(s.calls, s.results)]
 
 
 def cut_after_step(messages: list[dict], k: int) -> list[dict]:
@@ -184,7 +171,7 @@ def collect(model, items: list[dict], steps: int, slots: int, max_new_tokens: in
     for item, (messages, done) in zip(items, run_agents(model, agent, items, steps, slots)):
         outcome, chats = mend(item, messages, done, agent)
         counts[outcome, item["kind"]] += 1
-        counts["repeated", item["kind"]] += any(repeated(done, k) for k in range(len(done)))
+        counts["repeated", item["kind"]] += repeats(calls_of(done)) > 0
         rows += [{"messages": chat, "tools": agent.schemas, "source": f"own-{outcome}"} for chat in chats]
     return rows, counts
 
