@@ -315,6 +315,8 @@ def _parse_reply(text):
             found, bad = [], [f"{e}: {_short(payload.strip())}"]
         calls += found
         errors += bad
+    if len(errors) > MAX_TAGS:  # a flood of bad calls (a tag can hold several) is summed up, not listed
+        errors = errors[:MAX_TAGS - 1] + [f"{len(errors) - MAX_TAGS + 1} more calls could not be read"]
     if skipped:
         errors.append(f"{skipped} more tool call tag(s) left unread: a reply is read up to "
                       f"{MAX_TAGS} tags and {MAX_TAGS_CHARS} characters of calls")

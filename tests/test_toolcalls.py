@@ -5,7 +5,7 @@ import re
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from nanoagent.toolcalls import (MAX_TAGS, _STRAY_TAG, close_open_call, decode_payload, format_tool_calls, parse_reply,
@@ -283,6 +283,7 @@ _adversarial_units = st.sampled_from([
 
 @settings(max_examples=25, deadline=None)
 @given(st.lists(_adversarial_units, min_size=1, max_size=5).map("".join), st.lists(_adversarial_units, max_size=3).map("".join))
+@example('<tool_call>"""', "")  # two bad calls a tag: the errors once outgrew the tag budget
 def test_any_long_repetition_is_read_within_a_second(unit, tail):
     reply = unit * (300_000 // len(unit)) + tail
     parsed, seconds = _timed_parse(reply)
