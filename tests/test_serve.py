@@ -105,11 +105,16 @@ def scripted(*replies, context=1024, delay=0.0):
 
 
 class CountingDecoder(BatchDecoder):
-    """The real BatchDecoder, slowed down if asked, remembering the most sequences one step decoded."""
+    """The real BatchDecoder, slowed down if asked, remembering the most sequences one step decoded; `endless`:
+    replies never stop at <|im_end|> but run to max_tokens (the tiny model's reply to "Hi" may be 7 tokens, over
+    before a test that needs it in flight has acted)."""
 
-    def __init__(self, *args, delay=0.0, **kw):
+    def __init__(self, *args, delay=0.0, endless=False, **kw):
         super().__init__(*args, **kw)
-        self.delay, self.widest = delay, 0
+        self.delay, self.endless, self.widest = delay, endless, 0
+
+    def submit(self, prompt, max_new_tokens, sampling, stop_ids=(), n=1):
+        return super().submit(prompt, max_new_tokens, sampling, () if self.endless else stop_ids, n)
 
     def step(self):
         time.sleep(self.delay)
@@ -126,8 +131,8 @@ def tiny_lm(tmp_path_factory):
     return lm
 
 
-def tiny_engine(lm, slots=4, delay=0.0):
-    decoder = CountingDecoder(lm.model, slots, 512, delay=delay)
+def tiny_engine(lm, slots=4, delay=0.0, endless=False):
+    decoder = CountingDecoder(lm.model, slots, 512, delay=delay, endless=endless)
     return Engine(decoder, lm.tokenizer, slots, 512, "tiny")
 
 
@@ -440,7 +445,7 @@ def wait_until(condition, seconds=10.0):
 
 def test_a_client_that_goes_away_frees_its_slot(tiny_lm):
     """Streamed and not: the client disconnects mid-reply, the sequence is cancelled, its slot is free."""
-    engine = tiny_engine(tiny_lm, slots=2, delay=0.03)
+    engine = tiny_engine(tiny_lm, slots=2, delay=0.03, endless=True)
     decoder = engine.decoder
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 300}
     with serving(engine) as url:
@@ -448,7 +453,7 @@ def test_a_client_that_goes_away_frees_its_slot(tiny_lm):
             for line in r.iter_lines():  # up to the first piece of content, then hang up
                 if line.startswith("data: {") and json.loads(line[6:])["choices"][0]["delta"].get("content"):
                     break
-            assert decoder.busy  # still connected: the reply would take ~184 steps of 30 ms (5.5 s) more
+            assert decoder.busy  # still connected: the reply runs to 300 tokens, 30 ms a step (9 s)
         wait_until(lambda: not decoder.busy, seconds=2)
         assert sorted(decoder.free) == [0, 1]
         with pytest.raises(httpx.ReadTimeout):
@@ -476,7 +481,7 @@ def test_a_failing_step_fails_its_requests_not_the_server():
 def test_stopping_ends_the_replies_in_flight(tiny_lm):
     """What Ctrl-C does before the server closes: a stream in flight ends with an error event and [DONE],
     new requests get 503."""
-    engine = tiny_engine(tiny_lm, delay=0.03)
+    engine = tiny_engine(tiny_lm, delay=0.03, endless=True)
     body = {"model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 300, "stream": True}
     with serving(engine) as url:
         with httpx.stream("POST", f"{url}/chat/completions", json=body, timeout=30) as r:
