@@ -22,7 +22,9 @@ strict and format. IFEval's and IFBench's own prompts never belong in --data: th
 every instruction and ends at <|im_end|>; with tool calls: its calls match the reference, cleanly written,
 or it calls nothing where no call is right), and OUT/rejection.jsonl gets one training chat {"messages":
 [..., assistant], "tools"?, "source": "rejection"} per prompt that got one, for `python -m nanoagent.train
---data`. With `--repair`, a prompt none of whose replies passes gets its best reply
+--data`. With `--per-kind K` (tool calls), the four kinds keep K rows each, whatever their pass rates: each
+kind's prompts are sampled in waves, in a seeded order, until K of them pass or they run out (parallel
+requests pass a quarter as often as single calls, and would otherwise be few). With `--repair`, a prompt none of whose replies passes gets its best reply
 mended by the edits of its instructions' kinds (tuner/repair.py: lowercase, a title, a postscript,
 quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
 here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
@@ -57,7 +59,7 @@ from .train import (TrainingError, add_optimizer_args, add_run_control_args, che
 from .tuner.grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .tuner.prompts import (BALANCE_KINDS, InstructionPrompt, ToolPrompt, balanced_prompts, fingerprint,
                             instruction_prompts, kind, round_prompts, seen_requests, tool_prompts)
-from .tuner.rejection import best_reply, right_call_reply, sample_replies
+from .tuner.rejection import best_reply, right_calls_by_kind, sample_replies
 from .tuner.rewards import FORMAT_WEIGHT, instruction_reward, reward
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
@@ -85,6 +87,10 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="rejection sampling instead of GRPO, N replies per prompt; the first with the top reward "
                          "(all its instructions followed; the reference calls) goes to OUT/rejection.jsonl (a training "
                          "file); --slots at a time (default 2N)")
+    ap.add_argument("--per-kind", type=int, default=None, metavar="K",
+                    help="with --rejection on tool calls: K rows of each kind (simple, multiple, parallel, no call), "
+                         "each kind's prompts sampled in a seeded order until K pass or they run out (default: "
+                         "every prompt once)")
     ap.add_argument("--repair", action="store_true",
                     help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
                          "edits of its instructions' kinds (repair.py), kept when the checker then passes it")
@@ -142,6 +148,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--repair is for --rejection N (it mends the sampled replies no update learns from)")
     if args.repair and args.task != "instructions":
         ap.error("--repair is for --task instructions (it mends a reply by its instructions' kinds)")
+    if args.per_kind is not None and (args.rejection is None or args.task != "toolcalls" or args.per_kind < 1):
+        ap.error("--per-kind K is for --rejection N on --task toolcalls, with K >= 1 (rows kept of each kind)")
     if args.rejection is not None and (args.resume or args.rejection < 1):
         ap.error("--rejection N: N >= 1 replies per prompt, and no --resume (it trains nothing)")
     if args.draw is not None and args.draw < args.prompts:
@@ -388,33 +396,36 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         raise TrainingError(f"{folder} has no tokenizer.json: rejection sampling renders chats and reads replies")
     prompts, skipped = read_prompts(args, tok)
     sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
-    replies = sample_replies(model, prompts, args.rejection, args.max_new_tokens, sampling, tok.im_end_id,
-                             args.slots or 2 * args.rejection, args.seed, progress=not args.quiet)
-    texts = [[(tok.decode(ids), reason) for ids, reason in group] for group in replies]
+
+    def sample(prompts: list, wave: int) -> list[list[tuple[str, str]]]:
+        replies = sample_replies(model, prompts, args.rejection, args.max_new_tokens, sampling, tok.im_end_id,
+                                 args.slots or 2 * args.rejection, args.seed + wave, progress=not args.quiet,
+                                 desc=f"sampling, wave {wave + 1}" if args.per_kind else "sampling")
+        return [[(tok.decode(ids), reason) for ids, reason in group] for group in replies]
     if args.task == "instructions":
         system = [{"role": "system", "content": args.system}] if args.system else []
-        kept = [(p, best_reply(group, p.item, args.repair)) for p, group in zip(prompts, texts)]
+        kept = [(p, best_reply(group, p.item, args.repair)) for p, group in zip(prompts, sample(prompts, 0))]
         rows = [{"messages": system + [{"role": "user", "content": p.item["prompt"]},
                                        {"role": "assistant", "content": k[0]}], "source": k[1]} for p, k in kept if k]
     else:
-        kept = [(p, right_call_reply(group, p)) for p, group in zip(prompts, texts)]
+        kept = right_calls_by_kind(prompts, args.per_kind, args.seed, sample)
         rows = [{"messages": list(p.messages) + [{"role": "assistant", "content": k[0]}], "tools": p.tools,
                  "source": k[1]} for p, k in kept if k]
         by_kind = Counter(kind(p, "kinds") for p, k in kept if k)
-        of_kind = Counter(kind(p, "kinds") for p in prompts)
+        of_kind = Counter(kind(p, "kinds") for p, _ in kept)
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
     if not rows:
-        raise DataError(f"none of the {len(prompts)} prompts got a right reply in {args.rejection} samples; nothing "
+        raise DataError(f"none of the {len(kept)} prompts got a right reply in {args.rejection} samples; nothing "
                         f"written (try a larger N{', or --repair' if args.task == 'instructions' else ''})")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     mended = f", {repaired} more mended (--repair)" if args.repair else ""
-    print(f"{passed} of {len(prompts)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
+    print(f"{passed} of {len(kept)} prompts sampled got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
-    return {"prompts": len(prompts), "passed": passed, "repaired": repaired, "data": str(out)}
+    return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out)}
 
 
 def run(argv=None) -> dict:

@@ -4,6 +4,7 @@ rollouts, the rise of the reward on a toy task, tool prompts from data rows, and
 import json
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -482,6 +483,34 @@ def test_rejection_sampling_keeps_a_reply_with_the_reference_calls():
     assert right_call_reply([(wrong, "stop"), (right, "length")], prompt) is None  # cut off: not clean
     plain = P.ToolPrompt([0], [WEATHER], [], ({"role": "user", "content": "Hi!"},))
     assert right_call_reply([(right, "stop"), ("Hello!", "stop")], plain) == ("Hello!", "rejection")
+
+
+def test_rejection_by_kind_samples_each_kind_until_it_has_k_rows():
+    """A fake sampler answers every simple prompt rightly and one parallel prompt in three: with K = 2 the simple
+    kind takes two prompts, parallel takes waves until two pass, the lone no-call prompt is sampled once (the
+    kind runs out), and the kind with no prompts is no trouble. Without K, every prompt once."""
+    from nanoagent.tuner.rejection import right_calls_by_kind
+
+    def prompt(i, cities):
+        calls = [{"name": "get_weather", "arguments": {"city": c}} for c in cities]
+        return P.ToolPrompt([i], [WEATHER], calls, ({"role": "user", "content": f"request {i}"},))
+    simple = [prompt(i, ["Oslo"]) for i in range(5)]
+    parallel = [prompt(10 + i, ["Oslo", "Lima"]) for i in range(9)]
+    waves = []
+
+    def sample(batch, wave):
+        waves.append(len(batch))
+        right = lambda p: (f"<tool_call>{json.dumps(p.reference)}</tool_call>" if p.reference  # noqa: E731
+                           else "Hello!")
+        return [[(right(p) if len(p.reference) < 2 or p.ids[0] % 3 == 0 else "Let me check.", "stop")]
+                for p in batch]
+    judged = right_calls_by_kind(simple + parallel + [prompt(30, [])], 2, seed=0, sample=sample)
+    tally = Counter((P.kind(p, "kinds"), reply is not None) for p, reply in judged)
+    assert tally[("simple", True)] == 2 and tally[("simple", False)] == 0
+    assert tally[("parallel", True)] == 2 and 2 < tally[("parallel", False)] + 2 <= 9
+    assert tally[("no call", True)] == 1 and len(judged) == len({p.ids[0] for p, _ in judged})
+    assert waves[0] == 5 and len(waves) > 1 and sum(waves) == len(judged)
+    assert len(right_calls_by_kind(simple + parallel, None, seed=0, sample=sample)) == 14
 
 
 def test_rejection_sampling_on_tool_prompts_writes_chats_with_their_tools(tiny_run, tmp_path, capsys):

@@ -1,28 +1,31 @@
 """Rejection sampling, the comparison arm of GRPO: N replies to each prompt, decoded together, and the reply
 kept for training: for verifiable instructions the first that follows every instruction, else (with --repair)
 the best one mended by repair.py; for tool calls the first whose calls match the reference (or that calls
-nothing where no call is right). `python -m nanoagent.rl --task instructions|toolcalls --rejection N`.
+nothing where no call is right), with as many rows of each kind as asked. `python -m nanoagent.rl --task
+instructions|toolcalls --rejection N [--per-kind K]`.
 """
 from __future__ import annotations
 
 import re
 import sys
 from dataclasses import replace
+from typing import Callable
 
 from tqdm import tqdm
 
 from ..batch import BatchDecoder
+from ..data.batch import epoch_order
 from ..model import Model
 from ..sampling import SamplingParams
 from .grpo import round_seeds
-from .prompts import InstructionPrompt, ToolPrompt
+from .prompts import BALANCE_KINDS, InstructionPrompt, ToolPrompt, kind
 from .repair import repair
 from .rewards import instruction_reward, reward
 
 
 def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
                    sampling: SamplingParams, stop_id: int, slots: int, seed: int,
-                   progress: bool = False) -> list[list[tuple[list[int], str]]]:
+                   progress: bool = False, desc: str = "sampling") -> list[list[tuple[list[int], str]]]:
     """n replies to each prompt, decoded together (each prompt prefilled once) -> per prompt, n (new ids without
     the stop token, finish reason). Prompt i samples with seed `round_seeds(seed, 0, P)[i]`."""
     capacity = min(max(len(p.ids) for p in prompts) + max_new_tokens, model.config.max_position_embeddings)
@@ -31,7 +34,7 @@ def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_n
     for p, s in zip(prompts, round_seeds(seed, 0, len(prompts))):
         group = decoder.submit(p.ids, max_new_tokens, replace(sampling, seed=s), (stop_id,), n=n)
         groups.append(group if n > 1 else [group])
-    with tqdm(total=n * len(prompts), desc="sampling", unit="reply", disable=not progress, file=sys.stderr) as bar:
+    with tqdm(total=n * len(prompts), desc=desc, unit="reply", disable=not progress, file=sys.stderr) as bar:
         while decoder.busy:
             bar.update(sum(seq.done for seq, _ in decoder.step()))
     return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
@@ -69,3 +72,32 @@ def right_call_reply(replies: list[tuple[str, str]], prompt: ToolPrompt) -> tupl
         if r.correct == 1.0 and r.format == 1.0:
             return text, "rejection"
     return None
+
+
+def right_calls_by_kind(prompts: list[ToolPrompt], per_kind: int | None, seed: int,
+                        sample: Callable[[list[ToolPrompt], int], list[list[tuple[str, str]]]]
+                        ) -> list[tuple[ToolPrompt, tuple[str, str] | None]]:
+    """Tool prompts sampled (`sample(prompts, wave)` -> their replies as (text, finish reason)) and judged by
+    right_call_reply -> (prompt, kept reply or None) for every prompt sampled. Without `per_kind`, every prompt
+    once. With it, K: the kinds (simple, multiple, parallel, no call) keep K rows each, whatever their pass
+    rates: each kind's prompts go in a seeded order, and each wave samples, of every kind still short of K, as
+    many prompts as it lacks, until it has K or its prompts run out (a kind that passes one time in four
+    takes about four waves' worth of prompts; the others stop early)."""
+    if per_kind is None:
+        return list(zip(prompts, map(right_call_reply, sample(prompts, 0), prompts)))
+    queues = {}
+    for k in BALANCE_KINDS["kinds"]:
+        of_kind = [p for p in prompts if kind(p, "kinds") == k]
+        queues[k] = [of_kind[i] for i in epoch_order(len(of_kind), seed, 0)]
+    judged, kept = [], dict.fromkeys(queues, 0)
+    for wave in range(len(prompts)):  # at least one prompt a wave
+        batch = []
+        for k, queue in queues.items():
+            lacking = max(per_kind - kept[k], 0)
+            batch, queues[k] = batch + queue[:lacking], queue[lacking:]
+        if not batch:
+            break
+        for p, reply in zip(batch, map(right_call_reply, sample(batch, wave), batch)):
+            judged.append((p, reply))
+            kept[kind(p, "kinds")] += reply is not None
+    return judged
