@@ -377,16 +377,21 @@ def test_one_line_errors_says_the_error_and_the_interrupt_in_one_line(capsys):
 def test_an_error_raised_after_ctrl_c_is_the_interrupt(capsys):
     """Ctrl-C landing while Numba unboxes a kernel's arguments comes out as a TypeError of the kernel call: once
     Ctrl-C was pressed, whatever fails next is the interrupt, not a traceback."""
-    with pytest.raises(SystemExit) as stop:
-        with one_line_errors(ValueError):
-            try:
-                os.kill(os.getpid(), signal.SIGINT)
-                time.sleep(5)  # the handler raises here, at once
-            except KeyboardInterrupt:  # what the compiled call swallows ...
-                pass
-            raise TypeError("can't unbox a List as a <NULL>")  # ... and what it raises instead
-    assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
-    with pytest.raises(TypeError):  # without Ctrl-C a TypeError is a bug, and keeps its traceback
-        with one_line_errors(ValueError):
-            raise TypeError("x")
+    # as at a terminal: a job started in the background (as CI may run the tests) inherits Ctrl-C ignored
+    as_it_was = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(SystemExit) as stop:
+            with one_line_errors(ValueError):
+                try:
+                    os.kill(os.getpid(), signal.SIGINT)
+                    time.sleep(5)  # the handler raises here, at once
+                except KeyboardInterrupt:  # what the compiled call swallows ...
+                    pass
+                raise TypeError("can't unbox a List as a <NULL>")  # ... and what it raises instead
+        assert stop.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # put back as it was
+        with pytest.raises(TypeError):  # without Ctrl-C a TypeError is a bug, and keeps its traceback
+            with one_line_errors(ValueError):
+                raise TypeError("x")
+    finally:
+        signal.signal(signal.SIGINT, as_it_was)
