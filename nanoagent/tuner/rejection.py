@@ -82,7 +82,7 @@ def right_calls_by_kind(prompts: list[ToolPrompt], per_kind: int | None, seed: i
     once. With it, K: the kinds (simple, multiple, parallel, no call) keep K rows each, whatever their pass
     rates: each kind's prompts go in a seeded order, and each wave samples, of every kind still short of K, as
     many prompts as it lacks, until it has K or its prompts run out (a kind that passes one time in four
-    takes about four waves' worth of prompts; the others stop early)."""
+    takes about 4K prompts over the waves, one that always passes K)."""
     if per_kind is None:
         return list(zip(prompts, map(right_call_reply, sample(prompts, 0), prompts)))
     queues = {}
