@@ -423,7 +423,7 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     mended = f", {repaired} more mended (--repair)" if args.repair else ""
-    print(f"{passed} of {len(kept)} prompts sampled got a right reply in {args.rejection} samples{mended}{notes}; "
+    print(f"{passed} of {len(kept)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
     return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out)}
 
