@@ -125,7 +125,7 @@ def load_model(folder: Path) -> Model:
 
 RUN_ARGS = ("data", "data_split", "data_config", "eval_data", "eval_fraction", "loss", "lr", "min_lr_ratio",
             "warmup", "weight_decay", "beta1", "beta2", "clip", "batch_size", "grad_accum", "seq_len", "pack",
-            "steps", "epochs", "seed", "model")
+            "steps", "epochs", "seed", "model", "replay")
 
 
 def add_optimizer_args(ap: argparse.ArgumentParser, lr: float, min_lr_ratio: float, weight_decay: float) -> None:
@@ -158,6 +158,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", default=None,
                     help='.jsonl of {"messages": [...], "tools"?: [...]} (or ShareGPT "conversations", or token '
                          '"ids" + "mask"), a .json list of such rows (e.g. glaive), or a hub dataset name')
+    ap.add_argument("--replay", action="append", default=[], metavar="FILE:N",
+                    help="N rows of FILE, drawn at random by --seed, trained beside --data: an earlier stage's rows "
+                         "replayed so that a stage keeps what they taught (repeatable)")
     ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
     ap.add_argument("--data-config", default=None, help="config name of a hub dataset")
     ap.add_argument("--eval-data", default=None, help="held-out data (same formats); default: a split of --data")
@@ -177,6 +180,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.data is None and not args.resume:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
+    for spec in args.replay:
+        file, _, n = spec.rpartition(":")
+        if not (file and n.isdigit() and int(n) > 0):
+            ap.error(f"--replay {spec}: give FILE:N, N rows of FILE (N >= 1)")
     return args
 
 
@@ -234,8 +241,9 @@ def setup(args: argparse.Namespace) -> Run:
     model = load_model(model_dir)
     tok = read_tokenizer(model_dir)
     pad_id = tok.im_end_id if tok is not None else model.config.eos_token_id
+    replay = [(file, int(n)) for file, _, n in (spec.rpartition(":") for spec in args.replay)]
     train, evals, skipped = load_examples(args.data, tok, args.seq_len, args.eval_data, args.eval_fraction,
-                                          args.seed, args.pack, args.data_split, args.data_config)
+                                          args.seed, args.pack, args.data_split, args.data_config, replay)
     V = model.config.vocab_size
     if max(int(e.ids.max()) for e in train + evals) >= V:
         raise TrainingError(f"the data holds token ids >= the model's vocabulary ({V})")

@@ -2,6 +2,7 @@
 handling, and a short smoke run on the real weights."""
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -87,6 +88,23 @@ def test_malformed_rows(tmp_path):
     with pytest.raises(DataError, match="bad.jsonl:2"):
         DB.load_examples(str(bad), None, 16)
 
+
+
+def test_replay_adds_n_rows_drawn_from_an_earlier_file(tmp_path):
+    """--replay FILE:N: N of FILE's rows, drawn by the seed, after --data's rows (as `cat` would lay them); the
+    same draw as shuffling FILE's lines with random.Random(seed) and taking the first N."""
+    data, earlier = tmp_path / "data.jsonl", tmp_path / "earlier.jsonl"
+    data.write_text("".join(json.dumps({"ids": [1, 2, k], "mask": [0, 1, 1]}) + "\n" for k in range(3)))
+    lines = [json.dumps({"ids": [7, 8, 9, k], "mask": [0, 0, 1, 1]}) + "\n" for k in range(10)]
+    earlier.write_text("".join(lines))
+    train, evals, _ = DB.load_examples(str(data), None, 16, eval_fraction=0.0, seed=3, replay=[(str(earlier), 4)])
+    random.Random(3).shuffle(lines)
+    assert [list(e.ids) for e in train] == ([[1, 2, k] for k in range(3)]
+                                            + [json.loads(line)["ids"] for line in lines[:4]]) and not evals
+    with pytest.raises(DataError, match="holds 10 rows"):
+        DB.load_examples(str(data), None, 16, replay=[(str(earlier), 11)])
+    with pytest.raises(SystemExit):
+        T.parse_args(["--data", str(data), "--replay", str(earlier)])  # no N
 
 # ---- the optimizer loop on the tiny model ---------------------------------------------------------
 

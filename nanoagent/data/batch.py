@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -138,15 +140,23 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 
 
 def load_examples(spec: str, tokenizer, seq_len: int, eval_spec: str | None = None, eval_fraction: float = 0.05,
-                  seed: int = 0, packed: bool = False, split: str = "train", config: str | None = None):
+                  seed: int = 0, packed: bool = False, split: str = "train", config: str | None = None,
+                  replay: Sequence[tuple[str, int]] = ()):
     """Data files or a hub dataset -> (train examples, held-out examples, skipped-row counts).
 
-    The held-out part is `eval_spec`'s rows when given, else a seeded `eval_fraction` of `spec`'s.
-    Raises DataError when nothing usable is left.
+    `replay` (file, n): n rows of each file, drawn by `seed`, go after `spec`'s rows, as if the files had
+    been laid end to end. The held-out part is `eval_spec`'s rows when given, else a seeded `eval_fraction`
+    of all of them. Raises DataError when nothing usable is left.
     """
     rows = read_rows(spec, config, split)
     if not rows:
         raise DataError(f"{spec} holds no rows")
+    for file, n in replay:
+        earlier = read_rows(file)
+        if len(earlier) < n:
+            raise DataError(f"--replay {file}:{n}: the file holds {len(earlier)} rows")
+        random.Random(seed).shuffle(earlier)
+        rows += earlier[:n]
     if eval_spec:
         train_rows, eval_rows = rows, read_rows(eval_spec, config, split)
     else:
