@@ -22,13 +22,14 @@ strict and format. IFEval's and IFBench's own prompts never belong in --data: th
 every instruction and ends at <|im_end|>; with tool calls: its calls match the reference, cleanly written,
 or it calls nothing where no call is right), and OUT/rejection.jsonl gets one training chat {"messages":
 [..., assistant], "tools"?, "source": "rejection"} per prompt that got one, for `python -m nanoagent.train
---data`. With `--per-kind K` (tool calls), the four kinds keep K rows each, whatever their pass rates: each
-kind's prompts are sampled in waves, in a seeded order, until K of them pass or they run out (parallel
-requests pass a quarter as often as single calls, and would otherwise be few). With `--repair`, a prompt none of whose replies passes gets its best reply
-mended by the edits of its instructions' kinds (tuner/repair.py: lowercase, a title, a postscript,
-quotes...), kept as "source": "repaired" when the checker then passes every instruction. It lives
-here, not in a command of its own, because it is GRPO's sampling and reward on GRPO's prompts without
-the update.
+--data`. What is judged is saved as it goes (OUT/rejection.progress.jsonl), and `--resume` goes on from it.
+With `--per-kind K` (tool calls), the four kinds keep K rows each, whatever their pass rates: each kind's
+prompts are sampled in waves, in a seeded order, until K of them pass or they run out (parallel requests
+pass a quarter as often as single calls, and would otherwise be few). With `--repair`, a prompt none of
+whose replies passes gets its best reply mended by the edits of its instructions' kinds (tuner/repair.py:
+lowercase, a title, a postscript, quotes...), kept as "source": "repaired" when the checker then passes
+every instruction. It lives here, not in a command of its own, because it is GRPO's sampling and reward
+on GRPO's prompts without the update.
 """
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ from .train import (TrainingError, add_optimizer_args, add_run_control_args, che
 from .tuner.grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .tuner.prompts import (BALANCE_KINDS, InstructionPrompt, ToolPrompt, balanced_prompts, fingerprint,
                             instruction_prompts, kind, round_prompts, seen_requests, tool_prompts)
-from .tuner.rejection import best_reply, right_calls_by_kind, sample_replies
+from .tuner.rejection import best_reply, right_call_reply, right_calls_by_kind, sample_replies
 from .tuner.rewards import FORMAT_WEIGHT, instruction_reward, reward
 
 try:  # the picture is optional: without matplotlib the run says so once and goes on
@@ -150,8 +151,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--repair is for --task instructions (it mends a reply by its instructions' kinds)")
     if args.per_kind is not None and (args.rejection is None or args.task != "toolcalls" or args.per_kind < 1):
         ap.error("--per-kind K is for --rejection N on --task toolcalls, with K >= 1 (rows kept of each kind)")
-    if args.rejection is not None and (args.resume or args.rejection < 1):
-        ap.error("--rejection N: N >= 1 replies per prompt, and no --resume (it trains nothing)")
+    if args.rejection is not None and args.rejection < 1:
+        ap.error("--rejection N: N >= 1 replies per prompt")
     if args.draw is not None and args.draw < args.prompts:
         ap.error(f"--draw must be at least --prompts ({args.prompts}): it is how many prompts a round samples")
     if not 0 < args.clip_eps < 1 or args.beta < 0 or args.temperature <= 0:
@@ -388,27 +389,106 @@ def finish(run: Run, done: int) -> dict:
 
 # ---- rejection sampling: the comparison arm ---------------------------------------------------------------
 
+REJECTION_ARGS = ("task", "system", "rejection", "per_kind", "repair", "model", "data", "exclude", "sources",
+                  "data_split", "data_config", "temperature", "top_p", "top_k", "max_new_tokens", "max_prompt_tokens",
+                  "slots", "seed")
+CHUNK = 32  # prompts sampled between two writes of the progress file
+
+
+@dataclass
+class Progress:
+    """OUT/rejection.progress.jsonl, what --resume goes on from: a first line with the run's settings and
+    its prompts' fingerprint, then a line per prompt judged, {"wave", "at" (its place in the wave), "kept":
+    [text, source] or null}, appended and synced after every CHUNK prompts."""
+    path: Path
+    data: str  # the prompts' fingerprint
+    done: dict  # (wave, at) -> the kept reply, or None
+    made_out: bool = False  # OUT made by this run: taken away again when it writes nothing
+
+    @classmethod
+    def start(cls, args: argparse.Namespace, data: str) -> Progress:
+        made_out = not args.out.exists()
+        args.out.mkdir(parents=True, exist_ok=True)
+        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in REJECTION_ARGS}
+        path = args.out / "rejection.progress.jsonl"
+        path.write_text(json.dumps({"args": settings, "data": data}) + "\n")
+        return cls(path, data, {}, made_out)
+
+    @classmethod
+    def resume(cls, args: argparse.Namespace) -> Progress:
+        """The saved progress, with the run's own settings put back into `args` (as a GRPO checkpoint's are).
+        A line cut off by a crash is the last one: it is cut from the file, and its prompt sampled again."""
+        path = args.out / "rejection.progress.jsonl"
+        if not path.is_file():
+            raise TrainingError(f"--resume: {path} does not exist (no rejection run to go on with); run without "
+                                "--resume")
+        text = path.read_bytes()
+        whole = text[:text.rfind(b"\n") + 1]
+        if len(whole) < len(text):
+            with path.open("r+b") as f:
+                f.truncate(len(whole))
+        head, *lines = (json.loads(line) for line in whole.decode().splitlines())
+        for k in REJECTION_ARGS:
+            setattr(args, k, head["args"].get(k, getattr(args, k)))
+        return cls(path, head["data"], {(r["wave"], r["at"]): tuple(r["kept"]) if r["kept"] else None for r in lines})
+
+    def add(self, wave: int, results: dict[int, tuple[str, str] | None]) -> None:
+        with self.path.open("a") as f:
+            f.writelines(json.dumps({"wave": wave, "at": j, "kept": kept}) + "\n" for j, kept in results.items())
+            f.flush()
+            os.fsync(f.fileno())
+        self.done.update(((wave, j), kept) for j, kept in results.items())
+
+    def drop(self) -> None:
+        """Done with: the rows are written, or there are none (then OUT goes too, if this run made it)."""
+        self.path.unlink()
+        if self.made_out and not any(self.path.parent.iterdir()):
+            self.path.parent.rmdir()
+
+
 def rejection_sample(args: argparse.Namespace) -> dict:
-    """--rejection N: N replies to each prompt, the passing ones as training chats in OUT/rejection.jsonl."""
+    """--rejection N: N replies to each prompt, the passing ones as training chats in OUT/rejection.jsonl;
+    resumable from OUT/rejection.progress.jsonl (removed once the rows are written)."""
+    progress = Progress.resume(args) if args.resume else None  # the saved settings first: they choose the prompts
     folder = model_folder(args.model)
     model, tok = load_model(folder), read_tokenizer(folder)
     if tok is None:
         raise TrainingError(f"{folder} has no tokenizer.json: rejection sampling renders chats and reads replies")
     prompts, skipped = read_prompts(args, tok)
+    if progress is None:
+        progress = Progress.start(args, fingerprint(prompts))
+    elif progress.data != fingerprint(prompts):
+        raise TrainingError(f"--resume: the prompts differ from those {progress.path} was sampled on (the data "
+                            "or the model's tokenizer changed); run without --resume")
     sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
+    system = [{"role": "system", "content": args.system}] if args.system else []
 
-    def sample(prompts: list, wave: int) -> list[list[tuple[str, str]]]:
-        replies = sample_replies(model, prompts, args.rejection, args.max_new_tokens, sampling, tok.im_end_id,
-                                 args.slots or 2 * args.rejection, args.seed + wave, progress=not args.quiet,
-                                 desc=f"sampling, wave {wave + 1}" if args.per_kind else "sampling")
-        return [[(tok.decode(ids), reason) for ids, reason in group] for group in replies]
+    def keep(p, replies: list[tuple[str, str]]) -> tuple[str, str] | None:
+        if args.task == "instructions":
+            return best_reply(replies, p.item, args.repair)
+        return right_call_reply(replies, p)
+
+    def judge(batch: list, wave: int) -> list[tuple[str, str] | None]:
+        """The kept reply of each prompt of the wave: read from the progress file, or sampled CHUNK by CHUNK."""
+        seeds = round_seeds(args.seed + wave, 0, len(batch))
+        todo = [j for j in range(len(batch)) if (wave, j) not in progress.done]
+        desc = f"sampling, wave {wave + 1}" if args.per_kind else "sampling"
+        with tqdm(total=args.rejection * len(todo), desc=desc, unit="reply", disable=args.quiet or not todo,
+                  file=sys.stderr) as bar:
+            for start in range(0, len(todo), CHUNK):
+                chunk = todo[start:start + CHUNK]
+                replies = sample_replies(model, [batch[j] for j in chunk], args.rejection, args.max_new_tokens,
+                                         sampling, tok.im_end_id, args.slots or 2 * args.rejection,
+                                         [seeds[j] for j in chunk], bar)
+                progress.add(wave, {j: keep(batch[j], [(tok.decode(ids), reason) for ids, reason in group])
+                                    for j, group in zip(chunk, replies)})
+        return [progress.done[wave, j] for j in range(len(batch))]
     if args.task == "instructions":
-        system = [{"role": "system", "content": args.system}] if args.system else []
-        kept = [(p, best_reply(group, p.item, args.repair)) for p, group in zip(prompts, sample(prompts, 0))]
+        kept = list(zip(prompts, judge(prompts, 0)))
         rows = [{"messages": system + [{"role": "user", "content": p.item["prompt"]},
                                        {"role": "assistant", "content": k[0]}], "source": k[1]} for p, k in kept if k]
     else:
-        kept = right_calls_by_kind(prompts, args.per_kind, args.seed, sample)
+        kept = right_calls_by_kind(prompts, args.per_kind, args.seed, judge)
         rows = [{"messages": list(p.messages) + [{"role": "assistant", "content": k[0]}], "tools": p.tools,
                  "source": k[1]} for p, k in kept if k]
         by_kind = Counter(kind(p, "kinds") for p, k in kept if k)
@@ -416,10 +496,12 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
     if not rows:
+        progress.drop()
         raise DataError(f"none of the {len(kept)} prompts got a right reply in {args.rejection} samples; nothing "
                         f"written (try a larger N{', or --repair' if args.task == 'instructions' else ''})")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
+    progress.drop()
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     mended = f", {repaired} more mended (--repair)" if args.repair else ""

@@ -22,6 +22,7 @@ from nanoagent.loss import PolicyTerms, grpo_token_loss, lm_head_loss, log_softm
 from nanoagent.optim import adamw_init
 from nanoagent.sampling import SamplingParams
 from nanoagent.tokenizer import Tokenizer, tokenizer_from_gguf_vocab
+from nanoagent.train import TrainingError
 
 EPS = 0.2
 TOL = 1e-6
@@ -489,7 +490,7 @@ def test_rejection_by_kind_samples_each_kind_until_it_has_k_rows():
     """A fake sampler answers every simple prompt rightly and one parallel prompt in three: with K = 2 the simple
     kind takes two prompts, parallel takes waves until two pass, the lone no-call prompt is sampled once (the
     kind runs out), and the kind with no prompts is no trouble. Without K, every prompt once."""
-    from nanoagent.tuner.rejection import right_calls_by_kind
+    from nanoagent.tuner.rejection import right_call_reply, right_calls_by_kind
 
     def prompt(i, cities):
         calls = [{"name": "get_weather", "arguments": {"city": c}} for c in cities]
@@ -498,19 +499,19 @@ def test_rejection_by_kind_samples_each_kind_until_it_has_k_rows():
     parallel = [prompt(10 + i, ["Oslo", "Lima"]) for i in range(9)]
     waves = []
 
-    def sample(batch, wave):
+    def judge(batch, wave):
         waves.append(len(batch))
         right = lambda p: (f"<tool_call>{json.dumps(p.reference)}</tool_call>" if p.reference  # noqa: E731
                            else "Hello!")
-        return [[(right(p) if len(p.reference) < 2 or p.ids[0] % 3 == 0 else "Let me check.", "stop")]
-                for p in batch]
-    judged = right_calls_by_kind(simple + parallel + [prompt(30, [])], 2, seed=0, sample=sample)
+        return [right_call_reply([(right(p) if len(p.reference) < 2 or p.ids[0] % 3 == 0 else "Let me check.",
+                                   "stop")], p) for p in batch]
+    judged = right_calls_by_kind(simple + parallel + [prompt(30, [])], 2, seed=0, judge=judge)
     tally = Counter((P.kind(p, "kinds"), reply is not None) for p, reply in judged)
     assert tally[("simple", True)] == 2 and tally[("simple", False)] == 0
     assert tally[("parallel", True)] == 2 and 2 < tally[("parallel", False)] + 2 <= 9
     assert tally[("no call", True)] == 1 and len(judged) == len({p.ids[0] for p, _ in judged})
     assert waves[0] == 5 and len(waves) > 1 and sum(waves) == len(judged)
-    assert len(right_calls_by_kind(simple + parallel, None, seed=0, sample=sample)) == 14
+    assert len(right_calls_by_kind(simple + parallel, None, seed=0, judge=judge)) == 14
 
 
 def test_rejection_sampling_on_tool_prompts_writes_chats_with_their_tools(tiny_run, tmp_path, capsys):
@@ -526,3 +527,34 @@ def test_rejection_sampling_on_tool_prompts_writes_chats_with_their_tools(tiny_r
     assert row["messages"][-1]["role"] == "assistant" and "tool_call" not in row["messages"][-1]["content"]
     with pytest.raises(SystemExit):
         rl.parse_args(["--rejection", "2", "--repair", "--model", str(folder), "--data", str(data)])
+
+
+def test_rejection_sampling_interrupted_goes_on_with_resume(tiny_run, tmp_path, monkeypatch):
+    """One prompt a chunk; Ctrl-C while sampling the second: --resume (the settings from the progress file)
+    samples only that one and writes what the unbroken run writes; the progress file is gone at the end."""
+    folder, data = tiny_run
+    monkeypatch.setattr(rl, "CHUNK", 1)
+    args = ["--rejection", "8", "--model", str(folder), "--data", str(data), "--max-new-tokens", "40",
+            "--temperature", "1.5", "--quiet"]
+    rl.run(args + ["--out", str(tmp_path / "whole")])
+    sampled, sample = [], rl.sample_replies
+
+    def breaks_at_the_second(model, prompts, *rest):
+        sampled.append(len(prompts))
+        if len(sampled) == 2:
+            raise KeyboardInterrupt
+        return sample(model, prompts, *rest)
+    monkeypatch.setattr(rl, "sample_replies", breaks_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        rl.run(args + ["--out", str(tmp_path / "cut")])
+    progress = tmp_path / "cut" / "rejection.progress.jsonl"
+    assert len(progress.read_text().splitlines()) == 2  # the settings, one prompt judged
+    with progress.open("a") as f:
+        f.write('{"wave": 0, "at": 1, "ke')  # a line cut off by a crash: not taken, its prompt sampled again
+    sampled.clear()
+    rl.run(["--rejection", "8", "--resume", "--out", str(tmp_path / "cut"), "--quiet"])
+    assert sampled == [1]
+    assert (tmp_path / "cut" / "rejection.jsonl").read_text() == (tmp_path / "whole" / "rejection.jsonl").read_text()
+    assert not (tmp_path / "cut" / "rejection.progress.jsonl").exists()
+    with pytest.raises(TrainingError, match="does not exist"):
+        rl.run(["--rejection", "8", "--resume", "--out", str(tmp_path / "cut"), "--quiet"])

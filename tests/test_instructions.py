@@ -229,7 +229,7 @@ def test_rejection_sampling_writes_what_train_reads(tiny_long, tmp_path, capsys)
         rl.main(["--task", "instructions", "--rejection", "2", "--model", str(tiny_long), "--data", str(hard_only),
                  "--out", str(tmp_path / "none"), "--max-new-tokens", "4", "--quiet"])
     assert "nothing written" in str(e.value) and not (tmp_path / "none").exists()
-    for wrong in (["--rejection", "0"], ["--task", "toolcalls", "--repair"], ["--resume"]):
+    for wrong in (["--rejection", "0"], ["--task", "toolcalls", "--repair"], ["--per-kind", "5"]):
         with pytest.raises(SystemExit):
             rl.parse_args(argv + wrong)
     with pytest.raises(SystemExit):  # --repair mends rejection sampling's replies: nothing to mend in GRPO

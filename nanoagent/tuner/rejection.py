@@ -7,7 +7,6 @@ instructions|toolcalls --rejection N [--per-kind K]`.
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import replace
 from typing import Callable
 
@@ -17,26 +16,26 @@ from ..batch import BatchDecoder
 from ..data.batch import epoch_order
 from ..model import Model
 from ..sampling import SamplingParams
-from .grpo import round_seeds
 from .prompts import BALANCE_KINDS, InstructionPrompt, ToolPrompt, kind
 from .repair import repair
 from .rewards import instruction_reward, reward
 
 
 def sample_replies(model: Model, prompts: list[InstructionPrompt], n: int, max_new_tokens: int,
-                   sampling: SamplingParams, stop_id: int, slots: int, seed: int,
-                   progress: bool = False, desc: str = "sampling") -> list[list[tuple[list[int], str]]]:
-    """n replies to each prompt, decoded together (each prompt prefilled once) -> per prompt, n (new ids without
-    the stop token, finish reason). Prompt i samples with seed `round_seeds(seed, 0, P)[i]`."""
+                   sampling: SamplingParams, stop_id: int, slots: int, seeds: list[int],
+                   bar: tqdm | None = None) -> list[list[tuple[list[int], str]]]:
+    """n replies to each prompt, decoded together (each prompt prefilled once), prompt i sampling with seed
+    `seeds[i]` -> per prompt, n (new ids without the stop token, finish reason); `bar` counts the replies."""
     capacity = min(max(len(p.ids) for p in prompts) + max_new_tokens, model.config.max_position_embeddings)
     decoder = BatchDecoder(model, max(slots, n), capacity)
     groups = []
-    for p, s in zip(prompts, round_seeds(seed, 0, len(prompts))):
+    for p, s in zip(prompts, seeds, strict=True):
         group = decoder.submit(p.ids, max_new_tokens, replace(sampling, seed=s), (stop_id,), n=n)
         groups.append(group if n > 1 else [group])
-    with tqdm(total=n * len(prompts), desc=desc, unit="reply", disable=not progress, file=sys.stderr) as bar:
-        while decoder.busy:
-            bar.update(sum(seq.done for seq, _ in decoder.step()))
+    while decoder.busy:
+        done = sum(seq.done for seq, _ in decoder.step())
+        if bar is not None:
+            bar.update(done)
     return [[(seq.new, seq.finish_reason) for seq in group] for group in groups]
 
 
@@ -75,16 +74,17 @@ def right_call_reply(replies: list[tuple[str, str]], prompt: ToolPrompt) -> tupl
 
 
 def right_calls_by_kind(prompts: list[ToolPrompt], per_kind: int | None, seed: int,
-                        sample: Callable[[list[ToolPrompt], int], list[list[tuple[str, str]]]]
+                        judge: Callable[[list[ToolPrompt], int], list[tuple[str, str] | None]]
                         ) -> list[tuple[ToolPrompt, tuple[str, str] | None]]:
-    """Tool prompts sampled (`sample(prompts, wave)` -> their replies as (text, finish reason)) and judged by
-    right_call_reply -> (prompt, kept reply or None) for every prompt sampled. Without `per_kind`, every prompt
-    once. With it, K: the kinds (simple, multiple, parallel, no call) keep K rows each, whatever their pass
-    rates: each kind's prompts go in a seeded order, and each wave samples, of every kind still short of K, as
-    many prompts as it lacks, until it has K or its prompts run out (a kind that passes one time in four
-    takes about 4K prompts over the waves, one that always passes K)."""
+    """Tool prompts, sampled and judged by `judge(prompts, wave)` (-> each one's kept reply, or None) ->
+    (prompt, kept reply or None) for every prompt judged. Without `per_kind`, every prompt once, in one wave.
+    With it, K: the kinds (simple, multiple, parallel, no call) keep K rows each, whatever their pass rates:
+    each kind's prompts go in a seeded order, and each wave takes, of every kind still short of K, as many
+    prompts as it lacks, until it has K or its prompts run out (a kind that passes one time in four takes
+    about 4K prompts over the waves, one that always passes K). The waves are a function of the seed and of
+    what earlier waves kept, so a resumed run takes the same ones."""
     if per_kind is None:
-        return list(zip(prompts, map(right_call_reply, sample(prompts, 0), prompts)))
+        return list(zip(prompts, judge(prompts, 0)))
     queues = {}
     for k in BALANCE_KINDS["kinds"]:
         of_kind = [p for p in prompts if kind(p, "kinds") == k]
@@ -97,7 +97,7 @@ def right_calls_by_kind(prompts: list[ToolPrompt], per_kind: int | None, seed: i
             batch, queues[k] = batch + queue[:lacking], queue[lacking:]
         if not batch:
             break
-        for p, reply in zip(batch, map(right_call_reply, sample(batch, wave), batch)):
+        for p, reply in zip(batch, judge(batch, wave)):
             judged.append((p, reply))
             kept[kind(p, "kinds")] += reply is not None
     return judged
