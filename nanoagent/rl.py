@@ -25,7 +25,10 @@ or it calls nothing where no call is right), and OUT/rejection.jsonl gets one tr
 --data`. What is judged is saved as it goes (OUT/rejection.progress.jsonl), and `--resume` goes on from it.
 With `--per-kind K` (tool calls), the four kinds keep K rows each, whatever their pass rates: each kind's
 prompts are sampled in waves, in a seeded order, until K of them pass or they run out (parallel requests
-pass a quarter as often as single calls, and would otherwise be few). With `--repair`, a prompt none of
+pass a quarter as often as single calls, and would otherwise be few). A no-call reply is judged only by
+calling nothing, so whatever else it says is kept: take the no-call prompts from sources whose right
+reply is a decline (`--sources near-miss,decline`), not from word problems answered without a tool,
+whose kept replies are mostly wrong sums. With `--repair`, a prompt none of
 whose replies passes gets its best reply mended by the edits of its instructions' kinds (tuner/repair.py:
 lowercase, a title, a postscript, quotes...), kept as "source": "repaired" when the checker then passes
 every instruction. It lives here, not in a command of its own, because it is GRPO's sampling and reward
