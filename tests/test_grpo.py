@@ -335,7 +335,11 @@ def test_tool_prompts_from_rows():
     assert skipped == {"no tools offered": 1, "reference call fails the checker": 1, "not a chat": 1}
     assert tok.decode(prompts[0].ids).endswith("<|im_start|>user\nOslo?<|im_end|>\n<|im_start|>assistant\n"
                                                .replace("\n", ""))  # the tiny vocabulary has no newline
-    assert prompts[1].tools == [WEATHER]
+    assert prompts[1].tools == [WEATHER] and prompts[0].answer is None and prompts[1].answer is None
+    problem = {"messages": [{"role": "user", "content": "20 dogs, then twice as many came. How many?"},
+                            {"role": "assistant", "content": "20 * 2 = 40; 20 + 40 = 60.\nThe answer is 60."}],
+               "tools": [WEATHER]}
+    assert P.tool_prompts([problem], tok, max_prompt_tokens=10_000)[0][0].answer == 60.0  # the row's stated answer
     short, skipped = P.tool_prompts(rows(), tok, max_prompt_tokens=50)
     assert short == [] and skipped["prompt longer than --max-prompt-tokens"] == 2
     tagged = [{**r, "source": s} for r, s in zip(rows(), ("glaive", "near-miss", "glaive", "glaive", "glaive"))]

@@ -90,6 +90,16 @@ def test_no_call_items():
     assert correctness('[{"name": "get_weather", "arguments": {"city": "Paris"}}]', [], TOOLS)[0] == 0.0  # untagged
 
 
+def test_a_word_problem_beside_tools_that_do_not_fit_needs_its_answer():
+    """No call is right, and the row's reply states 60 as its answer: only a reply whose final number is 60."""
+    right = reward("20 * 2 = 40 dogs came in, and 20 + 40 = 60.\nThe answer is 60.", "stop", [], TOOLS, answer=60)
+    assert (right.correct, right.format) == (1.0, 1.0)
+    wrong = correctness("20 + 2 = 22.\nThe answer is 22.", [], TOOLS, answer=60)
+    assert wrong == (0.0, "a final number other than the answer (60)")
+    assert correctness("Sorry, I have no tool for that.", [], TOOLS, answer=60)[0] == 0.0
+    assert correctness("Sorry, I have no tool for that.", [], TOOLS)[0] == 1.0  # no stated answer: any text
+
+
 def test_format_term():
     ok = tag(PARIS)
     assert clean_format(ok, "stop") == (True, "")

@@ -47,15 +47,23 @@ def numbers(text: str) -> list[float]:
     return [float(m.group().replace(",", "")) for m in _NUMBER.finditer(text)]
 
 
+def stated_answer(text: str) -> float | None:
+    """The number a text states as its answer, after its last "The answer is" / "Answer:" / "####"; None
+    without such a marker (or a number after it)."""
+    markers = list(_MARKER.finditer(text))
+    if not markers:
+        return None
+    rest = text[markers[-1].end():].lstrip()
+    end = _SENTENCE_END.search(rest)
+    found = numbers(rest[:end.start()] if end else rest)
+    return found[-1] if found else None
+
+
 def final_number(text: str) -> float | None:
     """A reply's final answer as a number, by the rule of the module doc; None when it holds no number."""
-    markers = list(_MARKER.finditer(text))
-    if markers:
-        rest = text[markers[-1].end():].lstrip()
-        end = _SENTENCE_END.search(rest)
-        found = numbers(rest[:end.start()] if end else rest)
-        if found:
-            return found[-1]
+    stated = stated_answer(text)
+    if stated is not None:
+        return stated
     found = numbers(text)
     return found[-1] if found else None
 

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..data.batch import epoch_order, row_to_chat
 from ..data.io import read_rows
+from ..eval.chain import stated_answer
 from ..tokenizer import Tokenizer, normalize_tools
 from ..toolcalls import normalize_calls
 from .rewards import instruction_problem, reference_problem
@@ -25,6 +26,7 @@ class ToolPrompt:
     tools: list[dict]  # bare {name, description, parameters}
     reference: list[dict]  # the calls made there, [{"name", "arguments"}]; []: no call is right
     messages: tuple = ()  # the chat before that turn (what a rejection-sampled training row starts with)
+    answer: float | None = None  # no call right, and the row's reply states a number as its answer: that number
 
 
 def first_request(messages: list[dict]) -> str | None:
@@ -76,7 +78,8 @@ def tool_prompts(rows, tokenizer: Tokenizer, max_prompt_tokens: int, sources: fr
         if len(ids) > max_prompt_tokens:
             skipped["prompt longer than --max-prompt-tokens"] += 1
             continue
-        out.append(ToolPrompt(list(ids), tools, reference, tuple(messages[:first])))
+        answer = None if reference else stated_answer(str(messages[first].get("content") or ""))
+        out.append(ToolPrompt(list(ids), tools, reference, tuple(messages[:first]), answer))
     return out, dict(skipped)
 
 

@@ -65,11 +65,10 @@ def best_reply(replies: list[tuple[str, str]], item: dict, mend: bool = False) -
 
 def right_call_reply(replies: list[tuple[str, str]], prompt: ToolPrompt) -> tuple[str, str] | None:
     """Of (text, finish reason) replies to a tool prompt, the first with the top reward (the reference calls,
-    cleanly written; no call where none is right) -> (text, "rejection"); else None. Where no call is right,
-    nothing but the absence of a call is checked: a word problem answered wrongly passes as well as a right
-    decline, so no-call prompts are best taken from sources whose right reply is a decline."""
+    cleanly written; no call where none is right, and the row's answer where it states one) -> (text,
+    "rejection"); else None."""
     for text, reason in replies:
-        r = reward(text, reason, prompt.reference, prompt.tools)
+        r = reward(text, reason, prompt.reference, prompt.tools, answer=prompt.answer)
         if r.correct == 1.0 and r.format == 1.0:
             return text, "rejection"
     return None

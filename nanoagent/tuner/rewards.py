@@ -32,6 +32,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from ..eval.bfcl import check_call
+from ..eval.chain import final_number, same_number
 from ..eval.ifeval import CHECKERS, UNCHECKED, check_prompt
 from ..tokenizer import normalize_tools
 from ..toolcalls import parse_reply
@@ -100,12 +101,17 @@ def matched(calls: list[dict], expected: list[dict], functions: dict) -> int:
     return sum(place(i, set()) for i in range(len(expected)))
 
 
-def correctness(reply: str, reference: list[dict], tools: list[dict]) -> tuple[float, str]:
-    """A reply against the reference calls ([]: no call is the right answer) -> (score, reason)."""
+def correctness(reply: str, reference: list[dict], tools: list[dict], answer: float | None = None) -> tuple[float, str]:
+    """A reply against the reference calls ([]: no call is the right answer) -> (score, reason). Where no call
+    is right and the data's own reply states a number as its answer (`answer`: a word problem offered tools
+    that do not fit it), the reply's final number must be that one; else any reply that calls nothing and
+    says something is right."""
     parsed = parse_reply(reply)
     if not reference:
         if parsed.calls or parsed.errors:
             return 0.0, "called a function though none fits"
+        if answer is not None and not same_number(final_number(reply), answer):
+            return 0.0, f"a final number other than the answer ({answer:g})"
         return (1.0, "") if reply.strip() else (0.0, "an empty reply")
     if parsed.errors:
         return 0.0, "unparsable call: " + parsed.errors[0][:120]
@@ -150,9 +156,10 @@ def clean_format(reply: str, finish_reason: str) -> tuple[bool, str]:
 # ---- the reward ----------------------------------------------------------------------------------
 
 def reward(reply: str, finish_reason: str, reference: list[dict], tools: list[dict],
-           format_weight: float = FORMAT_WEIGHT) -> Reward:
-    """One sampled reply (text, without the stop token; its finish reason) -> its Reward."""
-    correct, why = correctness(reply, reference, tools)
+           format_weight: float = FORMAT_WEIGHT, answer: float | None = None) -> Reward:
+    """One sampled reply (text, without the stop token; its finish reason) -> its Reward (`answer`: see
+    correctness)."""
+    correct, why = correctness(reply, reference, tools, answer)
     clean, why_not = clean_format(reply, finish_reason)
     fmt = 1.0 if clean else 0.0
     return Reward(correct + format_weight * fmt, correct, fmt, "; ".join(r for r in (why, why_not) if r))
