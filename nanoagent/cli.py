@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 
 @contextmanager
-def one_line_errors(*kinds: type[BaseException], interrupted: str = "interrupted"):
+def one_line_errors(*kinds: type[Exception], interrupted: str = "interrupted"):
     """Inside it, an exception of `kinds` ends the command with "error: <its message>", and Ctrl-C with
     `interrupted` (say there how to go on, where a run can be resumed).
 
@@ -34,13 +34,11 @@ def one_line_errors(*kinds: type[BaseException], interrupted: str = "interrupted
         yield
     except KeyboardInterrupt:
         stop(interrupted)
-    except kinds as e:
+    except Exception as e:
         if pressed:
             stop(interrupted)
-        sys.exit(f"error: {e}")
-    except Exception:
-        if pressed:
-            stop(interrupted)
+        if isinstance(e, kinds):
+            sys.exit(f"error: {e}")
         raise
     finally:
         if ours:

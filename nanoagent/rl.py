@@ -58,7 +58,7 @@ from .optim import AdamWState, lr_at
 from .sampling import SamplingParams
 from .tokenizer import Tokenizer
 from .train import (TrainingError, add_optimizer_args, add_run_control_args, checkpoint, load_model, model_folder,
-                    optimizer_state, restore_args, run_command, save_final, stopped_at)
+                    optimizer_state, put_back, restore_args, run_command, save_final, saved_args, stopped_at)
 
 from .tuner.grpo import GRPOConfig, Rollout, grpo_round, round_seeds
 from .tuner.prompts import (BALANCE_KINDS, InstructionPrompt, ToolPrompt, balanced_prompts, fingerprint,
@@ -412,9 +412,8 @@ class Progress:
     def start(cls, args: argparse.Namespace, data: str) -> Progress:
         made_out = not args.out.exists()
         args.out.mkdir(parents=True, exist_ok=True)
-        settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in REJECTION_ARGS}
         path = args.out / "rejection.progress.jsonl"
-        path.write_text(json.dumps({"args": settings, "data": data}) + "\n")
+        path.write_text(json.dumps({"args": saved_args(args, REJECTION_ARGS), "data": data}) + "\n")
         return cls(path, data, {}, made_out)
 
     @classmethod
@@ -431,8 +430,7 @@ class Progress:
             with path.open("r+b") as f:
                 f.truncate(len(whole))
         head, *lines = (json.loads(line) for line in whole.decode().splitlines())
-        for k in REJECTION_ARGS:
-            setattr(args, k, head["args"].get(k, getattr(args, k)))
+        put_back(args, head["args"], REJECTION_ARGS)
         return cls(path, head["data"], {(r["wave"], r["at"]): tuple(r["kept"]) if r["kept"] else None for r in lines})
 
     def add(self, wave: int, results: dict[int, tuple[str, str] | None]) -> None:

@@ -158,7 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--data", default=None,
                     help='.jsonl of {"messages": [...], "tools"?: [...]} (or ShareGPT "conversations", or token '
                          '"ids" + "mask"), a .json list of such rows (e.g. glaive), or a hub dataset name')
-    ap.add_argument("--replay", action="append", default=[], metavar="FILE:N",
+    ap.add_argument("--replay", action="append", default=[], metavar="FILE:N", type=replay_spec,
                     help="N rows of FILE, drawn at random by --seed, trained beside --data: an earlier stage's rows "
                          "replayed so that a stage keeps what they taught (repeatable)")
     ap.add_argument("--data-split", default="train", help="split of a hub dataset (default: %(default)s)")
@@ -180,11 +180,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = ap.parse_args(argv)
     if args.data is None and not args.resume:
         ap.error("--data is required (with --resume the checkpoint's settings are used)")
-    for spec in args.replay:
-        file, _, n = spec.rpartition(":")
-        if not (file and n.isdigit() and int(n) > 0):
-            ap.error(f"--replay {spec}: give FILE:N, N rows of FILE (N >= 1)")
     return args
+
+
+def replay_spec(text: str) -> list:
+    """--replay FILE:N -> [FILE, N] (a list, as the checkpoint's JSON gives it back)."""
+    file, _, n = text.rpartition(":")
+    if not (file and n.isdigit() and int(n) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give FILE:N, N rows of FILE (N >= 1)")
+    return [file, int(n)]
 
 
 @dataclass
@@ -214,10 +218,20 @@ def restore_args(args: argparse.Namespace, keys=RUN_ARGS) -> dict:
     if not (ckpt / "trainer_state.json").is_file():
         raise TrainingError(f"--resume: {ckpt} holds no checkpoint (trainer_state.json). Run without --resume.")
     trainer = json.loads((ckpt / "trainer_state.json").read_text())
-    for k in keys:
-        if k in trainer["args"]:  # a setting added since the checkpoint was written keeps its default
-            setattr(args, k, trainer["args"][k])
+    put_back(args, trainer["args"], keys)
     return trainer
+
+
+def saved_args(args: argparse.Namespace, keys) -> dict:
+    """The run's settings among `keys`, as JSON holds them (what --resume puts back)."""
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in keys}
+
+
+def put_back(args: argparse.Namespace, saved: dict, keys) -> None:
+    """A saved run's settings into `args`; a setting added since it was saved keeps its default."""
+    for k in keys:
+        if k in saved:
+            setattr(args, k, saved[k])
 
 
 def optimizer_state(args: argparse.Namespace, trainer: dict, fingerprint_: str, model: Model, model_dir: Path,
@@ -229,7 +243,7 @@ def optimizer_state(args: argparse.Namespace, trainer: dict, fingerprint_: str, 
             raise TrainingError(f"the data differs from the checkpoint's (fingerprint {fingerprint_} != "
                                 f"{trainer['data']}); resume needs the same data file and settings")
         return load_state(model_dir / "optimizer.safetensors", model.params)
-    trainer |= {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k in keys},
+    trainer |= {"args": saved_args(args, keys),
                 "data": fingerprint_}
     return adamw_init(model.params)
 
@@ -241,9 +255,8 @@ def setup(args: argparse.Namespace) -> Run:
     model = load_model(model_dir)
     tok = read_tokenizer(model_dir)
     pad_id = tok.im_end_id if tok is not None else model.config.eos_token_id
-    replay = [(file, int(n)) for file, _, n in (spec.rpartition(":") for spec in args.replay)]
     train, evals, skipped = load_examples(args.data, tok, args.seq_len, args.eval_data, args.eval_fraction,
-                                          args.seed, args.pack, args.data_split, args.data_config, replay)
+                                          args.seed, args.pack, args.data_split, args.data_config, args.replay)
     V = model.config.vocab_size
     if max(int(e.ids.max()) for e in train + evals) >= V:
         raise TrainingError(f"the data holds token ids >= the model's vocabulary ({V})")

@@ -512,7 +512,7 @@ def test_rejection_by_kind_samples_each_kind_until_it_has_k_rows():
     judged = right_calls_by_kind(simple + parallel + [prompt(30, [])], 2, seed=0, judge=judge)
     tally = Counter((P.kind(p, "kinds"), reply is not None) for p, reply in judged)
     assert tally[("simple", True)] == 2 and tally[("simple", False)] == 0
-    assert tally[("parallel", True)] == 2 and 2 < tally[("parallel", False)] + 2 <= 9
+    assert tally[("parallel", True)] == 2 and 1 <= tally[("parallel", False)] <= 7  # never more than K kept
     assert tally[("no call", True)] == 1 and len(judged) == len({p.ids[0] for p, _ in judged})
     assert waves[0] == 5 and len(waves) > 1 and sum(waves) == len(judged)
     assert len(right_calls_by_kind(simple + parallel, None, seed=0, judge=judge)) == 14

@@ -105,6 +105,7 @@ def test_replay_adds_n_rows_drawn_from_an_earlier_file(tmp_path):
         DB.load_examples(str(data), None, 16, replay=[(str(earlier), 11)])
     with pytest.raises(SystemExit):
         T.parse_args(["--data", str(data), "--replay", str(earlier)])  # no N
+    assert T.parse_args(["--data", str(data), "--replay", f"{earlier}:4"]).replay == [[str(earlier), 4]]
 
 # ---- the optimizer loop on the tiny model ---------------------------------------------------------
 

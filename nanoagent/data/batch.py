@@ -141,10 +141,10 @@ def split_rows(rows: list, fraction: float, seed: int) -> tuple[list, list]:
 
 def load_examples(spec: str, tokenizer, seq_len: int, eval_spec: str | None = None, eval_fraction: float = 0.05,
                   seed: int = 0, packed: bool = False, split: str = "train", config: str | None = None,
-                  replay: Sequence[tuple[str, int]] = ()):
+                  replay: Sequence[Sequence] = ()):
     """Data files or a hub dataset -> (train examples, held-out examples, skipped-row counts).
 
-    `replay` (file, n): n rows of each file, drawn by `seed`, go after `spec`'s rows, as if the files had
+    `replay`, (file, n) pairs: n rows of each file, drawn by `seed`, go after `spec`'s rows, as if the files had
     been laid end to end. The held-out part is `eval_spec`'s rows when given, else a seeded `eval_fraction`
     of all of them. Raises DataError when nothing usable is left.
     """
