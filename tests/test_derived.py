@@ -66,7 +66,8 @@ def test_every_family_makes_rows_in_the_common_form(made):
         for r in rows:
             assert r["source"] == family and r["messages"][0]["role"] == "user"
             last = r["messages"][-1]
-            if family.startswith("parallel-values"):  # ends at its calls: no result is known for a made-up value
+            if family.startswith("parallel-values") or family == "parallel-mixed-specs":  # ends at its calls: no
+                # result is known for a made-up value, nor held by the sets
                 assert last["role"] == "assistant" and len(last["tool_calls"]) >= 2 and len(r["messages"]) == 2
             elif family.startswith("several-args") and len(r["messages"]) == 2:  # made-up values: ends at its call
                 assert last["role"] == "assistant" and len(last["tool_calls"]) == 1
@@ -115,6 +116,21 @@ def test_parallel_rows_are_one_list_of_calls_then_results_in_call_order(made, in
                 assert e.request in r["messages"][0]["content"] or e.request[1:] in r["messages"][0]["content"]
     assert any(len(tool_names(r)) > len({c["name"] for c in calls_of(r)[0]}) for r in made["parallel-mixed"])
     assert len({r["messages"][0]["content"].split(" ")[0] for r in made["parallel-mixed"]}) > 3  # varied wording
+
+
+def test_parallel_mixed_specs_ask_each_sets_call_and_end_at_the_calls(made, inputs):
+    originals = {(e.call["name"], json.dumps(e.call["arguments"], sort_keys=True)): e for e in inputs.calls}
+    rows = made["parallel-mixed-specs"]
+    assert len(rows) >= 10
+    for r in rows:
+        assert [m["role"] for m in r["messages"]] == ["user", "assistant"]  # the sets hold no results
+        (calls,) = calls_of(r)
+        assert 2 <= len(calls) <= 4 and len({c["name"] for c in calls}) >= 2
+        for c in calls:  # each a real call of the sets, its request asked and its tool offered
+            e = originals[(c["name"], json.dumps(c["arguments"], sort_keys=True))]
+            assert e.request in r["messages"][0]["content"] or e.request[1:] in r["messages"][0]["content"]
+            assert e.tool in r["tools"]
+    assert any(len(tool_names(r)) > len({c["name"] for c in calls_of(r)[0]}) for r in rows)  # more tools than called
 
 
 def episodes_of(family, inputs):

@@ -21,8 +21,9 @@ fits, and writes bare numbers instead of calculator expressions).
                     -> its short worked answer, a glaive request -> a refusal; no call
     near-miss-specs, decline-specs  the same, offered tools of the tool-calling sets' specs (Seal-Tools' 4,076,
                     toolsets.py) instead of glaive's 64 functions
-    parallel-values-specs, several-args-specs  the same, from the tool-calling sets' single calls (thousands of
-                    functions) instead of glaive's; the rows end at the call (the sets hold no results for them)
+    parallel-values-specs, several-args-specs, parallel-mixed-specs  the same, from the tool-calling sets' single
+                    calls (thousands of functions) instead of glaive's; the rows end at the calls (the sets hold
+                    no results for them)
     ask-missing     glaive's "a fitting tool, but a required argument is missing -> ask for it", alone
     calc-chain      a GSM8K solution's `<<48/2=24>>` steps as calls to the calculator, one round of
                     calls per group of independent steps, each result fed back, then "The answer is N."
@@ -228,11 +229,13 @@ def _fits(args: dict, tool: dict) -> bool:
 
 
 def parallel_chat(eps: list[Episode], tools: list[dict], rng, source: str) -> dict:
-    """Episodes -> one request, one list of calls, the results in call order, one answer using every result."""
+    """Episodes -> one request, one list of calls, the results in call order, one answer using every result
+    (the row ends at the calls when the episodes have no results: the tool-calling sets' single calls)."""
     messages = [{"role": "user", "content": join_requests([e.request for e in eps], rng)},
                 {"role": "assistant", "content": "", "tool_calls": [e.call for e in eps]}]
-    messages += [{"role": "tool", "content": e.result} for e in eps]
-    messages.append({"role": "assistant", "content": join_answers([e.answer for e in eps], rng)})
+    if all(e.result for e in eps):
+        messages += [{"role": "tool", "content": e.result} for e in eps]
+        messages.append({"role": "assistant", "content": join_answers([e.answer for e in eps], rng)})
     return {"messages": messages, "tools": tools, "source": source}
 
 
@@ -261,10 +264,12 @@ def parallel_same(inputs: Inputs, n: int, rng):
         yield parallel_chat(eps, tools, rng, "parallel-same")
 
 
-def parallel_mixed(inputs: Inputs, n: int, rng):
-    """At least two functions: 2-4 requests from different chats; half the time more tools than called."""
-    eps = inputs.episodes()
-    pool, made, tries = inputs.tool_pool(), set(), 0
+def parallel_mixed(inputs: Inputs, n: int, rng, eps: list[Episode] | None = None, pool: list[dict] | None = None,
+                   source: str = "parallel-mixed"):
+    """At least two functions: 2-4 requests from different chats; half the time more tools than called.
+    `eps` and `pool` are glaive's episodes and tools unless given."""
+    eps = inputs.episodes() if eps is None else eps
+    pool, made, tries = inputs.tool_pool() if pool is None else pool, set(), 0
     while len(made) < n and tries < 50 * n and len(eps) >= 2:
         tries += 1
         size = int(rng.choice([2, 2, 3, 3, 4]))
@@ -280,7 +285,13 @@ def parallel_mixed(inputs: Inputs, n: int, rng):
         if rng.random() < 0.5:
             tools += extra_tools(pool, set(names), rng, int(rng.integers(1, 3)))
         tools = [tools[int(i)] for i in rng.permutation(len(tools))]
-        yield parallel_chat([chosen[int(i)] for i in rng.permutation(len(chosen))], tools, rng, "parallel-mixed")
+        yield parallel_chat([chosen[int(i)] for i in rng.permutation(len(chosen))], tools, rng, source)
+
+
+def parallel_mixed_specs(inputs: Inputs, n: int, rng):
+    """parallel-mixed from the tool-calling sets' single calls (BFCL's parallel_multiple items ask this way: two
+    to four tasks, each for its own function, in one turn); the row ends at the calls."""
+    yield from parallel_mixed(inputs, n, rng, inputs.calls, inputs.specs, "parallel-mixed-specs")
 
 
 def _value_span(request: str, value, words: bool = False) -> str | None:

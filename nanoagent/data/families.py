@@ -7,8 +7,8 @@ import numpy as np
 
 from .chains import calc_ask, calc_chain, parallel_calc
 from .derived import (Inputs, ask_missing, decline, decline_specs, near_miss, near_miss_specs, nocall_chat, nocall_math,
-                      parallel_mixed, parallel_same, parallel_values, parallel_values_specs, several_args,
-                      several_args_specs)
+                      parallel_mixed, parallel_mixed_specs, parallel_same, parallel_values, parallel_values_specs,
+                      several_args, several_args_specs)
 from .own_tools import own_tools
 from .recovery import recovery
 
@@ -28,7 +28,8 @@ FAMILIES = {"parallel-same": parallel_same, "parallel-mixed": parallel_mixed, "p
             "several-args": several_args, "parallel-calc": parallel_calc,
             "nocall-math": nocall_math, "decline": decline, "near-miss": near_miss,
             "decline-specs": decline_specs, "near-miss-specs": near_miss_specs,
-            "parallel-values-specs": parallel_values_specs, "several-args-specs": several_args_specs,
+            "parallel-values-specs": parallel_values_specs,
+            "parallel-mixed-specs": parallel_mixed_specs, "several-args-specs": several_args_specs,
             "nocall-chat": nocall_chat, "ask-missing": ask_missing, "calc-chain": calc_chain, "own-tools": own_tools,
             "own-tools-24h": partial(own_tools, hours=24), "calc-ask": calc_ask, "recovery": recovery}
 

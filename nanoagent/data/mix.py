@@ -281,6 +281,16 @@ TOOLS_STAGE = [
     toolset("toolrl:parallel", 20),
 ]
 
+# Prompts for rejection sampling's parallel kind (not a training mix: the sampled replies that make these calls
+# are the rows): BFCL's parallel items name several values of one argument, its parallel_multiple items ask two to
+# four tasks of different functions in one turn; the pool of the agent recipe holds 152 parallel requests in all.
+PARALLEL_PROMPTS = [
+    derived("parallel-mixed-specs", 300),
+    derived("parallel-values-specs", 200),
+    toolset("toolrl:parallel", 100),
+    toolset("seal-tools:parallel", 100),
+]
+
 # Arms of the ablation: the agent recipe's real tool-calling sets alone, and its other sources alone (glaive, the
 # derived families, the project's tools, GSM8K) at the same limits.
 AGENT_REAL_ONLY = [s for s in AGENT if s.adapter == "toolset"]
@@ -292,7 +302,7 @@ RECIPES = {"local": LOCAL, "nanoagent": NANOAGENT, "agent": AGENT, "agent-large"
            "agent-glaive": AGENT_GLAIVE,
            "agent-parallel": AGENT_PARALLEL,
            "near-miss-stage": NEAR_MISS_STAGE, "parallel-stage": PARALLEL_STAGE,
-           "contrast-stage": CONTRAST_STAGE}
+           "contrast-stage": CONTRAST_STAGE, "parallel-prompts": PARALLEL_PROMPTS}
 
 
 @dataclass
