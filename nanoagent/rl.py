@@ -22,7 +22,10 @@ strict and format. IFEval's and IFBench's own prompts never belong in --data: th
 every instruction and ends at <|im_end|>; with tool calls: its calls match the reference, cleanly written,
 or it calls nothing where no call is right), and OUT/rejection.jsonl gets one training chat {"messages":
 [..., assistant], "tools"?, "source": "rejection"} per prompt that got one, for `python -m nanoagent.train
---data`. What is judged is saved as it goes (OUT/rejection.progress.jsonl), and `--resume` goes on from it.
+--data`. What is judged is saved as it goes (OUT/rejection.progress.jsonl), and `--resume` goes on from it;
+`--max-minutes M` stops the sampling at a budget and writes the rows kept so far (the progress file stays,
+and `--resume` samples the rest: a kind whose prompts pass one time in ten can take as long as the others
+together).
 With `--per-kind K` (tool calls), the four kinds keep K rows each, whatever their pass rates: each kind's
 prompts are sampled in waves, in a seeded order, until K of them pass or they run out (parallel requests
 pass a quarter as often as single calls, and would otherwise be few). Where no call is right and the
@@ -135,7 +138,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                                           "(default: --group x --prompts, a whole round at once)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="end the run after the round that passes this many minutes (of this invocation): "
-                         "the final model is written then, as after the last round")
+                         "the final model is written then, as after the last round; with --rejection, sampling "
+                         "stops after the chunk of prompts that passes it and the rows kept so far are written")
     add_run_control_args(ap, "rounds", "runs/grpo", "OUT/checkpoint, OUT/model, OUT/log.jsonl, OUT/rewards.png",
                          "prompt order and sampling")
     args = ap.parse_args(argv)
@@ -463,6 +467,11 @@ def rejection_sample(args: argparse.Namespace) -> dict:
                             "or the model's tokenizer changed); run without --resume")
     sampling = SamplingParams(temperature=args.temperature, top_p=args.top_p, top_k=args.top_k)
     system = [{"role": "system", "content": args.system}] if args.system else []
+    deadline = None if args.max_minutes is None else time.perf_counter() + 60 * args.max_minutes
+    unsampled = set()  # prompts left when --max-minutes ran out (by id): neither judged nor counted
+
+    def out_of_time() -> bool:
+        return deadline is not None and time.perf_counter() > deadline
 
     def keep(p, replies: list[tuple[str, str]]) -> tuple[str, str] | None:
         if args.task == "instructions":
@@ -474,40 +483,54 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         seeds = round_seeds(args.seed + wave, 0, len(batch))
         todo = [j for j in range(len(batch)) if (wave, j) not in progress.done]
         desc = f"sampling, wave {wave + 1}" if args.per_kind else "sampling"
-        with tqdm(total=args.rejection * len(todo), desc=desc, unit="reply", disable=args.quiet or not todo,
-                  file=sys.stderr) as bar:
+        with tqdm(total=args.rejection * len(todo), desc=desc, unit="reply", file=sys.stderr,
+                  disable=args.quiet or not todo or out_of_time()) as bar:
             for start in range(0, len(todo), CHUNK):
+                if out_of_time():  # the rest of this wave, and every later one, is left for --resume
+                    unsampled.update(id(batch[j]) for j in todo[start:])
+                    break
                 chunk = todo[start:start + CHUNK]
                 replies = sample_replies(model, [batch[j] for j in chunk], args.rejection, args.max_new_tokens,
                                          sampling, tok.im_end_id, args.slots or 2 * args.rejection,
                                          [seeds[j] for j in chunk], bar)
                 progress.add(wave, {j: keep(batch[j], [(tok.decode(ids), reason) for ids, reason in group])
                                     for j, group in zip(chunk, replies)})
-        return [progress.done[wave, j] for j in range(len(batch))]
+        return [progress.done.get((wave, j)) for j in range(len(batch))]
     if args.task == "instructions":
         kept = list(zip(prompts, judge(prompts, 0)))
+    else:
+        kept = right_calls_by_kind(prompts, args.per_kind, args.seed, judge)
+    kept = [(p, k) for p, k in kept if id(p) not in unsampled]  # the prompts judged (all, without --max-minutes)
+    if args.task == "instructions":
         rows = [{"messages": system + [{"role": "user", "content": p.item["prompt"]},
                                        {"role": "assistant", "content": k[0]}], "source": k[1]} for p, k in kept if k]
     else:
-        kept = right_calls_by_kind(prompts, args.per_kind, args.seed, judge)
         rows = [{"messages": list(p.messages) + [{"role": "assistant", "content": k[0]}], "tools": p.tools,
                  "source": k[1]} for p, k in kept if k]
         by_kind = Counter(kind(p, "kinds") for p, k in kept if k)
         of_kind = Counter(kind(p, "kinds") for p, _ in kept)
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
+    if not rows and unsampled:
+        raise DataError(f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompts not sampled, and "
+                        f"none of the {len(kept)} sampled got a right reply; nothing written (python -m nanoagent.rl "
+                        f"--resume --out {args.out} samples the rest)")
     if not rows:
         progress.drop()
         raise DataError(f"none of the {len(kept)} prompts got a right reply in {args.rejection} samples; nothing "
                         f"written (try a larger N{', or --repair' if args.task == 'instructions' else ''})")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
-    progress.drop()
+    if not unsampled:
+        progress.drop()
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
     notes = "".join(f", {n} rows skipped ({reason})" for reason, n in skipped.items())
     mended = f", {repaired} more mended (--repair)" if args.repair else ""
     print(f"{passed} of {len(kept)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
+    if unsampled:
+        print(f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompts not sampled; the rows "
+              f"kept so far are written, and python -m nanoagent.rl --resume --out {args.out} samples the rest")
     return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out)}
 
 

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from conftest import load_tiny
 from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
+from nanoagent.data.io import DataError
 from nanoagent.gradcheck import numeric_grad, rel_err
 from nanoagent.data.batch import Example, collate
 from nanoagent.tuner import prompts as P
@@ -562,3 +564,36 @@ def test_rejection_sampling_interrupted_goes_on_with_resume(tiny_run, tmp_path, 
     assert not (tmp_path / "cut" / "rejection.progress.jsonl").exists()
     with pytest.raises(TrainingError, match="does not exist"):
         rl.run(["--rejection", "8", "--resume", "--out", str(tmp_path / "cut"), "--quiet"])
+
+
+def test_rejection_sampling_stops_at_max_minutes_and_resume_samples_the_rest(tiny_run, tmp_path, monkeypatch):
+    """A clock that passes the budget after each prompt (one a chunk): the first prompt's row is written, the
+    second is neither sampled nor counted, the progress file stays; --resume without the budget samples that
+    one alone and writes what an unbroken run writes. Out of time with no row kept: an error, nothing written."""
+    folder, data = tiny_run
+    monkeypatch.setattr(rl, "CHUNK", 1)
+    hi_first = tmp_path / "hi-first.jsonl"  # the no-call prompt, which the tiny model passes, first
+    hi_first.write_text("".join(reversed(data.read_text().splitlines(keepends=True))))
+    args = ["--rejection", "8", "--model", str(folder), "--max-new-tokens", "40", "--temperature", "1.5", "--quiet"]
+    rl.run(args + ["--data", str(hi_first), "--out", str(tmp_path / "whole")])
+    sampled, sample, clock = [], rl.sample_replies, [0.0]
+
+    def sample_then_a_minute_passes(model, prompts, *rest):
+        sampled.append(len(prompts))
+        clock[0] += 61.0
+        return sample(model, prompts, *rest)
+    monkeypatch.setattr(rl, "sample_replies", sample_then_a_minute_passes)
+    monkeypatch.setattr(rl, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    cut = tmp_path / "cut"
+    summary = rl.run(args + ["--data", str(hi_first), "--out", str(cut), "--max-minutes", "1"])
+    assert sampled == [1] and summary["prompts"] == 1 and summary["passed"] == 1
+    assert len((cut / "rejection.jsonl").read_text().splitlines()) == 1 and (cut / "rejection.progress.jsonl").exists()
+    sampled.clear()
+    summary = rl.run(["--rejection", "8", "--resume", "--out", str(cut), "--quiet"])
+    assert sampled == [1] and summary["prompts"] == 2
+    assert (cut / "rejection.jsonl").read_text() == (tmp_path / "whole" / "rejection.jsonl").read_text()
+    assert not (cut / "rejection.progress.jsonl").exists()
+    with pytest.raises(DataError, match="1 prompts not sampled, and none of the 1 sampled"):  # the call: missed
+        rl.run(args + ["--data", str(data), "--out", str(tmp_path / "call-first"), "--max-minutes", "1"])
+    assert not (tmp_path / "call-first" / "rejection.jsonl").exists()
+    assert (tmp_path / "call-first" / "rejection.progress.jsonl").exists()
