@@ -283,7 +283,7 @@ TOOLS_STAGE = [
 
 # Prompts for rejection sampling's parallel kind (not a training mix: the sampled replies that make these calls
 # are the rows): BFCL's parallel items name several values of one argument, its parallel_multiple items ask two to
-# four tasks of different functions in one turn; the pool of the agent recipe holds 152 parallel requests in all.
+# four tasks of different functions in one turn; the agent-large pool (seed 31) holds 152 parallel requests in all.
 PARALLEL_PROMPTS = [
     derived("parallel-mixed-specs", 300),
     derived("parallel-values-specs", 200),
