@@ -153,6 +153,7 @@ def test_command_usage_errors(capsys):
                         (["plot", "--reports", "a.json", "b.json", "--names", "a"], "2 reports"),
                         (["chain", "--reports", "a.json"], "for the plot task"),
                         (["toolcall", "--first", "40"], "for the plot task"),
+                        (["ifeval", "--lines"], "for the plot task"),
                         (["plot", "--reports", "a.json", "--first", "0"], "--first must be at least 1")):
         with pytest.raises(SystemExit) as e:
             main(args)
@@ -193,6 +194,9 @@ def test_plot_writes_a_png(tmp_path):
     assert out.read_bytes()[:8] == PNG and [p.name for p in out.parent.iterdir()] == ["eval.png"]
     with pytest.raises(ValueError, match="no figure"):
         plot_reports([{"model": "x"}], ["x"], tmp_path / "none.png")
+    rounds = plot_reports([report(0.0, 1.0), {"model": "y"}, report(0.6, 0.2, 0.1)], ["start", "one", "two"],
+                          tmp_path / "rounds.png", lines=True)  # a round with no figures is a gap in each line
+    assert rounds.read_bytes()[:8] == PNG
 
 
 def test_plot_command(tmp_path, capsys):

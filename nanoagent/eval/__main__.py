@@ -67,6 +67,8 @@ def parse_args(argv=None):
     ap.add_argument("--first", type=int, default=None,
                     help="plot: BFCL's figures of the first N items of each category (runs of more items beside "
                          "runs of N)")
+    ap.add_argument("--lines", action="store_true",
+                    help="plot: the reports are the rounds of one run, in order: one line per measure across them")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
     for flag in ("limit", "max_new_tokens", "batch", "max_steps", "seq_len", "first"):
@@ -78,8 +80,8 @@ def parse_args(argv=None):
             ap.error("plot needs --reports (one report per model)")
         if args.names is not None and len(args.names) != len(args.reports):
             ap.error(f"--names: {len(args.names)} names for {len(args.reports)} reports; give one per report")
-    elif args.reports or args.names or args.first:
-        ap.error("--reports, --names and --first are for the plot task")
+    elif args.reports or args.names or args.first or args.lines:
+        ap.error("--reports, --names, --first and --lines are for the plot task")
     return args
 
 
@@ -91,7 +93,8 @@ def replies_path(out: Path) -> Path:
 def plot(args) -> None:
     reports = [read_report(spec) for spec in args.reports]
     names = args.names or [Path(str(r.get("model") or spec)).name for r, spec in zip(reports, args.reports)]
-    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title, args.first)
+    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title, args.first,
+                       args.lines)
     print(f"wrote {out}", file=sys.stderr)
 
 

@@ -1,4 +1,5 @@
-"""The picture: evaluation reports of several models as grouped bars, one group per measure.
+"""The picture: evaluation reports of several models as grouped bars, one group per measure; or, with
+`--lines`, the reports as the rounds of one run, one line per measure across them.
 
     python -m nanoagent.eval plot --reports eval-base.json eval-sft.json --names base SFT --out docs/eval.png
 
@@ -71,9 +72,10 @@ def measures(report: dict, first: int | None = None) -> dict[str, float]:
 
 
 def plot_reports(reports: list[dict], names: list[str], out: str | Path, title: str | None = None,
-                 first: int | None = None) -> Path:
+                 first: int | None = None, lines: bool = False) -> Path:
     """Grouped bars (measures x models) of `reports`, labelled with `names`, written to the PNG `out`; with
-    `first`, BFCL's figures of the first `first` items of each category."""
+    `first`, BFCL's figures of the first `first` items of each category; with `lines`, one line per measure
+    across the reports in their order (the rounds of one run, `names` on the x axis)."""
     if len(names) != len(reports):
         raise ValueError(f"{len(names)} names for {len(reports)} reports: give one name per report")
     figures = [measures(r, first) for r in reports]
@@ -87,21 +89,31 @@ def plot_reports(reports: list[dict], names: list[str], out: str | Path, title: 
     matplotlib.use("Agg")  # files only: no display needed
     import matplotlib.pyplot as plt
 
-    width = 0.8 / len(reports)  # the bars of one group share 0.8 of the space between groups
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.5 + len(shown) * (0.35 + 0.22 * len(reports))), 4.2), dpi=150)
-    for k, (name, fig_values) in enumerate(zip(names, figures)):
-        xs = [i - 0.4 + width * (k + 0.5) for i in range(len(shown))]
-        ys = [fig_values.get(m, math.nan) for m in shown]  # a measure a model was not run on: no bar
-        bars = ax.bar(xs, ys, width, label=name)
-        ax.bar_label(bars, labels=["" if math.isnan(y) else f"{y:.0f}" for y in ys], fontsize=6, padding=1)
-    ax.set_xticks(range(len(shown)), [m.replace("_", " ") for m in shown], rotation=30, ha="right", fontsize=8)
+    if lines:
+        fig, ax = plt.subplots(figsize=(max(7.0, 2.5 + 1.4 * len(reports)), 4.2), dpi=150)
+        for m in shown:
+            ys = [f.get(m, math.nan) for f in figures]  # a round not run on a measure: a gap in its line
+            ax.plot(range(len(reports)), ys, marker="o", label=m.replace("_", " "),
+                    linewidth=2.5 if m == "BFCL mean" else 1.2)
+        ax.set_xticks(range(len(reports)), names, rotation=20, ha="right", fontsize=8)
+        legend = dict(loc="center left", bbox_to_anchor=(1.01, 0.5))  # one column beside the lines
+    else:
+        width = 0.8 / len(reports)  # the bars of one group share 0.8 of the space between groups
+        fig, ax = plt.subplots(figsize=(max(6.0, 0.5 + len(shown) * (0.35 + 0.22 * len(reports))), 4.2), dpi=150)
+        for k, (name, fig_values) in enumerate(zip(names, figures)):
+            xs = [i - 0.4 + width * (k + 0.5) for i in range(len(shown))]
+            ys = [fig_values.get(m, math.nan) for m in shown]  # a measure a model was not run on: no bar
+            bars = ax.bar(xs, ys, width, label=name)
+            ax.bar_label(bars, labels=["" if math.isnan(y) else f"{y:.0f}" for y in ys], fontsize=6, padding=1)
+        ax.set_xticks(range(len(shown)), [m.replace("_", " ") for m in shown], rotation=30, ha="right", fontsize=8)
+        legend = dict(ncols=min(len(reports), 5), loc="upper center", bbox_to_anchor=(0.5, -0.32))
     ax.set_ylim(0, 105)
     ax.set_ylabel("%")
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     if title:
         ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8, ncols=min(len(reports), 5), loc="upper center", bbox_to_anchor=(0.5, -0.32), frameon=False)
+    ax.legend(fontsize=8, frameon=False, **legend)
     fig.tight_layout()
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
