@@ -511,8 +511,10 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         of_kind = Counter(kind(p, "kinds") for p, _ in kept)
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
+    out_of_time = unsampled and f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompt" \
+        f"{'s' * (len(unsampled) > 1)} not sampled"
     if not rows and unsampled:
-        raise DataError(f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompts not sampled, and "
+        raise DataError(f"{out_of_time}, and "
                         f"none of the {len(kept)} sampled got a right reply; nothing written (python -m nanoagent.rl "
                         f"--resume --out {args.out} samples the rest)")
     if not rows:
@@ -529,7 +531,7 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     print(f"{passed} of {len(kept)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
     if unsampled:
-        print(f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompts not sampled; the rows "
+        print(f"{out_of_time}; the rows "
               f"kept so far are written, and python -m nanoagent.rl --resume --out {args.out} samples the rest")
     return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out)}
 

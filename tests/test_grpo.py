@@ -593,7 +593,7 @@ def test_rejection_sampling_stops_at_max_minutes_and_resume_samples_the_rest(tin
     assert sampled == [1] and summary["prompts"] == 2
     assert (cut / "rejection.jsonl").read_text() == (tmp_path / "whole" / "rejection.jsonl").read_text()
     assert not (cut / "rejection.progress.jsonl").exists()
-    with pytest.raises(DataError, match="1 prompts not sampled, and none of the 1 sampled"):  # the call: missed
+    with pytest.raises(DataError, match="1 prompt not sampled, and none of the 1 sampled"):  # the call: missed
         rl.run(args + ["--data", str(data), "--out", str(tmp_path / "call-first"), "--max-minutes", "1"])
     assert not (tmp_path / "call-first" / "rejection.jsonl").exists()
     assert (tmp_path / "call-first" / "rejection.progress.jsonl").exists()
