@@ -511,8 +511,8 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         of_kind = Counter(kind(p, "kinds") for p, _ in kept)
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
-    out_of_time = unsampled and f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompt" \
-        f"{'s' * (len(unsampled) > 1)} not sampled"
+    out_of_time = (f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompt"
+                   f"{'s' * (len(unsampled) > 1)} not sampled") if unsampled else ""
     if not rows and unsampled:
         raise DataError(f"{out_of_time}, and "
                         f"none of the {len(kept)} sampled got a right reply; nothing written (python -m nanoagent.rl "

@@ -28,8 +28,8 @@ def parse_args(argv=None):
                                              "(GSM8K test with the calculator), the agent in use with the project's "
                                              "calculator and clock, perplexity; or draw reports.")
     ap.add_argument("task", choices=TASKS,
-                    help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars; 'webpages' measures "
-                         "visit_webpage's text on saved pages (no model)")
+                    help="'all' runs toolcall and ifeval; 'plot' draws --reports as grouped bars (or lines, --lines); "
+                         "'webpages' measures visit_webpage's text on saved pages (no model)")
     ap.add_argument("--model", default=None, help="HF model folder (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--limit", type=int, default=None,
                     help="how many items: the first N of each BFCL category (so 5 x N for all five), the first N "
@@ -93,8 +93,7 @@ def replies_path(out: Path) -> Path:
 def plot(args) -> None:
     reports = [read_report(spec) for spec in args.reports]
     names = args.names or [Path(str(r.get("model") or spec)).name for r, spec in zip(reports, args.reports)]
-    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title, args.first,
-                       args.lines)
+    out = plot_reports(reports, names, args.out or Path("eval.png"), args.title, args.first, args.lines)
     print(f"wrote {out}", file=sys.stderr)
 
 
