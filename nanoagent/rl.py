@@ -31,7 +31,9 @@ prompts are sampled in waves, in a seeded order, until K of them pass or they ru
 pass a quarter as often as single calls, and would otherwise be few). Where no call is right and the
 row's reply states a number as its answer (a word problem beside tools that do not fit it), a kept reply
 must state that number too (rewards.correctness): without it, 49 of a balanced run's 60 no-call rows
-were word problems, 47 of them answered with a wrong number. With `--repair`, a prompt none of
+were word problems, 47 of them answered with a wrong number. With `--references`, the prompts with calls
+that no reply got right go to OUT/references.jsonl with their reference calls as the reply: rows from the
+data for what the model does not yet do, which no sampling finds. With `--repair`, a prompt none of
 whose replies passes gets its best reply mended by the edits of its instructions' kinds (tuner/repair.py:
 lowercase, a title, a postscript, quotes...), kept as "source": "repaired" when the checker then passes
 every instruction. It lives here, not in a command of its own, because it is GRPO's sampling and reward
@@ -101,6 +103,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repair", action="store_true",
                     help="with --rejection: a prompt none of whose replies passes gets the best one mended by the "
                          "edits of its instructions' kinds (repair.py), kept when the checker then passes it")
+    ap.add_argument("--references", action="store_true",
+                    help="with --rejection on tool calls: the prompts with calls none of whose replies passes go to "
+                         "OUT/references.jsonl too, each with its reference calls as the reply (rows from the data, "
+                         "not sampled: what the model does not yet do, to mix in as wanted)")
     ap.add_argument("--model", default=None, help="HF model folder to start from (default: SmolLM2-135M-Instruct)")
     ap.add_argument("--data", default=None, help="training rows: chats with tools (the formats train reads), or with "
                                                  "--task instructions IFEval-form items (python -m nanoagent.data "
@@ -156,6 +162,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         ap.error("--repair is for --rejection N (it mends the sampled replies no update learns from)")
     if args.repair and args.task != "instructions":
         ap.error("--repair is for --task instructions (it mends a reply by its instructions' kinds)")
+    if args.references and (args.rejection is None or args.task != "toolcalls"):
+        ap.error("--references is for --rejection N on --task toolcalls (a prompt's reference calls are its row)")
     if args.per_kind is not None and (args.rejection is None or args.task != "toolcalls" or args.per_kind < 1):
         ap.error("--per-kind K is for --rejection N on --task toolcalls, with K >= 1 (rows kept of each kind)")
     if args.rejection is not None and args.rejection < 1:
@@ -523,6 +531,10 @@ def rejection_sample(args: argparse.Namespace) -> dict:
                         f"written (try a larger N{', or --repair' if args.task == 'instructions' else ''})")
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
+    if args.references:
+        missed = [{"messages": list(p.messages) + [{"role": "assistant", "content": "", "tool_calls": p.reference}],
+                   "tools": p.tools, "source": "reference"} for p, k in kept if not k and p.reference]
+        write_jsonl(missed, args.out / "references.jsonl")
     if not unsampled:
         progress.drop()
     passed, repaired = (sum(r["source"] == s for r in rows) for s in ("rejection", "repaired"))
@@ -530,10 +542,14 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     mended = f", {repaired} more mended (--repair)" if args.repair else ""
     print(f"{passed} of {len(kept)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
+    if args.references:
+        print(f"{len(missed)} prompt{'s' * (len(missed) != 1)} with calls got no reply right: their reference "
+              f"calls are in {args.out / 'references.jsonl'}")
     if unsampled:
         print(f"{out_of_time}; the rows "
               f"kept so far are written, and python -m nanoagent.rl --resume --out {args.out} samples the rest")
-    return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out)}
+    return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out),
+            "references": len(missed) if args.references else None}
 
 
 def run(argv=None) -> dict:

@@ -16,7 +16,7 @@ from nanoagent import rl
 from nanoagent.checkpoint import read_model, save_folder
 from nanoagent.data.io import DataError
 from nanoagent.gradcheck import numeric_grad, rel_err
-from nanoagent.data.batch import Example, collate
+from nanoagent.data.batch import Example, collate, row_to_chat
 from nanoagent.tuner import prompts as P
 from nanoagent.tuner.grpo import (GRPOConfig, Rollout, first_kept, group_advantages, grpo_round, policy_batches,
                                   policy_update, reference_logp, round_seeds, run_prefix, sample_groups)
@@ -525,14 +525,23 @@ def test_rejection_sampling_on_tool_prompts_writes_chats_with_their_tools(tiny_r
     prompt gets a training row, with its tools and its user turn, the call prompt none."""
     folder, data = tiny_run
     summary = rl.run(["--rejection", "8", "--model", str(folder), "--data", str(data), "--out", str(tmp_path / "rs"),
-                      "--max-new-tokens", "40", "--temperature", "1.5", "--quiet"])
-    assert summary["prompts"] == 2 and summary["passed"] == 1
-    assert "kept by kind: 0 of 1 simple, 1 of 1 no call" in capsys.readouterr().out
+                      "--max-new-tokens", "40", "--temperature", "1.5", "--references", "--quiet"])
+    assert summary["prompts"] == 2 and summary["passed"] == 1 and summary["references"] == 1
+    out = capsys.readouterr().out
+    assert "kept by kind: 0 of 1 simple, 1 of 1 no call" in out and "1 prompt with calls got no reply right" in out
     row = json.loads((tmp_path / "rs" / "rejection.jsonl").read_text())
     assert row["tools"] == [WEATHER] and row["messages"][0] == {"role": "user", "content": "Hi!"}
     assert row["messages"][-1]["role"] == "assistant" and "tool_call" not in row["messages"][-1]["content"]
+    missed = json.loads((tmp_path / "rs" / "references.jsonl").read_text())  # the Oslo prompt, with its own call
+    assert missed["source"] == "reference" and missed["tools"] == [WEATHER]
+    assert missed["messages"][-1]["tool_calls"] == [{"name": "get_weather", "arguments": {"city": "Oslo"}}]
+    messages, tools = row_to_chat(missed)
+    assert messages[0] == {"role": "user", "content": "Oslo?"} and tools == [WEATHER]
+    for bad in (["--repair"], ["--references", "--task", "instructions"]):
+        with pytest.raises(SystemExit):
+            rl.parse_args(["--rejection", "2", *bad, "--model", str(folder), "--data", str(data)])
     with pytest.raises(SystemExit):
-        rl.parse_args(["--rejection", "2", "--repair", "--model", str(folder), "--data", str(data)])
+        rl.parse_args(["--references", "--model", str(folder), "--data", str(data)])
 
 
 def test_rejection_sampling_interrupted_goes_on_with_resume(tiny_run, tmp_path, monkeypatch):
