@@ -549,7 +549,7 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         print(f"{out_of_time}; the rows "
               f"kept so far are written, and python -m nanoagent.rl --resume --out {args.out} samples the rest")
     return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out),
-            "references": len(missed) if args.references else None}
+            **({"references": len(missed)} if args.references else {})}
 
 
 def run(argv=None) -> dict:
