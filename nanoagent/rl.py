@@ -459,6 +459,16 @@ class Progress:
             self.path.parent.rmdir()
 
 
+def n_prompts(n: int) -> str:
+    """'1 prompt', 'N prompts'."""
+    return f"{n} prompt{'s' * (n != 1)}"
+
+
+def tool_row(p: ToolPrompt, turn: dict, source: str) -> dict:
+    """A training chat: the prompt's chat, then `turn` as the assistant's reply, with the prompt's tools."""
+    return {"messages": list(p.messages) + [{"role": "assistant", **turn}], "tools": p.tools, "source": source}
+
+
 def rejection_sample(args: argparse.Namespace) -> dict:
     """--rejection N: N replies to each prompt, the passing ones as training chats in OUT/rejection.jsonl;
     resumable from OUT/rejection.progress.jsonl (removed once the rows are written)."""
@@ -513,18 +523,16 @@ def rejection_sample(args: argparse.Namespace) -> dict:
         rows = [{"messages": system + [{"role": "user", "content": p.item["prompt"]},
                                        {"role": "assistant", "content": k[0]}], "source": k[1]} for p, k in kept if k]
     else:
-        rows = [{"messages": list(p.messages) + [{"role": "assistant", "content": k[0]}], "tools": p.tools,
-                 "source": k[1]} for p, k in kept if k]
+        rows = [tool_row(p, {"content": k[0]}, k[1]) for p, k in kept if k]
         by_kind = Counter(kind(p, "kinds") for p, k in kept if k)
         of_kind = Counter(kind(p, "kinds") for p, _ in kept)
         print("kept by kind: " + ", ".join(f"{by_kind[k]} of {of_kind[k]} {k}" for k in BALANCE_KINDS["kinds"]
                                            if of_kind[k]))
-    out_of_time = (f"--max-minutes {args.max_minutes:g} ran out with {len(unsampled)} prompt"
-                   f"{'s' * (len(unsampled) > 1)} not sampled") if unsampled else ""
+    out_of_time = (f"--max-minutes {args.max_minutes:g} ran out with {n_prompts(len(unsampled))} not sampled"
+                   if unsampled else "")
     if not rows and unsampled:
-        raise DataError(f"{out_of_time}, and "
-                        f"none of the {len(kept)} sampled got a right reply; nothing written (python -m nanoagent.rl "
-                        f"--resume --out {args.out} samples the rest)")
+        raise DataError(f"{out_of_time}, and none of the {len(kept)} sampled got a right reply; nothing written "
+                        f"(python -m nanoagent.rl --resume --out {args.out} samples the rest)")
     if not rows:
         progress.drop()
         raise DataError(f"none of the {len(kept)} prompts got a right reply in {args.rejection} samples; nothing "
@@ -532,8 +540,8 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     out = args.out / "rejection.jsonl"
     write_jsonl(rows, out)
     if args.references:
-        missed = [{"messages": list(p.messages) + [{"role": "assistant", "content": "", "tool_calls": p.reference}],
-                   "tools": p.tools, "source": "reference"} for p, k in kept if not k and p.reference]
+        missed = [tool_row(p, {"content": "", "tool_calls": p.reference}, "reference")
+                  for p, k in kept if not k and p.reference]
         write_jsonl(missed, args.out / "references.jsonl")
     if not unsampled:
         progress.drop()
@@ -543,11 +551,11 @@ def rejection_sample(args: argparse.Namespace) -> dict:
     print(f"{passed} of {len(kept)} prompts got a right reply in {args.rejection} samples{mended}{notes}; "
           f"wrote {out} (python -m nanoagent.train --data {out})")
     if args.references:
-        print(f"{len(missed)} prompt{'s' * (len(missed) != 1)} with calls got no reply right: their reference "
-              f"calls are in {args.out / 'references.jsonl'}")
+        print(f"{n_prompts(len(missed))} with calls got no reply right: their reference calls are in "
+              f"{args.out / 'references.jsonl'}")
     if unsampled:
-        print(f"{out_of_time}; the rows "
-              f"kept so far are written, and python -m nanoagent.rl --resume --out {args.out} samples the rest")
+        print(f"{out_of_time}; the rows kept so far are written, and python -m nanoagent.rl --resume --out "
+              f"{args.out} samples the rest")
     return {"prompts": len(kept), "passed": passed, "repaired": repaired, "data": str(out),
             **({"references": len(missed)} if args.references else {})}
 
